@@ -1,0 +1,270 @@
+"""Typed (structured) configs for every Hydra group, and the checks that run before any work.
+
+Each group in ``conf/`` is merged onto one of these dataclasses, so a misspelt key or a value of
+the wrong type is refused by OmegaConf. Value-level rules (depth 6n+2, positive lr, ...) live in
+:func:`validate`, which raises :class:`ConfigError` with one message naming the key, the bad value
+and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from .errors import ConfigError
+
+PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)
+SHORTCUTS = ("A", "B", "C")
+PROTOCOLS = ("paper", "full")
+DATASETS = ("cifar10", "synthetic")
+DEFAULT_DEPTH = 20
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet_cifar"
+    # Depth is written either as the paper's n or as depth = 6n+2; both are filled in once resolved.
+    n: int | None = None
+    depth: int | None = None
+    residual: bool = True
+    shortcut: str = "A"
+    num_classes: int = 10
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar10"
+    root: str = "data"
+    download: bool = True
+    verify: bool = True
+    protocol: str = "paper"
+    val_size: int = 5000
+    split_seed: int = 0
+    augment: bool = True
+    # synthetic data only: images per split
+    num_train: int = 0
+    num_test: int = 0
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "paper"
+    iterations: int = 64000
+    milestones: list[int] = field(default_factory=lambda: [32000, 48000])
+    gamma: float = 0.1
+    # ResNet-110 warm-up: lr warmup_lr until the training error is below warmup_until_error.
+    warmup: bool = False
+    warmup_lr: float = 0.01
+    warmup_until_error: float = 0.8
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    log_every: int = 100
+    eval_every: int = 1000
+    progress: bool = True
+    deterministic: bool = False
+    num_threads: int | None = None
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "local"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    seed: int = 0
+    experiment_name: str = "${dataset.name}"
+    name: str = "${run_name:${model.residual},${model.n},${model.depth},${model.shortcut},${seed}}"
+
+
+GROUP_SCHEMAS = {
+    "model": ModelConfig,
+    "dataset": DatasetConfig,
+    "optimizer": OptimizerConfig,
+    "schedule": ScheduleConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+}
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore (``conf/config.yaml`` extends ``base_config``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+def _depth_or_default(n: int | None, depth: int | None) -> int:
+    if depth is not None:
+        return depth
+    if n is not None:
+        return 6 * n + 2
+    return DEFAULT_DEPTH
+
+
+def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, seed: int) -> str:
+    """Readable run name that always shows the depth, e.g. ``resnet56-seed0``, ``plain20-seed1``."""
+    kind = "resnet" if residual else "plain"
+    try:
+        d = _depth_or_default(n, depth)
+    except TypeError:  # bad types are reported by validate(); the name only has to exist
+        d = depth if depth is not None else f"n{n}"
+    tag = f"-{shortcut}" if residual and shortcut != "A" else ""
+    return f"{kind}{d}{tag}-seed{seed}"
+
+
+if not OmegaConf.has_resolver("run_name"):
+    OmegaConf.register_new_resolver("run_name", run_name)
+
+
+def _valid_depths_hint() -> str:
+    return ", ".join(str(d) for d in PAPER_DEPTHS) + ", ... (depth = 6n+2)"
+
+
+def resolve_depth(model: ModelConfig) -> None:
+    """Fill in both spellings of the depth, refusing contradictions and depths that are not 6n+2."""
+    n, depth = model.n, model.depth
+    if n is not None and n < 1:
+        raise ConfigError(
+            f"model.n={n} is not valid: n must be a positive integer (depth = 6n+2; "
+            f"n=3,5,7,9,18 give depths 20,32,44,56,110)."
+        )
+    if depth is not None and (depth < 8 or (depth - 2) % 6 != 0):
+        near = sorted({max(8, depth - (depth - 2) % 6), depth - (depth - 2) % 6 + 6} - {depth})
+        raise ConfigError(
+            f"model.depth={depth} is not a CIFAR ResNet depth: depth must be 6n+2 "
+            f"({_valid_depths_hint()}). Nearest valid: {' or '.join(map(str, near))}."
+        )
+    if n is not None and depth is not None and 6 * n + 2 != depth:
+        raise ConfigError(
+            f"model.n={n} and model.depth={depth} contradict each other: n={n} is the "
+            f"{6 * n + 2}-layer net, depth={depth} is n={(depth - 2) // 6}. Give only one of them."
+        )
+    model.depth = _depth_or_default(n, depth)
+    model.n = (model.depth - 2) // 6
+
+
+def _choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{key}={value!r} is not valid. Valid choices: {', '.join(map(str, choices))}."
+        )
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value} is not valid: it must be {bound}.")
+
+
+def validate(cfg: Config) -> Config:
+    """Check value-level rules and fill derived fields (model.n and model.depth) in place."""
+    m = cfg.model
+    _choice("model.name", m.name, ("resnet_cifar",))
+    resolve_depth(m)
+    _choice("model.shortcut", m.shortcut, SHORTCUTS)
+    if m.num_classes < 2:
+        raise ConfigError(f"model.num_classes={m.num_classes} is not valid: it must be >= 2.")
+
+    d = cfg.dataset
+    _choice("dataset.name", d.name, DATASETS)
+    _choice("dataset.protocol", d.protocol, PROTOCOLS)
+    if d.protocol == "paper" and d.val_size < 1:
+        raise ConfigError(
+            f"dataset.val_size={d.val_size} is not valid: the paper protocol holds out a "
+            f"validation split, so it must be >= 1 (the paper uses 5000)."
+        )
+    if d.name == "synthetic" and d.num_train < 1:
+        raise ConfigError(f"dataset.num_train={d.num_train} is not valid for synthetic data: >= 1.")
+
+    o = cfg.optimizer
+    _choice("optimizer.name", o.name, ("sgd",))
+    _positive("optimizer.lr", o.lr)
+    _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optimizer.momentum={o.momentum} is not valid: it must be in [0, 1).")
+
+    s = cfg.schedule
+    _positive("schedule.iterations", s.iterations)
+    if list(s.milestones) != sorted(s.milestones) or any(x <= 0 for x in s.milestones):
+        raise ConfigError(
+            f"schedule.milestones={list(s.milestones)} is not valid: they must be positive "
+            f"iteration counts in increasing order, e.g. [32000,48000]."
+        )
+    if not 0 < s.gamma <= 1:
+        raise ConfigError(f"schedule.gamma={s.gamma} is not valid: it must be in (0, 1].")
+    _positive("schedule.warmup_lr", s.warmup_lr)
+    if not 0 < s.warmup_until_error <= 1:
+        raise ConfigError(
+            f"schedule.warmup_until_error={s.warmup_until_error} is not valid: it is a "
+            f"training error in (0, 1], e.g. 0.8."
+        )
+
+    t = cfg.trainer
+    for key in ("batch_size", "eval_batch_size", "log_every", "eval_every"):
+        _positive(f"trainer.{key}", getattr(t, key))
+    if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
+        raise ConfigError(
+            f"trainer.device={t.device!r} is not valid. Valid choices: auto, cpu, cuda, cuda:N, mps."
+        )
+    if t.num_threads is not None:
+        _positive("trainer.num_threads", t.num_threads)
+    _choice("logger.name", cfg.logger.name, ("local",))
+    return cfg
+
+
+def to_config(node: Any, overrides: list[str] | tuple = ()) -> Config:
+    """Turn a composed DictConfig into a validated :class:`Config` with the depth resolved.
+
+    ``overrides`` are the command line's: when it gives one spelling of the depth (``model.n`` or
+    ``model.depth``), that one wins over the other spelling set by a preset.
+    """
+    obj = OmegaConf.to_object(node)
+    if not isinstance(obj, Config):
+        raise ConfigError("The composed config is not a resnet_repro config (base_config missing).")
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    if "model.n" in given and "model.depth" not in given:
+        obj.model.depth = None
+    elif "model.depth" in given and "model.n" not in given:
+        obj.model.n = None
+    return validate(obj)
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict of a config (for YAML files, W&B and comparisons)."""
+    return dataclasses.asdict(cfg)
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """Flatten a nested dict to dotted keys."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,145 @@
+"""CIFAR-10 in the official python-pickle layout, verified before use.
+
+Integrity: a file passes if its md5 is the official one (torchvision's table), or, for copies whose
+pickles lack the per-image ``filenames`` lists, if its content digest
+``sha256(data.tobytes() + uint8(labels).tobytes())`` equals the official content's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import calculate_md5
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+BASE_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
+TRAIN_FILES = [name for name, _ in CIFAR10.train_list]
+TEST_FILE = CIFAR10.test_list[0][0]
+OFFICIAL_MD5 = dict(CIFAR10.train_list + CIFAR10.test_list)
+# Content digests of the official training batches (pixels + labels, filenames excluded).
+CONTENT_SHA256 = {
+    "data_batch_1": "ba52cb2d72c412975d7556bb26bd094956f1c002d1937053f6f1252f2ac17114",
+    "data_batch_2": "350ff9000489d02f2568c0dcf4912ffdbae9e50932147905fb1b8159ad54f0ac",
+    "data_batch_3": "a2b8653fc457df407af6c38b7e0d1a12530f3b5f81fce9f81516efd065daf722",
+    "data_batch_4": "133e6292c377755074c305db8a684d48d5397372cb0aba34f52b4335eab35d97",
+    "data_batch_5": "eb08cdc11fd1267ef871cf4790f193684b3f556d13317be68f4eb374a078ea87",
+}
+IMAGES_PER_FILE = 10000
+NUM_CLASSES = 10
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batches' dicts of numpy arrays and nothing else."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def content_sha256(data: np.ndarray, labels) -> str:
+    return hashlib.sha256(
+        np.asarray(data, dtype=np.uint8).tobytes() + np.asarray(labels, dtype=np.uint8).tobytes()
+    ).hexdigest()
+
+
+def read_batch(path: Path, *, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Read one batch file as (N,3,32,32) uint8 images and int64 labels, checking everything."""
+    name = path.name
+    fix = "Re-download CIFAR-10 (delete the folder and set dataset.download=true) or point dataset.root at a good copy."
+    md5 = calculate_md5(str(path)) if verify else None
+    try:
+        with open(path, "rb") as f:
+            entry = _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as ex:
+        raise DataError(f"CIFAR-10 file {path} is truncated or corrupt ({ex}). {fix}") from None
+    if not isinstance(entry, dict) or b"data" not in entry or b"labels" not in entry:
+        raise DataError(f"CIFAR-10 file {path} is not a CIFAR-10 batch (no data/labels). {fix}")
+    data, labels = entry[b"data"], np.asarray(entry[b"labels"])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise DataError(f"CIFAR-10 file {path} has images of shape {shape}, expected (N, 3072) uint8. {fix}")
+    if labels.shape != (data.shape[0],):
+        raise DataError(
+            f"CIFAR-10 file {path} has {labels.shape[0]} labels for {data.shape[0]} images. {fix}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DataError(
+            f"CIFAR-10 file {path} has labels out of range [{labels.min()}, {labels.max()}], "
+            f"expected 0..{NUM_CLASSES - 1}. {fix}"
+        )
+    if verify and md5 != OFFICIAL_MD5.get(name):
+        expected = CONTENT_SHA256.get(name)
+        digest = content_sha256(data, labels)
+        if expected is None:
+            raise DataError(
+                f"CIFAR-10 file {path} failed its checksum: md5 {md5}, official md5 "
+                f"{OFFICIAL_MD5.get(name)}. {fix} (dataset.verify=false skips this check.)"
+            )
+        if digest != expected:
+            raise DataError(
+                f"CIFAR-10 file {path} failed its checksum: content sha256 {digest}, expected "
+                f"{expected} (md5 {md5}, official md5 {OFFICIAL_MD5.get(name)}). {fix} "
+                f"(dataset.verify=false skips this check.)"
+            )
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def ensure_cifar10(root: str | Path, download: bool) -> Path:
+    """Return the batch folder under ``root``, downloading it with torchvision if asked."""
+    base = Path(root) / BASE_FOLDER
+    if all((base / f).is_file() for f in TRAIN_FILES):
+        return base
+    if not download:
+        raise DataError(
+            f"CIFAR-10 not found: {base} lacks {', '.join(f for f in TRAIN_FILES if not (base / f).is_file())}. "
+            f"Point dataset.root at the folder that holds {BASE_FOLDER}/ (e.g. dataset.root=../shared/data), "
+            f"or set dataset.download=true on a machine that is online."
+        )
+    log.info("CIFAR-10 not found under %s: downloading with torchvision", root)
+    try:
+        CIFAR10(root=str(root), train=True, download=True)
+    except Exception as ex:  # network errors come in many types
+        raise DataError(
+            f"CIFAR-10 is not under {base} and the download failed ({type(ex).__name__}: {ex}). "
+            f"Point dataset.root at a local copy (e.g. dataset.root=../shared/data)."
+        ) from None
+    return base
+
+
+def load_cifar10(root: str | Path, download: bool = True, verify: bool = True):
+    """Load all training batches and the test batch when present.
+
+    Returns ``(train_x, train_y, test)`` with uint8 images (N,3,32,32), int64 labels, and ``test``
+    either ``(x, y)`` or ``None`` when the folder has no ``test_batch``.
+    """
+    base = ensure_cifar10(root, download)
+    xs, ys = zip(*(read_batch(base / f, verify=verify) for f in TRAIN_FILES))
+    train_x = torch.from_numpy(np.concatenate(xs))
+    train_y = torch.from_numpy(np.concatenate(ys))
+    test = None
+    if (base / TEST_FILE).is_file():
+        tx, ty = read_batch(base / TEST_FILE, verify=verify)
+        test = (torch.from_numpy(tx), torch.from_numpy(ty))
+    return train_x, train_y, test
+
+
+def has_test_batch(root: str | Path) -> bool:
+    return (Path(root) / BASE_FOLDER / TEST_FILE).is_file()

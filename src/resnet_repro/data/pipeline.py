@@ -1,0 +1,104 @@
+"""Device-resident batches: the whole uint8 split lives on the training device.
+
+Per iteration: take the next indices of a shuffled epoch, gather, pad-4 random crop and random
+horizontal flip drawn independently per sample, then per-pixel mean subtraction. All of it is
+batched tensor work on the device; no DataLoader, no PIL, no per-image Python, no host sync.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+
+def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
+    """Zero-pad ``x`` (B,C,H,W) by ``pad``, crop HxW at (top, left) per sample, then flip where ``flip``.
+
+    Equals torchvision's ``RandomCrop(H, padding=pad)`` followed by ``RandomHorizontalFlip`` for the
+    same offsets and flips.
+    """
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dev = x.device
+    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    rows = top[:, None] + ar_h  # (B,H)
+    cols = left[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # (B,W)
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    ci = torch.arange(c, device=dev)[None, :, None, None]
+    return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Pad-``pad`` random crop and random horizontal flip, drawn independently per sample."""
+    b = x.shape[0]
+    offsets = torch.randint(0, 2 * pad + 1, (2, b), device=x.device, generator=generator)
+    flip = torch.randint(0, 2, (b,), device=x.device, generator=generator).bool()
+    return crop_flip(x, offsets[0], offsets[1], flip, pad)
+
+
+def pixel_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mean (1,C,H,W) of uint8 images, in [0, 1] units."""
+    return (x.sum(dim=0, dtype=torch.float64) / (255.0 * len(x))).float()[None]
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0).sub_(mean)
+
+
+class DeviceBatches:
+    """Endless training batches of fixed size from a device-resident uint8 split.
+
+    Each epoch is a fresh permutation; the last partial batch of an epoch is dropped so every
+    step has the same shape. The sampler state (generator, permutation, position) is part of the
+    checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, x, y, batch_size: int, mean: torch.Tensor, device, *, augment: bool = True, seed: int = 0, pad: int = 4):
+        if batch_size > len(x):
+            raise ConfigError(
+                f"trainer.batch_size={batch_size} is larger than the training split ({len(x)} images). "
+                f"Use a smaller batch size or more training data."
+            )
+        self.x, self.y = x.to(device), y.to(device)
+        self.mean, self.batch_size, self.augment, self.pad = mean.to(device), batch_size, augment, pad
+        self.generator = torch.Generator(device=self.x.device).manual_seed(seed)
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+        self.epoch = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.x) // self.batch_size
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.perm is None or self.pos + self.batch_size > len(self.x):
+            self.perm = torch.randperm(len(self.x), device=self.x.device, generator=self.generator)
+            self.pos = 0
+            self.epoch += 1
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        xb, yb = self.x[idx], self.y[idx]
+        if self.augment:
+            xb = random_crop_flip(xb, self.pad, self.generator)
+        return normalize(xb, self.mean), yb
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "perm": None if self.perm is None else self.perm.cpu(),
+            "pos": self.pos,
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm = None if state["perm"] is None else state["perm"].to(self.x.device)
+        self.pos, self.epoch = state["pos"], state["epoch"]
+
+
+def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor):
+    """Normalised, un-augmented batches of an evaluation split, in order."""
+    for i in range(0, len(x), batch_size):
+        yield normalize(x[i : i + batch_size], mean), y[i : i + batch_size]

@@ -1,0 +1,21 @@
+"""Errors the user can act on. Each carries one message that names the problem and the fix."""
+
+
+class ResnetReproError(Exception):
+    """Base class: caught by the command-line entry point and printed without a traceback."""
+
+
+class ConfigError(ResnetReproError):
+    """A config key or value is not valid."""
+
+
+class DataError(ResnetReproError):
+    """A dataset file is missing, truncated, corrupt or fails its checksum."""
+
+
+class CheckpointError(ResnetReproError):
+    """A checkpoint cannot be loaded or belongs to another config."""
+
+
+class RunDirError(ResnetReproError):
+    """The run directory holds another run or cannot be written."""

@@ -1,0 +1,201 @@
+"""The run record: everything a run leaves in its directory.
+
+- ``config.yaml``: the resolved config (depth and n both filled in);
+- ``metrics.csv``: the history, one row per log or eval iteration (``pandas.read_csv``);
+- ``summary.json``: final and best errors, params, wall time, images/s, device, versions, status;
+- ``checkpoint.pt``: model, optimizer, schedule, sampler and RNG state, written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .config import flat
+from .errors import CheckpointError, RunDirError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+METRIC_COLUMNS = [
+    "iter", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
+    "test_loss", "test_err", "time_s", "img_per_s",
+]
+# Keys that may differ when a run is resumed: where and how it runs, not what it computes.
+RUNTIME_KEYS = {
+    "dataset.root", "dataset.download", "trainer.device", "trainer.progress",
+    "trainer.num_threads", "logger.name",
+}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write via ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def library_versions() -> dict[str, str]:
+    import hydra
+    import numpy
+    import omegaconf
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "hydra": hydra.__version__,
+        "omegaconf": omegaconf.__version__,
+        "numpy": numpy.__version__,
+        "resnet_repro": __version__,
+    }
+
+
+def git_commit() -> str | None:
+    """Commit of the code that ran, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunRecord:
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as ex:
+            raise RunDirError(f"Cannot create the run directory {self.dir}: {ex.strerror}. Choose a writable hydra.run.dir.") from None
+        if not os.access(self.dir, os.W_OK):
+            raise RunDirError(f"The run directory {self.dir} is not writable. Choose a writable hydra.run.dir.")
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    # --- config -----------------------------------------------------------------------------
+    def saved_config(self) -> dict | None:
+        p = self.path(CONFIG_FILE)
+        return yaml.safe_load(p.read_text()) if p.is_file() else None
+
+    def check_same_run(self, cfg: dict) -> None:
+        """Refuse to resume a directory that holds a run of another config."""
+        old = self.saved_config()
+        if old is None:
+            return
+        a, b = flat(old), flat(cfg)
+        diff = [k for k in sorted(set(a) | set(b)) if k not in RUNTIME_KEYS and a.get(k) != b.get(k)]
+        if diff:
+            shown = "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in diff[:5])
+            raise RunDirError(
+                f"{self.dir} already holds a run with a different config ({shown}). Give this run "
+                f"its own directory (name=<new name> or hydra.run.dir=<dir>), or delete the old run."
+            )
+
+    def write_config(self, cfg: dict) -> None:
+        text = yaml.safe_dump(cfg, sort_keys=False)
+        atomic_write(self.path(CONFIG_FILE), lambda f: f.write(text.encode()))
+
+    # --- metrics history --------------------------------------------------------------------
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        p = self.path(METRICS_FILE)
+        new = not p.is_file() or p.stat().st_size == 0
+        with open(p, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_metrics(self, last_iter: int) -> None:
+        """Drop history rows after ``last_iter`` (they were written after the checkpoint)."""
+        p = self.path(METRICS_FILE)
+        if not p.is_file():
+            return
+        with open(p, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("iter") and int(r["iter"]) <= last_iter]
+
+        def write(fh):
+            text = _csv_text(rows)
+            fh.write(text.encode())
+
+        atomic_write(p, write)
+
+    # --- summary ----------------------------------------------------------------------------
+    def read_summary(self) -> dict | None:
+        p = self.path(SUMMARY_FILE)
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def write_summary(self, summary: dict) -> None:
+        text = json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n"
+        atomic_write(self.path(SUMMARY_FILE), lambda f: f.write(text.encode()))
+
+    # --- checkpoint -------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict) -> None:
+        atomic_write(self.path(CHECKPOINT_FILE), lambda f: torch.save(state, f))
+
+    def load_checkpoint(self) -> dict | None:
+        p = self.path(CHECKPOINT_FILE)
+        if not p.is_file():
+            return None
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as ex:
+            raise CheckpointError(
+                f"Checkpoint {p} is truncated or corrupt ({type(ex).__name__}: {str(ex).splitlines()[0][:200]}). "
+                f"Delete it to restart this run from scratch, or choose another run directory."
+            ) from None
+
+
+def _csv_text(rows: list[dict]) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\r\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
+    return buf.getvalue()

@@ -1,0 +1,304 @@
+"""Train one CIFAR ResNet with the paper's recipe and record the run.
+
+    resnet-train                                   # ResNet-20, paper recipe, CIFAR-10 (paper protocol)
+    resnet-train model.depth=56 model.residual=false
+    resnet-train -m model.n=3,5,7,9,18             # a Hydra multirun sweep
+    python -m resnet_repro.train experiment=smoke
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from .config import Config, register_configs, to_config, to_dict
+from .data import Splits, load_splits
+from .data.pipeline import DeviceBatches, eval_batches, pixel_mean
+from .errors import CheckpointError, ResnetReproError
+from .models import build_model, count_params
+from .record import RunRecord, git_commit, library_versions
+from .schedule import LRSchedule
+
+log = logging.getLogger("resnet_repro")
+CHECKPOINT_FORMAT = 1
+
+
+def config_dir() -> Path:
+    """``conf/`` shipped inside the package (wheel installs) or at the repository top (checkouts)."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ResnetReproError(f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto.")
+    return dev
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size: int, mean) -> tuple[float, float]:
+    """(mean loss, error %) over a whole split, in eval mode (BN running statistics)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    wrong = torch.zeros((), device=x.device, dtype=torch.long)
+    for xb, yb in eval_batches(x, y, batch_size, mean):
+        out = model(xb)
+        loss_sum += F.cross_entropy(out, yb, reduction="sum")
+        wrong += (out.argmax(1) != yb).sum()
+    model.train()
+    return loss_sum.item() / len(x), 100.0 * wrong.item() / len(x)
+
+
+@dataclass
+class Window:
+    """Training loss and error summed on the device between log steps (read only at log steps)."""
+
+    loss: torch.Tensor
+    wrong: torch.Tensor
+    seen: int = 0
+
+    @classmethod
+    def zeros(cls, device) -> Window:
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+
+    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss.detach() * len(y)
+        self.wrong += (out.argmax(1) != y).sum()
+        self.seen += len(y)
+
+    def read(self) -> tuple[float, float]:
+        return self.loss.item() / self.seen, 100.0 * self.wrong.item() / self.seen
+
+    def state_dict(self) -> dict:
+        return {"loss": self.loss.cpu(), "wrong": self.wrong.cpu(), "seen": self.seen}
+
+    def load_state_dict(self, s: dict, device) -> None:
+        self.loss, self.wrong, self.seen = s["loss"].to(device), s["wrong"].to(device), s["seen"]
+
+
+def train(cfg: Config, run_dir: str | Path) -> dict:
+    """Run (or resume) one training run in ``run_dir``; return its summary."""
+    rec = RunRecord(run_dir)
+    cfg_dict = to_dict(cfg)
+    rec.check_same_run(cfg_dict)
+    ckpt = rec.load_checkpoint()
+    old = rec.read_summary() or {}
+    if ckpt is not None and ckpt["iteration"] >= cfg.schedule.iterations and old.get("status") == "completed":
+        log.info("%s is already complete (%d iterations); nothing to do.", rec.dir, ckpt["iteration"])
+        return old
+    rec.write_config(cfg_dict)
+
+    t = cfg.trainer
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True)
+    device = pick_device(t.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not t.deterministic
+
+    splits: Splits = load_splits(cfg.dataset, cfg.model.num_classes)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model).to(device)
+    n_params = count_params(model)
+    mean = pixel_mean(splits.train[0])
+    batches = DeviceBatches(*splits.train, t.batch_size, mean, device, augment=cfg.dataset.augment, seed=cfg.seed)
+    evals = {s: tuple(v.to(device) for v in getattr(splits, s)) for s in splits.eval_splits}
+    mean = mean.to(device)
+    o = cfg.optimizer
+    opt = torch.optim.SGD(
+        model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+    )
+    sched = LRSchedule(cfg.schedule, o.lr)
+    window = Window.zeros(device)
+    it, elapsed, train_time, best = 0, 0.0, 0.0, {}
+
+    if ckpt is not None:
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"Checkpoint {rec.path('checkpoint.pt')} has an unknown format. Delete it to restart the run.")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["schedule"])
+        batches.load_state_dict(ckpt["batches"])
+        window.load_state_dict(ckpt["window"], device)
+        torch.set_rng_state(ckpt["torch_rng"])
+        it, elapsed, train_time, best = ckpt["iteration"], ckpt["elapsed_s"], ckpt["train_time_s"], ckpt["best"]
+        rec.truncate_metrics(it)
+        log.info("Resuming %s from iteration %d", rec.dir, it)
+
+    summary = {
+        "name": cfg.name,
+        "run_dir": str(rec.dir),
+        "status": "running",
+        "model": cfg.model.name,
+        "depth": cfg.model.depth,
+        "n": cfg.model.n,
+        "residual": cfg.model.residual,
+        "shortcut": cfg.model.shortcut if cfg.model.residual else None,
+        "params": n_params,
+        "dataset": cfg.dataset.name,
+        "protocol": cfg.dataset.protocol,
+        "seed": cfg.seed,
+        "eval_splits": splits.eval_splits,
+        "test_available": splits.test is not None,
+        "reported_error": "test" if splits.test is not None else "validation",
+        "note": splits.note,
+        "iterations": it,
+        "iterations_total": cfg.schedule.iterations,
+        "batch_size": t.batch_size,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform_cpu(),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "started_at": old.get("started_at") or _now(),
+        "resumed_from": it or None,
+    }
+    rec.write_summary(summary)
+    log.info(
+        "%s: %s-%d (n=%d, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
+        cfg.name, "ResNet" if cfg.model.residual else "plain", cfg.model.depth, cfg.model.n,
+        summary["shortcut"] or "no", f"{n_params:,}", cfg.dataset.name, cfg.dataset.protocol,
+        len(splits.train[0]), "+".join(splits.eval_splits) or "nothing", device,
+    )
+
+    def checkpoint() -> None:
+        rec.save_checkpoint({
+            "format": CHECKPOINT_FORMAT,
+            "config": cfg_dict,
+            "iteration": it,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "schedule": sched.state_dict(),
+            "batches": batches.state_dict(),
+            "window": window.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "elapsed_s": elapsed,
+            "train_time_s": train_time,
+            "best": best,
+        })
+
+    total, lr = cfg.schedule.iterations, None
+    bar = tqdm(total=total, initial=it, disable=not t.progress, dynamic_ncols=True, desc=cfg.name, file=sys.stderr)
+    t0 = time.perf_counter()
+    t_window, it_window = t0, it
+    try:
+        model.train()
+        while it < total:
+            if (new_lr := sched.lr(it)) != lr:
+                lr = new_lr
+                for g in opt.param_groups:
+                    g["lr"] = lr
+            x, y = batches.next()
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            window.add(loss, out, y)
+            it += 1
+            bar.update()
+
+            is_log, is_eval = it % t.log_every == 0 or it == total, it % t.eval_every == 0 or it == total
+            if not (is_log or is_eval):
+                continue
+            now = time.perf_counter()
+            train_time += now - t_window
+            row = {"iter": it, "epoch": batches.epoch, "lr": lr}
+            if is_log and window.seen:
+                row["train_loss"], row["train_err"] = window.read()
+                row["img_per_s"] = (it - it_window) * t.batch_size / max(now - t_window, 1e-9)
+                window = Window.zeros(device)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_err']:.1f}%", lr=f"{lr:g}")
+                if sched.observe_train_error(row["train_err"] / 100, it):
+                    log.info("Warm-up over at iteration %d (train error %.1f%%): lr %g from now on", it, row["train_err"], sched.lr(it))
+            if is_eval:
+                for split, (ex, ey) in evals.items():
+                    row[f"{split}_loss"], row[f"{split}_err"] = evaluate(model, ex, ey, t.eval_batch_size, mean)
+                    if row[f"{split}_err"] < best.get(f"best_{split}_err", float("inf")):
+                        best[f"best_{split}_err"], best[f"best_{split}_iter"] = row[f"{split}_err"], it
+                if evals:
+                    log.info("iter %d: %s", it, ", ".join(f"{s} err {row[f'{s}_err']:.2f}%" for s in evals))
+            end = time.perf_counter()
+            elapsed += end - t0
+            t0 = t_window = end
+            it_window = it
+            row["time_s"] = elapsed
+            rec.append_metrics(row)
+            if is_log and "train_err" in row:
+                summary.update(final_train_loss=row["train_loss"], final_train_err=row["train_err"])
+            if is_eval:
+                for split in evals:
+                    summary[f"final_{split}_loss"], summary[f"final_{split}_err"] = row[f"{split}_loss"], row[f"{split}_err"]
+                summary.update(best, iterations=it, wall_time_s=elapsed, train_time_s=train_time,
+                               images_per_s=it * t.batch_size / train_time)
+                checkpoint()
+                rec.write_summary(summary)
+    except BaseException as ex:
+        summary.update(status="interrupted" if isinstance(ex, KeyboardInterrupt) else "failed",
+                       error=f"{type(ex).__name__}: {ex}", iterations_done=it)
+        rec.write_summary(summary)
+        raise
+    finally:
+        bar.close()
+
+    summary.update(status="completed", finished_at=_now(), warmup_ended_at=sched.warmup_ended_at)
+    rec.write_summary(summary)
+    log.info("Done: %s", ", ".join(f"{k}={summary[k]:.2f}" for k in summary if k.startswith("final_") and k.endswith("_err")))
+    return summary
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def platform_cpu() -> str:
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+register_configs()
+
+
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> float | None:
+    hc = HydraConfig.get()
+    summary = train(to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir)
+    return summary.get("final_test_err", summary.get("final_val_err"))
+
+
+def main() -> None:
+    """Console entry point: check every job's config first, then hand over to Hydra."""
+    from .preflight import explain, preflight
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # we print our own errors; real bugs keep tracebacks
+    try:
+        preflight(sys.argv[1:], config_dir())
+        hydra_main()
+    except ResnetReproError as ex:
+        print(f"resnet-train: error: {ex}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as ex:
+        msg = explain(ex)
+        if msg is None:
+            raise
+        print(f"resnet-train: error: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
