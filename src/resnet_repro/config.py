@@ -9,6 +9,7 @@ and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +142,7 @@ if not OmegaConf.has_resolver("run_name"):
 
 
 def _valid_depths_hint() -> str:
-    return ", ".join(str(d) for d in PAPER_DEPTHS) + ", ... (depth = 6n+2)"
+    return ", ".join(str(d) for d in PAPER_DEPTHS) + ", ..."
 
 
 def resolve_depth(model: ModelConfig) -> None:
@@ -236,12 +237,44 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def leaf_keys() -> dict[str, Any]:
+    """Every valid dotted config key and its declared type."""
+    keys = {f"{g}.{f.name}": f.type for g, s in GROUP_SCHEMAS.items() for f in dataclasses.fields(s)}
+    keys.update({f.name: f.type for f in dataclasses.fields(Config) if f.name not in GROUP_SCHEMAS})
+    return keys
+
+
+def unknown_key_message(full_key: str) -> str:
+    """Name the unknown key, the closest valid keys, and the valid keys of its group."""
+    keys = leaf_keys()
+    group = full_key.split(".")[0]
+    last = full_key.split(".")[-1]
+    names = difflib.get_close_matches(last, {k.split(".")[-1] for k in keys}, n=2, cutoff=0.7)
+    close = sorted((k for k in keys if k.split(".")[-1] in names), key=lambda k: not k.startswith(group + "."))
+    hint = f" Did you mean {' or '.join(repr(c) for c in close[:3])}?" if close else ""
+    if group in GROUP_SCHEMAS:
+        valid = f"Valid keys in '{group}': " + ", ".join(k for k in keys if k.startswith(group + "."))
+    else:
+        top = [k for k in keys if "." not in k]
+        valid = f"Valid top-level keys: {', '.join(top)}, and the groups {', '.join(GROUP_SCHEMAS)}"
+    return f"Unknown config key '{full_key}'.{hint} {valid}."
+
+
+def unknown_keys(node: Any) -> list[str]:
+    """Dotted keys of a composed config that no schema declares (e.g. added with ``+key=``)."""
+    valid = leaf_keys()
+    return [k for k in flat(OmegaConf.to_container(node, resolve=False)) if k not in valid and k.split(".")[0] != "hydra"]
+
+
 def to_config(node: Any, overrides: list[str] | tuple = ()) -> Config:
     """Turn a composed DictConfig into a validated :class:`Config` with the depth resolved.
 
     ``overrides`` are the command line's: when it gives one spelling of the depth (``model.n`` or
     ``model.depth``), that one wins over the other spelling set by a preset.
     """
+    extra = unknown_keys(node)
+    if extra:
+        raise ConfigError(unknown_key_message(extra[0]))
     obj = OmegaConf.to_object(node)
     if not isinstance(obj, Config):
         raise ConfigError("The composed config is not a resnet_repro config (base_config missing).")

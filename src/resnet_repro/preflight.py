@@ -8,8 +8,6 @@ API and validated, so a bad value anywhere in a sweep stops it before the first 
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -20,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from .config import GROUP_SCHEMAS, SHORTCUTS, Config, PROTOCOLS, to_config
+from .config import PROTOCOLS, SHORTCUTS, leaf_keys, to_config, unknown_key_message
 from .data import check_protocol
 from .errors import ConfigError
 
@@ -34,16 +32,10 @@ _EXPECTED = {
 }
 
 
-def _leaf_keys() -> dict[str, type]:
-    keys = {f"{g}.{f.name}": f.type for g, s in GROUP_SCHEMAS.items() for f in dataclasses.fields(s)}
-    keys.update({f.name: f.type for f in dataclasses.fields(Config) if f.name not in GROUP_SCHEMAS})
-    return keys
-
-
 def _expected(full_key: str) -> str:
     if full_key in _EXPECTED:
         return _EXPECTED[full_key]
-    typ = str(_leaf_keys().get(full_key, ""))
+    typ = str(leaf_keys().get(full_key, ""))
     for word, text in (("list", "a list such as [32000,48000]"), ("bool", "true or false"),
                        ("float", "a number"), ("int", "an integer"), ("str", "a string")):
         if word in typ:
@@ -51,26 +43,13 @@ def _expected(full_key: str) -> str:
     return "a value of the schema's type"
 
 
-def unknown_key_message(full_key: str) -> str:
-    """Name the unknown key, the closest valid keys, and the valid keys of its group."""
-    keys = _leaf_keys()
-    group = full_key.split(".")[0]
-    in_group = [k for k in keys if k.startswith(group + ".")] if group in GROUP_SCHEMAS else []
-    last = full_key.split(".")[-1]
-    close = difflib.get_close_matches(full_key, list(keys), n=2, cutoff=0.75)
-    close += [k for k in keys if k.split(".")[-1] == last and k not in close]
-    hint = f" Did you mean {' or '.join(repr(c) for c in close[:3])}?" if close else ""
-    valid = in_group or sorted(k for k in keys)
-    where = f"in '{group}'" if in_group else ""
-    return f"Unknown config key '{full_key}'.{hint} Valid keys {where}: {', '.join(valid)}.".replace("  ", " ")
-
-
 def explain(ex: BaseException) -> str | None:
     """One clear message for a Hydra/OmegaConf composition error, or None if it is not one."""
     if isinstance(ex, ConfigError):
         return str(ex)
     if isinstance(ex, MissingConfigException):
-        return " ".join(str(ex).split())  # Hydra names the missing option and lists the available ones
+        # Hydra names the missing option and lists the available ones; drop its search-path dump
+        return " ".join(str(ex).split("Config search path")[0].split())
     cause = ex
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
