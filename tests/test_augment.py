@@ -2,7 +2,13 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision import transforms
 
-from resnet_repro.data.pipeline import DeviceBatches, crop_flip, normalize, pixel_mean, random_crop_flip
+from resnet_repro.data.pipeline import (
+    DeviceBatches,
+    crop_flip,
+    normalize,
+    pixel_mean,
+    random_crop_flip,
+)
 
 
 def _images(n=64, seed=0):
@@ -95,5 +101,5 @@ def test_device_batches_cover_each_epoch_once_and_resume_exactly():
     db2 = DeviceBatches(x, y, b, torch.zeros(1, 3, 32, 32), "cpu", augment=True, seed=123)
     db2.augment = False
     db2.load_state_dict(state)
-    assert all(torch.equal(p, q) for p, q in zip(a, [db2.next()[1] for _ in range(5)]))
+    assert all(torch.equal(p, q) for p, q in zip(a, [db2.next()[1] for _ in range(5)], strict=True))
     assert db2.epoch == db.epoch == 3

@@ -71,7 +71,7 @@ def test_residual_and_plain_differ_only_by_shortcuts():
     plain = CifarResNet(20, residual=False)
     # Same layers in the same order: plain's weights load into the residual net and back.
     res.load_state_dict(plain.state_dict())
-    for (n1, p1), (n2, p2) in zip(res.named_parameters(), plain.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(res.named_parameters(), plain.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)
     x = torch.randn(4, 3, 32, 32)
     assert not torch.allclose(res.eval()(x), plain.eval()(x))

@@ -131,7 +131,8 @@ def load_cifar10(root: str | Path, download: bool = True, verify: bool = True):
     either ``(x, y)`` or ``None`` when the folder has no ``test_batch``.
     """
     base = ensure_cifar10(root, download)
-    xs, ys = zip(*(read_batch(base / f, verify=verify) for f in TRAIN_FILES))
+    batches = [read_batch(base / f, verify=verify) for f in TRAIN_FILES]
+    xs, ys = [b[0] for b in batches], [b[1] for b in batches]
     train_x = torch.from_numpy(np.concatenate(xs))
     train_y = torch.from_numpy(np.concatenate(ys))
     test = None

@@ -1,0 +1,100 @@
+"""Config spelling, sweeps and bad-config errors (checked before any work)."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from resnet_repro.config import run_name, to_config
+from resnet_repro.errors import ConfigError
+from resnet_repro.preflight import job_overrides, preflight
+from resnet_repro.train import config_dir
+
+from .conftest import run_cli
+
+CONF = config_dir()
+
+
+def cfg_of(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_config(compose("config", overrides=list(overrides)), overrides)
+
+
+def test_defaults_are_the_paper_recipe():
+    c = cfg_of()
+    assert (c.model.depth, c.model.n, c.model.residual, c.model.shortcut) == (20, 3, True, "A")
+    assert (c.optimizer.lr, c.optimizer.momentum, c.optimizer.weight_decay) == (0.1, 0.9, 1e-4)
+    assert (c.trainer.batch_size, c.schedule.iterations, list(c.schedule.milestones)) == (128, 64000, [32000, 48000])
+    assert (c.dataset.name, c.dataset.protocol, c.dataset.val_size) == ("cifar10", "paper", 5000)
+    assert c.name == "resnet20-seed0"
+
+
+@pytest.mark.parametrize("n,depth", [(3, 20), (5, 32), (7, 44), (9, 56), (18, 110)])
+def test_n_and_depth_are_two_spellings(n, depth):
+    a, b = cfg_of(f"model.n={n}"), cfg_of(f"model.depth={depth}")
+    assert (a.model.n, a.model.depth) == (b.model.n, b.model.depth) == (n, depth)
+    assert a.name == b.name == f"resnet{depth}-seed0"
+
+
+def test_run_names_show_depth_and_variant():
+    assert cfg_of("model.depth=56", "model.residual=false").name == "plain56-seed0"
+    assert cfg_of("model.n=18", "seed=2").name == "resnet110-seed2"
+    assert cfg_of("model.shortcut=B").name == "resnet20-B-seed0"
+    assert run_name(True, None, None, "A", 1) == "resnet20-seed1"
+
+
+def test_command_line_spelling_wins_over_preset():
+    smoke = cfg_of("experiment=smoke")
+    assert smoke.model.depth == 8
+    assert cfg_of("experiment=smoke", "model.depth=20").model.n == 3
+    assert cfg_of("experiment=resnet110").model.depth == 110 and cfg_of("experiment=resnet110").schedule.warmup
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["model.depth=21"], "model.depth=21 is not a CIFAR ResNet depth: depth must be 6n+2 (20, 32, 44, 56, 110"),
+    (["model.n=0"], "model.n=0 is not valid"),
+    (["model.n=3", "model.depth=56"], "contradict each other"),
+    (["model.dept=56"], "Unknown config key 'model.dept'. Did you mean 'model.depth'?"),
+    (["lr=0.05"], "Did you mean 'optimizer.lr'?"),
+    (["+model.width=2"], "Unknown config key 'model.width'"),
+    (["model.n=abc"], "Bad value for model.n: Value 'abc'"),
+    (["model.residual=maybe"], "Expected true or false"),
+    (["model.shortcut=D"], "model.shortcut='D' is not valid. Valid choices: A, B, C."),
+    (["model=resnet50"], "Could not find 'model/resnet50' Available options in 'model': resnet_cifar"),
+    (["dataset=imagenet"], "Available options in 'dataset'"),
+    (["optimizer.lr=0"], "optimizer.lr=0.0 is not valid: it must be > 0."),
+    (["trainer.batch_size=-1"], "trainer.batch_size=-1 is not valid: it must be > 0."),
+    (["schedule.milestones=[48000,32000]"], "increasing order"),
+    (["trainer.device=gpu"], "Valid choices: auto, cpu, cuda, cuda:N, mps."),
+    (["dataset.protocol=test"], "Valid choices: paper, full."),
+    (["model.n=3,5"], "add -m (--multirun)"),
+    (["-m", "model.depth=20,21,32"], "model.depth=21 is not a CIFAR ResNet depth"),
+])
+def test_bad_configs_fail_before_any_work(argv, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        preflight(argv, CONF)
+    assert needle in str(e.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_full_protocol_without_test_batch_fails_before_any_work(cifar_pickles):
+    with pytest.raises(ConfigError, match="dataset.protocol=full evaluates on the test batch"):
+        preflight([f"dataset.root={cifar_pickles}", "dataset.protocol=full"], CONF)
+
+
+@pytest.mark.parametrize("sweep", ["model.n=3,5,7,9,18", "model.depth=20,32,44,56,110"])
+def test_depth_sweeps_expand_to_one_job_per_depth(sweep):
+    jobs, _ = job_overrides(["-m", sweep, "model.residual=true,false"])
+    assert len(jobs) == 10
+    names = sorted(cfg_of(*j).name for j in jobs)
+    assert names == sorted(f"{k}{d}-seed0" for d in (20, 32, 44, 56, 110) for k in ("resnet", "plain"))
+    assert preflight(["-m", sweep], CONF) == 5
+
+
+def test_cli_prints_one_clear_line_and_exits_2(tmp_path):
+    r = run_cli("model.depth=21", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "resnet-train: error: model.depth=21 is not a CIFAR ResNet depth: depth must be 6n+2 "
+        "(20, 32, 44, 56, 110, 1202, ...). Nearest valid: 20 or 26."
+    ]
+    assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()

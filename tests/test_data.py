@@ -1,0 +1,131 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from resnet_repro.config import DatasetConfig
+from resnet_repro.data import check_protocol, load_splits, paper_split
+from resnet_repro.data.cifar import CONTENT_SHA256, content_sha256, load_cifar10, read_batch
+from resnet_repro.errors import ConfigError, DataError
+
+from .conftest import write_cifar_pickles
+
+
+def test_synthetic_pickles_load_in_official_layout(tmp_path):
+    base = write_cifar_pickles(tmp_path, per_file=7)
+    x, y, test = load_cifar10(tmp_path, download=False, verify=False)
+    assert x.shape == (35, 3, 32, 32) and x.dtype == torch.uint8 and y.dtype == torch.int64
+    assert test is None
+    with open(base / "data_batch_2", "rb") as f:
+        raw = pickle.load(f, encoding="bytes")
+    assert torch.equal(x[7], torch.from_numpy(raw[b"data"][0].reshape(3, 32, 32)))  # rows R, G, B
+    assert y[7].item() == raw[b"labels"][0]
+
+
+def test_checksum_mismatch_names_file_and_both_digests(cifar_pickles):
+    with pytest.raises(DataError) as e:
+        load_cifar10(cifar_pickles, download=False, verify=True)
+    msg = str(e.value)
+    assert "data_batch_1" in msg and CONTENT_SHA256["data_batch_1"] in msg
+    data, labels = read_batch(cifar_pickles / "cifar-10-batches-py" / "data_batch_1", verify=False)
+    assert content_sha256(data.reshape(len(data), -1), labels) in msg
+
+
+def test_truncated_pickle_is_a_clear_error(cifar_pickles):
+    p = cifar_pickles / "cifar-10-batches-py" / "data_batch_3"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"data_batch_3 is truncated or corrupt"):
+        load_cifar10(cifar_pickles, download=False, verify=False)
+
+
+def test_garbage_file_is_a_clear_error(cifar_pickles):
+    (cifar_pickles / "cifar-10-batches-py" / "data_batch_4").write_bytes(b"not a pickle at all")
+    with pytest.raises(DataError, match=r"data_batch_4 is truncated or corrupt"):
+        load_cifar10(cifar_pickles, download=False, verify=False)
+
+
+def test_pickle_with_foreign_globals_is_refused(cifar_pickles, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(cifar_pickles / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": []}, f)
+    with pytest.raises(DataError, match="data_batch_1"):
+        load_cifar10(cifar_pickles, download=False, verify=False)
+    assert not marker.exists()
+
+
+def test_labels_out_of_range_and_bad_shapes(tmp_path):
+    base = write_cifar_pickles(tmp_path, per_file=5)
+    entry = {b"data": np.zeros((5, 3072), np.uint8), b"labels": [0, 1, 2, 3, 10]}
+    with open(base / "data_batch_5", "wb") as f:
+        pickle.dump(entry, f)
+    with pytest.raises(DataError, match=r"data_batch_5 has labels out of range"):
+        load_cifar10(tmp_path, download=False, verify=False)
+    entry = {b"data": np.zeros((5, 100), np.uint8), b"labels": [0] * 5}
+    with open(base / "data_batch_5", "wb") as f:
+        pickle.dump(entry, f)
+    with pytest.raises(DataError, match=r"data_batch_5 has images of shape \(5, 100\)"):
+        load_cifar10(tmp_path, download=False, verify=False)
+
+
+def test_missing_data_offline_says_how_to_fix(tmp_path):
+    with pytest.raises(DataError, match="dataset.root"):
+        load_cifar10(tmp_path / "nowhere", download=False)
+
+
+def test_paper_split_is_fixed_disjoint_and_seeded():
+    tr, va = paper_split(50_000, 5_000, seed=0)
+    assert len(tr) == 45_000 and len(va) == 5_000
+    assert len(set(tr.tolist()) | set(va.tolist())) == 50_000
+    tr2, va2 = paper_split(50_000, 5_000, seed=0)
+    assert torch.equal(va, va2) and not torch.equal(va, paper_split(50_000, 5_000, seed=1)[1])
+
+
+def test_paper_protocol_without_test_batch_evaluates_on_validation(cifar_pickles):
+    cfg = DatasetConfig(root=str(cifar_pickles), download=False, verify=False, val_size=10)
+    s = load_splits(cfg)
+    assert s.eval_splits == ["val"] and s.test is None and "validation" in s.note
+    assert len(s.train[0]) == 90 and len(s.val[0]) == 10
+
+
+def test_full_protocol_needs_the_test_batch(cifar_pickles, tmp_path):
+    cfg = DatasetConfig(root=str(cifar_pickles), download=False, verify=False, protocol="full")
+    with pytest.raises(ConfigError, match="test_batch"):
+        check_protocol(cfg)
+    with_test = tmp_path / "with_test"
+    write_cifar_pickles(with_test, per_file=6, test=True)
+    s = load_splits(DatasetConfig(root=str(with_test), download=False, verify=False, protocol="full"))
+    assert s.eval_splits == ["test"] and len(s.train[0]) == 30 and len(s.test[0]) == 6
+    s = load_splits(DatasetConfig(root=str(with_test), download=False, verify=False, val_size=5))
+    assert s.eval_splits == ["val", "test"] and s.note == ""
+
+
+@pytest.mark.realdata
+def test_offline_copy_loads_and_verifies(data_root):
+    x, y, test = load_cifar10(data_root, download=False, verify=True)
+    assert x.shape == (50_000, 3, 32, 32) and x.dtype == torch.uint8
+    assert torch.equal(torch.bincount(y), torch.full((10,), 5000))
+    assert test is None  # the offline copy has no test batch
+    s = load_splits(DatasetConfig(root=str(data_root), download=False))
+    assert len(s.train[0]) == 45_000 and len(s.val[0]) == 5_000 and s.eval_splits == ["val"]
+
+
+@pytest.mark.realdata
+def test_offline_copy_with_one_changed_pixel_fails_verification(data_root, tmp_path):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    for f in (data_root / "cifar-10-batches-py").iterdir():
+        (base / f.name).symlink_to(f)
+    with open(data_root / "cifar-10-batches-py" / "data_batch_2", "rb") as f:
+        entry = pickle.load(f, encoding="bytes")
+    entry[b"data"][123, 456] ^= 1
+    (base / "data_batch_2").unlink()
+    with open(base / "data_batch_2", "wb") as f:
+        pickle.dump(entry, f)
+    with pytest.raises(DataError, match=r"data_batch_2 failed its checksum: content sha256 [0-9a-f]{64}, expected "):
+        load_cifar10(tmp_path, download=False, verify=True)

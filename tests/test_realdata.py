@@ -1,0 +1,33 @@
+"""ResNet-20 on the real CIFAR-10 (offline copy), paper protocol, 200 iterations on the CPU."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from .conftest import run_cli
+
+
+@pytest.mark.realdata
+def test_resnet20_learns_on_real_cifar10(data_root, tmp_path, capsys):
+    r = run_cli(
+        f"dataset.root={data_root}", "dataset.download=false", "trainer.device=cpu",
+        "trainer.progress=false", "schedule.iterations=200", "trainer.log_every=50",
+        "trainer.eval_every=200", cwd=tmp_path, timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "cifar10" / "resnet20-seed0"
+    s = json.loads((run / "summary.json").read_text())
+    hist = pd.read_csv(run / "metrics.csv")
+    assert s["status"] == "completed" and s["params"] == 269_722 and s["protocol"] == "paper"
+    assert s["reported_error"] == "validation" and s["test_available"] is False
+    assert "no test batch" in s["note"] and "no test batch" in r.stdout + r.stderr
+    with capsys.disabled():
+        print(
+            f"\n[realdata] ResNet-20, paper protocol (45k/5k), 200 iterations at batch 128 on CPU: "
+            f"validation error {s['final_val_err']:.2f}% (chance 90%), train error (last 50 it) "
+            f"{s['final_train_err']:.2f}%, {s['images_per_s']:.0f} img/s, "
+            f"{1000 * 128 / s['images_per_s']:.0f} ms/iteration"
+        )
+    assert s["final_val_err"] < 75.0, "validation error should be clearly below chance (90%)"
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]

@@ -1,0 +1,131 @@
+"""End-to-end runs on synthetic data: the run record, resume, and rerun behaviour."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+
+from resnet_repro.config import to_config
+from resnet_repro.data.pipeline import DeviceBatches
+from resnet_repro.errors import CheckpointError, RunDirError
+from resnet_repro.record import METRIC_COLUMNS
+from resnet_repro.train import config_dir, train
+
+from .conftest import run_cli
+
+TIMING = ["time_s", "img_per_s"]
+
+
+def smoke_cfg(*overrides):
+    ov = ["experiment=smoke", "trainer.progress=false", *overrides]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return to_config(compose("config", overrides=ov), ov)
+
+
+def test_cli_smoke_run_leaves_a_complete_record(tmp_path):
+    r = run_cli("experiment=smoke", "trainer.progress=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "runs" / "smoke" / "resnet8-seed0"
+    for f in ("config.yaml", "metrics.csv", "summary.json", "checkpoint.pt", ".hydra/config.yaml"):
+        assert (run / f).is_file(), f
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["model"]["depth"] == 8 and cfg["model"]["n"] == 1 and cfg["name"] == "resnet8-seed0"
+
+    hist = pd.read_csv(run / "metrics.csv")
+    assert list(hist.columns) == METRIC_COLUMNS
+    assert hist["iter"].tolist() == [5, 10, 15, 20]
+    assert hist["train_err"].notna().all() and hist["train_loss"].notna().all()
+    assert hist.dropna(subset=["val_err"])["iter"].tolist() == [10, 20]
+    assert hist["test_err"].isna().all()  # synthetic smoke data has no test split
+    assert hist["lr"].tolist() == [0.1, 0.1, 0.01, 0.001]
+
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "completed" and s["iterations"] == 20 and s["depth"] == 8
+    assert s["params"] == 75_290 and s["device"] == "cpu" and s["reported_error"] == "validation"
+    assert s["final_val_err"] == hist["val_err"].iloc[-1] and s["best_val_err"] == hist["val_err"].min()
+    assert s["wall_time_s"] > 0 and s["images_per_s"] > 0 and s["versions"]["torch"] == torch.__version__
+    assert "no test batch" in s["note"] and "final_test_err" not in s
+
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["iteration"] == 20 and "model" in ckpt and "optimizer" in ckpt
+
+    again = run_cli("experiment=smoke", "trainer.progress=false", cwd=tmp_path)
+    assert again.returncode == 0 and "already complete" in again.stderr + again.stdout
+    assert pd.read_csv(run / "metrics.csv").equals(hist)
+
+
+def test_cli_multirun_over_depth(tmp_path):
+    r = run_cli("-m", "experiment=smoke", "trainer.progress=false", "model.depth=8,14",
+                "schedule.iterations=4", "schedule.milestones=[2,3]", "trainer.log_every=2",
+                "trainer.eval_every=4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert runs == ["resnet14-seed0", "resnet8-seed0"]
+    for name, depth in (("resnet8-seed0", 8), ("resnet14-seed0", 14)):
+        s = json.loads((sweep / name / "summary.json").read_text())
+        assert s["status"] == "completed" and s["depth"] == depth
+
+
+def _interrupt_after(monkeypatch, calls):
+    real = DeviceBatches.next
+    count = {"n": 0}
+
+    def next_(self):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(DeviceBatches, "next", next_)
+
+
+@pytest.mark.parametrize("stop_at", [7, 13])
+def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_at):
+    cfg = smoke_cfg("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true")
+    full = train(cfg, tmp_path / "full")
+
+    _interrupt_after(monkeypatch, stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_cfg("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true"), tmp_path / "cut")
+    monkeypatch.undo()
+    s = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["iterations_done"] == stop_at
+    resumed = train(smoke_cfg("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true"), tmp_path / "cut")
+    assert resumed["resumed_from"] == stop_at // 4 * 4 and resumed["status"] == "completed"
+
+    a = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns=TIMING)
+    b = pd.read_csv(tmp_path / "cut" / "metrics.csv").drop(columns=TIMING)
+    assert a["iter"].tolist() == list(range(2, 21, 2))
+    pd.testing.assert_frame_equal(a, b)
+    wa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert full["final_val_err"] == resumed["final_val_err"]
+
+
+def test_run_dir_of_another_config_is_refused(tmp_path):
+    train(smoke_cfg(), tmp_path / "run")
+    with pytest.raises(RunDirError, match=r"different config \(optimizer.lr: 0.1 there, 0.05 now\)"):
+        train(smoke_cfg("optimizer.lr=0.05"), tmp_path / "run")
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_keeps_the_record(tmp_path):
+    run = tmp_path / "run"
+    train(smoke_cfg("schedule.iterations=10", "schedule.milestones=[5]"), run)
+    history = (run / "metrics.csv").read_text()
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="checkpoint.pt is truncated or corrupt"):
+        train(smoke_cfg("schedule.iterations=10", "schedule.milestones=[5]"), run)
+    assert (run / "metrics.csv").read_text() == history
+
+
+def test_warmup_switch_is_recorded(tmp_path):
+    s = train(smoke_cfg("schedule.warmup=true", "schedule.warmup_until_error=0.99"), tmp_path / "w")
+    hist = pd.read_csv(tmp_path / "w" / "metrics.csv")
+    assert s["warmup_ended_at"] == 5
+    assert hist["lr"].tolist()[:1] == [0.01] and hist["lr"].tolist()[1] == 0.1
