@@ -129,3 +129,16 @@ def test_warmup_switch_is_recorded(tmp_path):
     hist = pd.read_csv(tmp_path / "w" / "metrics.csv")
     assert s["warmup_ended_at"] == 5
     assert hist["lr"].tolist()[:1] == [0.01] and hist["lr"].tolist()[1] == 0.1
+
+
+@pytest.mark.parametrize("example,depth,residual,shortcut", [
+    (["model.depth=56", "model.residual=false"], 56, False, "A"),
+    (["model.n=18"], 110, True, "A"),
+    (["model.shortcut=B"], 20, True, "B"),
+])
+def test_readme_examples_train(tmp_path, example, depth, residual, shortcut):
+    """The README's examples, shortened to two small steps on synthetic data."""
+    cfg = smoke_cfg(*example, "trainer.batch_size=8", "schedule.iterations=2", "schedule.milestones=[1]")
+    s = train(cfg, tmp_path / "run")
+    assert (s["depth"], s["residual"], s["status"]) == (depth, residual, "completed")
+    assert s["name"] == f"{'resnet' if residual else 'plain'}{depth}{'-B' if shortcut == 'B' else ''}-seed0"
