@@ -31,19 +31,17 @@ def test_matches_torchvision_crop_and_flip_for_same_offsets():
 
 
 def test_matches_torchvision_random_transforms_with_their_draws():
-    """Let torchvision's RandomCrop(32, padding=4) / RandomHorizontalFlip draw, then replay the draws."""
+    """torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip draw; we replay their draws."""
     x = _images(16)
-    crop, hflip = transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()
-    torch.manual_seed(3)
+    tv = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()])
     for i in range(len(x)):
-        padded = TF.pad(x[i], [4])
-        top, left, _, _ = transforms.RandomCrop.get_params(padded, (32, 32))
+        torch.manual_seed(100 + i)
+        ref = tv(x[i])
+        torch.manual_seed(100 + i)  # the same draws, in torchvision's order: crop offsets, then flip
+        top, left, _, _ = transforms.RandomCrop.get_params(TF.pad(x[i], [4]), (32, 32))
         flip = bool(torch.rand(1) < 0.5)
-        ref = TF.crop(padded, top, left, 32, 32)
-        ref = TF.horizontal_flip(ref) if flip else ref
         ours = crop_flip(x[i : i + 1], torch.tensor([top]), torch.tensor([left]), torch.tensor([flip]), 4)[0]
-        assert torch.equal(ours, ref)
-    assert crop.padding == 4 and hflip.p == 0.5  # the seed pipeline's parameters
+        assert torch.equal(ours, ref), i
 
 
 def test_offsets_and_flips_are_uniform_and_independent_per_sample():
@@ -98,8 +96,21 @@ def test_device_batches_cover_each_epoch_once_and_resume_exactly():
     assert len(seen.unique()) == 96  # one epoch: no repeats, last partial batch dropped
     state = db.state_dict()
     a = [db.next()[1] for _ in range(5)]
-    db2 = DeviceBatches(x, y, b, torch.zeros(1, 3, 32, 32), "cpu", augment=True, seed=123)
-    db2.augment = False
+    db2 = DeviceBatches(x, y, b, torch.zeros(1, 3, 32, 32), "cpu", augment=False, seed=123)
     db2.load_state_dict(state)
     assert all(torch.equal(p, q) for p, q in zip(a, [db2.next()[1] for _ in range(5)], strict=True))
     assert db2.epoch == db.epoch == 3
+
+
+def test_augmented_batches_resume_exactly():
+    x, y = _images(100), torch.arange(100)
+    mean = pixel_mean(x)
+    db = DeviceBatches(x, y, 32, mean, "cpu", augment=True, seed=0)
+    for _ in range(4):
+        db.next()
+    state = db.state_dict()
+    after = [db.next() for _ in range(4)]
+    db2 = DeviceBatches(x, y, 32, mean, "cpu", augment=True, seed=999)
+    db2.load_state_dict(state)
+    for (xa, ya), (xb, yb) in zip(after, [db2.next() for _ in range(4)], strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

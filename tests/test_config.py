@@ -66,6 +66,9 @@ def test_command_line_spelling_wins_over_preset():
     (["trainer.device=gpu"], "Valid choices: auto, cpu, cuda, cuda:N, mps."),
     (["dataset.protocol=test"], "Valid choices: paper, full."),
     (["model.n=3,5"], "add -m (--multirun)"),
+    (["model.num_classes=5"], "does not fit dataset.name=cifar10, which has 10 classes"),
+    (["dataset.val_size=50000"], "must be in [1, 49999]"),
+    (["experiment=smoke", "trainer.batch_size=1000"], "larger than the training split (512 images)"),
     (["-m", "model.depth=20,21,32"], "model.depth=21 is not a CIFAR ResNet depth"),
 ])
 def test_bad_configs_fail_before_any_work(argv, needle, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from resnet_repro.config import to_config
 from resnet_repro.data.pipeline import DeviceBatches
-from resnet_repro.errors import CheckpointError, RunDirError
+from resnet_repro.errors import CheckpointError, DataError, RunDirError
 from resnet_repro.record import METRIC_COLUMNS
 from resnet_repro.train import config_dir, train
 
@@ -83,7 +83,7 @@ def _interrupt_after(monkeypatch, calls):
     monkeypatch.setattr(DeviceBatches, "next", next_)
 
 
-@pytest.mark.parametrize("stop_at", [7, 13])
+@pytest.mark.parametrize("stop_at", [3, 7, 13])  # before the first checkpoint, after, later
 def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_at):
     cfg = smoke_cfg("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true")
     full = train(cfg, tmp_path / "full")
@@ -95,7 +95,7 @@ def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_a
     s = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert s["status"] == "interrupted" and s["iterations_done"] == stop_at
     resumed = train(smoke_cfg("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true"), tmp_path / "cut")
-    assert resumed["resumed_from"] == stop_at // 4 * 4 and resumed["status"] == "completed"
+    assert resumed["resumed_from"] == (stop_at // 4 * 4 or None) and resumed["status"] == "completed"
 
     a = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns=TIMING)
     b = pd.read_csv(tmp_path / "cut" / "metrics.csv").drop(columns=TIMING)
@@ -142,3 +142,35 @@ def test_readme_examples_train(tmp_path, example, depth, residual, shortcut):
     s = train(cfg, tmp_path / "run")
     assert (s["depth"], s["residual"], s["status"]) == (depth, residual, "completed")
     assert s["name"] == f"{'resnet' if residual else 'plain'}{depth}{'-B' if shortcut == 'B' else ''}-seed0"
+
+
+def test_failed_start_does_not_lock_the_run_dir(cifar_pickles, tmp_path):
+    ov = [f"dataset.root={cifar_pickles}", "dataset.download=false", "dataset.val_size=20",
+          "model.num_classes=10", "trainer.batch_size=16", "schedule.iterations=4", "schedule.milestones=[2]"]
+    cfg = smoke_cfg("dataset=cifar10", *ov)
+    with pytest.raises(DataError, match="data_batch_1 failed its checksum"):
+        train(cfg, tmp_path / "run")
+    s = train(smoke_cfg("dataset=cifar10", *ov, "dataset.verify=false"), tmp_path / "run")
+    assert s["status"] == "completed"
+
+
+def test_summary_keeps_results_when_resumed_at_the_end(tmp_path):
+    run = tmp_path / "run"
+    first = train(smoke_cfg(), run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["status"] = "interrupted"  # as if killed between the last checkpoint and the summary
+    (run / "summary.json").write_text(json.dumps(summary))
+    again = train(smoke_cfg(), run)
+    assert again["status"] == "completed" and again["final_val_err"] == first["final_val_err"]
+    assert again["best_val_err"] == first["best_val_err"] and again["images_per_s"] == first["images_per_s"]
+
+
+def test_record_files_have_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    train(smoke_cfg("schedule.iterations=10", "schedule.milestones=[5]"), tmp_path / "run")
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("config.yaml", "summary.json", "checkpoint.pt", "metrics.csv"):
+        assert stat.S_IMODE((tmp_path / "run" / f).stat().st_mode) == 0o666 & ~umask, f

@@ -23,6 +23,8 @@ SHORTCUTS = ("A", "B", "C")
 PROTOCOLS = ("paper", "full")
 DATASETS = ("cifar10", "synthetic")
 DEFAULT_DEPTH = 20
+CIFAR10_CLASSES = 10
+CIFAR10_TRAIN = 50_000
 
 
 @dataclass
@@ -200,6 +202,18 @@ def validate(cfg: Config) -> Config:
         )
     if d.name == "synthetic" and d.num_train < 1:
         raise ConfigError(f"dataset.num_train={d.num_train} is not valid for synthetic data: >= 1.")
+    if d.name == "cifar10" and m.num_classes != CIFAR10_CLASSES:
+        raise ConfigError(
+            f"model.num_classes={m.num_classes} does not fit dataset.name=cifar10, which has "
+            f"{CIFAR10_CLASSES} classes. Use model.num_classes={CIFAR10_CLASSES}."
+        )
+    n_images = CIFAR10_TRAIN if d.name == "cifar10" else d.num_train
+    if d.protocol == "paper" and d.val_size >= n_images:
+        raise ConfigError(
+            f"dataset.val_size={d.val_size} is not valid: {d.name} has {n_images} training images, "
+            f"so it must be in [1, {n_images - 1}] (the paper uses 5000 of 50000)."
+        )
+    n_train = n_images - d.val_size if d.protocol == "paper" else n_images
 
     o = cfg.optimizer
     _choice("optimizer.name", o.name, ("sgd",))
@@ -227,6 +241,11 @@ def validate(cfg: Config) -> Config:
     t = cfg.trainer
     for key in ("batch_size", "eval_batch_size", "log_every", "eval_every"):
         _positive(f"trainer.{key}", getattr(t, key))
+    if t.batch_size > n_train:
+        raise ConfigError(
+            f"trainer.batch_size={t.batch_size} is larger than the training split ({n_train} images). "
+            f"Use a smaller batch size or more training data."
+        )
     if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
         raise ConfigError(
             f"trainer.device={t.device!r} is not valid. Valid choices: auto, cpu, cuda, cuda:N, mps."

@@ -52,10 +52,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, write) -> None:
     """Write via ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename over it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the record the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -115,9 +120,9 @@ class RunRecord:
         p = self.path(CONFIG_FILE)
         return yaml.safe_load(p.read_text()) if p.is_file() else None
 
-    def check_same_run(self, cfg: dict) -> None:
-        """Refuse to resume a directory that holds a run of another config."""
-        old = self.saved_config()
+    def check_same_run(self, cfg: dict, checkpoint_cfg: dict | None = None) -> None:
+        """Refuse to resume a run (config.yaml, else the checkpoint's own copy) of another config."""
+        old = self.saved_config() or checkpoint_cfg
         if old is None:
             return
         a, b = flat(old), flat(cfg)

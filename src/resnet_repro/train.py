@@ -20,6 +20,7 @@ import hydra
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
@@ -95,13 +96,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     """Run (or resume) one training run in ``run_dir``; return its summary."""
     rec = RunRecord(run_dir)
     cfg_dict = to_dict(cfg)
-    rec.check_same_run(cfg_dict)
     ckpt = rec.load_checkpoint()
+    if ckpt is not None:  # only a directory with a checkpoint holds a run to resume
+        rec.check_same_run(cfg_dict, ckpt.get("config"))
     old = rec.read_summary() or {}
     if ckpt is not None and ckpt["iteration"] >= cfg.schedule.iterations and old.get("status") == "completed":
         log.info("%s is already complete (%d iterations); nothing to do.", rec.dir, ckpt["iteration"])
         return old
-    rec.write_config(cfg_dict)
 
     t = cfg.trainer
     if t.num_threads:
@@ -126,8 +127,11 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     sched = LRSchedule(cfg.schedule, o.lr)
     window = Window.zeros(device)
     it, elapsed, train_time, best = 0, 0.0, 0.0, {}
+    rec.write_config(cfg_dict)  # only once setup has succeeded, so a failed start locks nothing
 
-    if ckpt is not None:
+    if ckpt is None:
+        rec.truncate_metrics(0)  # rows of an attempt that stopped before its first checkpoint
+    else:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"Checkpoint {rec.path('checkpoint.pt')} has an unknown format. Delete it to restart the run.")
         model.load_state_dict(ckpt["model"])
@@ -167,6 +171,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "started_at": old.get("started_at") or _now(),
         "resumed_from": it or None,
     }
+    if ckpt is not None:  # results recorded up to the checkpoint stay in the summary
+        summary.update({k: v for k, v in old.items() if k.startswith(("final_", "best_"))
+                        or k in ("wall_time_s", "train_time_s", "images_per_s")})
     rec.write_summary(summary)
     log.info(
         "%s: %s-%d (n=%d, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
@@ -277,7 +284,13 @@ register_configs()
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
-    summary = train(to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir)
+    try:
+        summary = train(to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir)
+    except ResnetReproError as ex:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # the sweep records the failure and runs the other jobs
+        print(f"resnet-train: error: {ex}", file=sys.stderr)
+        sys.exit(2)
     return summary.get("final_test_err", summary.get("final_val_err"))
 
 

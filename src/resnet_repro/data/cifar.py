@@ -64,12 +64,14 @@ def read_batch(path: Path, *, verify: bool = True) -> tuple[np.ndarray, np.ndarr
     """Read one batch file as (N,3,32,32) uint8 images and int64 labels, checking everything."""
     name = path.name
     fix = "Re-download CIFAR-10 (delete the folder and set dataset.download=true) or point dataset.root at a good copy."
-    md5 = calculate_md5(str(path)) if verify else None
     try:
+        md5 = calculate_md5(str(path)) if verify else None
         with open(path, "rb") as f:
             entry = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as ex:
-        raise DataError(f"CIFAR-10 file {path} is truncated or corrupt ({ex}). {fix}") from None
+    except OSError as ex:
+        raise DataError(f"CIFAR-10 file {path} cannot be read ({ex.strerror}). {fix}") from None
+    except Exception as ex:  # a damaged pickle can fail in many ways
+        raise DataError(f"CIFAR-10 file {path} is truncated or corrupt ({type(ex).__name__}: {ex}). {fix}") from None
     if not isinstance(entry, dict) or b"data" not in entry or b"labels" not in entry:
         raise DataError(f"CIFAR-10 file {path} is not a CIFAR-10 batch (no data/labels). {fix}")
     data, labels = entry[b"data"], np.asarray(entry[b"labels"])
