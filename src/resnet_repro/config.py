@@ -89,6 +89,13 @@ class TrainerConfig:
 @dataclass
 class LoggerConfig:
     name: str = "local"
+    # logger=wandb: mirror the run into Weights & Biases (the local record is always written)
+    mode: str = "online"
+    project: str = "resnet_repro"
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+    group: str | None = None  # default: the sweep id
+    job_type: str | None = None  # default: the experiment name
 
 
 @dataclass
@@ -139,8 +146,14 @@ def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, se
     return f"{kind}{d}{tag}-seed{seed}"
 
 
+def needs_warmup(n: int | None, depth: int | None) -> bool:
+    """The paper warms up its 110-layer net (and deeper ones) with lr 0.01."""
+    return _depth_or_default(n, depth) >= 110
+
+
 if not OmegaConf.has_resolver("run_name"):
     OmegaConf.register_new_resolver("run_name", run_name)
+    OmegaConf.register_new_resolver("needs_warmup", needs_warmup)
 
 
 def _valid_depths_hint() -> str:
@@ -252,7 +265,8 @@ def validate(cfg: Config) -> Config:
         )
     if t.num_threads is not None:
         _positive("trainer.num_threads", t.num_threads)
-    _choice("logger.name", cfg.logger.name, ("local",))
+    _choice("logger.name", cfg.logger.name, ("local", "wandb"))
+    _choice("logger.mode", cfg.logger.mode, ("online", "offline", "disabled"))
     return cfg
 
 

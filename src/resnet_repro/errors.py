@@ -19,3 +19,7 @@ class CheckpointError(ResnetReproError):
 
 class RunDirError(ResnetReproError):
     """The run directory holds another run or cannot be written."""
+
+
+class Diverged(ResnetReproError):
+    """The training loss became NaN or infinite."""

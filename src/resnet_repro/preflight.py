@@ -1,9 +1,9 @@
 """Check every job's config before any job starts, and explain config errors in one message.
 
-Hydra composes and validates configs job by job, after the sweep has started, and its messages
-name the key but not the valid choices. Here the command line is parsed with Hydra's own parser,
-a sweep is expanded with Hydra's basic sweeper, every job's config is composed with Hydra's compose
-API and validated, so a bad value anywhere in a sweep stops it before the first job runs.
+Hydra's own messages name a bad key but not the valid choices. Here a single run's command line is
+parsed with Hydra's parser, its config composed with Hydra's compose API and validated, before
+Hydra makes a run directory. A sweep's jobs are all checked the same way by the sweeper
+(``hydra_plugins.resnet_repro_sweeper``) before its first job starts.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -26,8 +26,6 @@ from omegaconf.errors import (
 from .config import PROTOCOLS, SHORTCUTS, leaf_keys, to_config, unknown_key_message
 from .data import check_protocol
 from .errors import ConfigError
-
-MAX_JOBS_CHECKED = 1000
 
 _EXPECTED = {
     "model.n": "a positive integer (depth = 6n+2: n=3,5,7,9,18 give 20,32,44,56,110)",
@@ -71,47 +69,36 @@ def explain(ex: BaseException) -> str | None:
     return None
 
 
-def job_overrides(argv: list[str]) -> tuple[list[list[str]], str | None] | None:
-    """The override lists of every job the command line would run, or None to skip the check."""
+def preflight(argv: list[str], conf_dir: Path) -> bool:
+    """Compose and validate a single run's config; raise ConfigError when it is bad.
+
+    Multiruns (``-m``, or a preset that sets ``hydra.mode: MULTIRUN``) are left to the sweeper,
+    which validates every job before the first one starts. Returns whether a check ran.
+    """
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_dir or args.config_path:
-        return None
-    overrides = [o for o in args.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    multirun = args.multirun or any(o.replace(" ", "") == "hydra.mode=MULTIRUN" for o in args.overrides)
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    if not multirun:
-        sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
-        if sweeps:
-            raise ConfigError(
-                f"{sweeps[0]} is a sweep over several values: add -m (--multirun) to run one job per value."
-            )
-        return [overrides], args.config_name
-    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    return [job for batch in batches for job in batch], args.config_name
-
-
-def preflight(argv: list[str], conf_dir: Path) -> int:
-    """Compose and validate the config of every job; raise ConfigError on the first bad one."""
-    plan = job_overrides(argv)
-    if plan is None:
-        return 0
-    jobs, config_name = plan
+        return False
+    if args.multirun:
+        return False
+    hydra_ov = [o for o in args.overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    overrides = [o for o in args.overrides if o not in hydra_ov]
+    sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+    plain = [o for o in overrides if o not in sweeps]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
-        for overrides in jobs[:MAX_JOBS_CHECKED]:
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
             try:
-                cfg = to_config(compose(config_name or "config", overrides=list(overrides)), overrides)
+                full = compose(args.config_name or "config", overrides=plain + hydra_ov, return_hydra_config=True)
+                if full.hydra.mode == RunMode.MULTIRUN:
+                    return False  # the preset sweeps: the sweeper checks every job
+                if sweeps:
+                    raise ConfigError(
+                        f"{sweeps[0]} is a sweep over several values: add -m (--multirun) to run one job per value."
+                    )
+                cfg = to_config(compose(args.config_name or "config", overrides=overrides), overrides)
                 check_protocol(cfg.dataset)
-            except ConfigError as ex:
-                raise _in_job(ex, overrides, len(jobs)) from None
             except (HydraException, OmegaConfBaseException) as ex:
-                msg = explain(ex)
-                raise _in_job(ConfigError(msg or str(ex)), overrides, len(jobs)) from None
-    GlobalHydra.instance().clear()
-    return len(jobs)
-
-
-def _in_job(ex: ConfigError, overrides, n_jobs: int) -> ConfigError:
-    if n_jobs > 1:
-        return ConfigError(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)")
-    return ex
+                raise ConfigError(explain(ex) or str(ex)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return True

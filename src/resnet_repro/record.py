@@ -35,7 +35,8 @@ METRIC_COLUMNS = [
 # Keys that may differ when a run is resumed: where and how it runs, not what it computes.
 RUNTIME_KEYS = {
     "dataset.root", "dataset.download", "trainer.device", "trainer.progress",
-    "trainer.num_threads", "logger.name",
+    "trainer.num_threads", "logger.name", "logger.mode", "logger.project", "logger.entity",
+    "logger.tags", "logger.group", "logger.job_type",
 }
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -27,10 +28,12 @@ from tqdm.auto import tqdm
 from .config import Config, register_configs, to_config, to_dict
 from .data import Splits, load_splits
 from .data.pipeline import DeviceBatches, eval_batches, pixel_mean
-from .errors import CheckpointError, ResnetReproError
+from .errors import CheckpointError, Diverged, ResnetReproError
+from .loggers import WandbMirror
 from .models import build_model, count_params
 from .record import RunRecord, git_commit, library_versions
 from .schedule import LRSchedule
+from .sweep import job_name  # noqa: F401  (registers the job_name resolver used by hydra.sweep.subdir)
 
 log = logging.getLogger("resnet_repro")
 CHECKPOINT_FORMAT = 1
@@ -42,9 +45,12 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, job_num: int | None = None) -> torch.device:
+    """``auto``: CUDA when present; a multirun's jobs spread over the GPUs by job number."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ResnetReproError(f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto.")
@@ -92,8 +98,12 @@ class Window:
         self.loss, self.wrong, self.seen = s["loss"].to(device), s["wrong"].to(device), s["seen"]
 
 
-def train(cfg: Config, run_dir: str | Path) -> dict:
-    """Run (or resume) one training run in ``run_dir``; return its summary."""
+def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num: int | None = None) -> dict:
+    """Run (or resume) one training run in ``run_dir``; return its summary.
+
+    ``group`` (the sweep id) and ``job_num`` come from a multirun: W&B groups the sweep's runs,
+    and on several GPUs the jobs spread over them by number.
+    """
     rec = RunRecord(run_dir)
     cfg_dict = to_dict(cfg)
     ckpt = rec.load_checkpoint()
@@ -109,7 +119,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         torch.set_num_threads(t.num_threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
-    device = pick_device(t.device)
+    device = pick_device(t.device, job_num)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not t.deterministic
 
     splits: Splits = load_splits(cfg.dataset, cfg.model.num_classes)
@@ -174,6 +184,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     if ckpt is not None:  # results recorded up to the checkpoint stay in the summary
         summary.update({k: v for k, v in old.items() if k.startswith(("final_", "best_"))
                         or k in ("wall_time_s", "train_time_s", "images_per_s")})
+    wandb = WandbMirror(cfg.logger, rec.dir, name=rec.dir.name, group=group,
+                        job_type=cfg.experiment_name, config=cfg_dict)
+    summary["wandb"] = wandb.record()
     rec.write_summary(summary)
     log.info(
         "%s: %s-%d (n=%d, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
@@ -227,6 +240,12 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
             row = {"iter": it, "epoch": batches.epoch, "lr": lr}
             if is_log and window.seen:
                 row["train_loss"], row["train_err"] = window.read()
+                if not math.isfinite(row["train_loss"]):
+                    rec.append_metrics(row)
+                    raise Diverged(
+                        f"training diverged at iteration {it}: train loss {row['train_loss']}. Lower "
+                        f"optimizer.lr, or warm up with schedule.warmup=true (the paper does for ResNet-110)."
+                    )
                 row["img_per_s"] = (it - it_window) * t.batch_size / max(now - t_window, 1e-9)
                 window = Window.zeros(device)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_err']:.1f}%", lr=f"{lr:g}")
@@ -245,6 +264,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
             it_window = it
             row["time_s"] = elapsed
             rec.append_metrics(row)
+            wandb.log(row)
             if is_log and "train_err" in row:
                 summary.update(final_train_loss=row["train_loss"], final_train_err=row["train_err"])
             if is_eval:
@@ -255,14 +275,18 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
                 checkpoint()
                 rec.write_summary(summary)
     except BaseException as ex:
-        summary.update(status="interrupted" if isinstance(ex, KeyboardInterrupt) else "failed",
-                       error=f"{type(ex).__name__}: {ex}", iterations_done=it)
+        status = "interrupted" if isinstance(ex, KeyboardInterrupt) else "diverged" if isinstance(ex, Diverged) else "failed"
+        summary.update(status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=it)
+        wandb.finish(summary, exit_code=1)
+        summary["wandb"] = wandb.record()
         rec.write_summary(summary)
         raise
     finally:
         bar.close()
 
     summary.update(status="completed", finished_at=_now(), warmup_ended_at=sched.warmup_ended_at)
+    wandb.finish(summary)
+    summary["wandb"] = wandb.record()
     rec.write_summary(summary)
     log.info("Done: %s", ", ".join(f"{k}={summary[k]:.2f}" for k in summary if k.startswith("final_") and k.endswith("_err")))
     return summary
@@ -284,10 +308,15 @@ register_configs()
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
-        summary = train(to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir)
+        summary = train(
+            to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir,
+            group=f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}" if multirun else None,
+            job_num=hc.job.num if multirun else None,
+        )
     except ResnetReproError as ex:
-        if hc.mode == RunMode.MULTIRUN:
+        if multirun:
             raise  # the sweep records the failure and runs the other jobs
         print(f"resnet-train: error: {ex}", file=sys.stderr)
         sys.exit(2)
@@ -314,4 +343,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's main, not this __main__ copy's: parallel launchers (joblib,
+    # submitit) pickle the task function by reference, which __main__ cannot give them.
+    from resnet_repro.train import main as _main
+
+    _main()

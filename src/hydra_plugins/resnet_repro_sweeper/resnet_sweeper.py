@@ -1,0 +1,101 @@
+"""Hydra's basic sweeper, plus: ``exclude`` rules, every job's config validated before the first
+job starts, and a sweep manifest listing every job as pending."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins import basic_sweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf, open_dict, read_write
+
+from resnet_repro.config import to_config
+from resnet_repro.errors import ConfigError
+from resnet_repro.sweep import Manifest, excluded, job_name
+
+log = logging.getLogger(__name__)
+
+
+class ResnetSweeper(Sweeper):
+    """Hydra's basic sweep (the product of every swept value), with ``exclude`` rules."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None,
+                 exclude: Sequence[Any] = ()) -> None:
+        self.max_batch_size = max_batch_size
+        self.params = dict(params or {})
+        self.exclude = [dict(OmegaConf.to_container(e) if OmegaConf.is_config(e) else e) for e in exclude or []]
+        self.config = self.launcher = self.hydra_context = None
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def split_arguments(self, overrides, max_batch_size):
+        # Hydra's own expansion (looked up at call time: Hydra re-imports its core plugins).
+        batches = basic_sweeper.BasicSweeper.split_arguments(overrides, max_batch_size)
+        kept = [[job for job in batch if not excluded(job, self.exclude)] for batch in batches]
+        return [b for b in kept if b]
+
+    def jobs(self, arguments: list[str]) -> list[list[str]]:
+        params_conf = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        return [job for batch in self.split_arguments(parser.parse_overrides(params_conf), None) for job in batch]
+
+    def sweep(self, arguments: list[str]) -> Any:
+        jobs = self.jobs(arguments)
+        depths = []
+        for overrides in jobs:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]  # the job's own config, as the task function gets it
+            try:
+                c = to_config(cfg, overrides)
+            except ConfigError as ex:
+                raise ConfigError(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
+            depths.append(c.model.depth)
+        names = job_names(jobs, depths)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        Manifest(sweep_dir).add_jobs([{"name": n, "overrides": " ".join(o)} for n, o in zip(names, jobs, strict=True)])
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info("Sweep of %d jobs in %s", len(jobs), sweep_dir)
+        # Each job's directory is its name: fixed per job, so a rerun (or a requeue) finds it.
+        named = [[*o, f"hydra.sweep.subdir='{n}'"] for n, o in zip(names, jobs, strict=True)]
+        size = self.max_batch_size or len(named)
+        returns, start = [], 0
+        for b in range(0, len(named), size):
+            batch = named[b : b + size]
+            results = self.launcher.launch(batch, initial_job_idx=start)
+            start += len(batch)
+            returns.append(results)
+        for results in returns:  # after every job ran: raise the first failure, if any
+            for r in results:
+                _ = r.return_value
+        return returns
+
+
+def job_names(jobs: list[list[str]], depths: list[int]) -> list[str]:
+    """Names from the overrides that vary across the sweep, always with the depth; unique."""
+    values: dict[str, set] = {}
+    for job in jobs:
+        for o in job:
+            k, _, v = o.partition("=")
+            values.setdefault(k, set()).add(v)
+    varying = {k for k, v in values.items() if len(v) > 1 or any(k not in dict(o.partition("=")[::2] for o in j) for j in jobs)}
+    names = []
+    for job, depth in zip(jobs, depths, strict=True):
+        name = job_name([o for o in job if o.partition("=")[0] in varying], depth=depth)
+        names.append(name.replace("'", ""))
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen or names.count(n) > 1:
+            names[i] = f"{n},job={i}"
+        seen[n] = i
+    return names

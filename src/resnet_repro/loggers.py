@@ -1,0 +1,83 @@
+"""Weights & Biases mirror of the local run record.
+
+W&B is never the only copy: the run directory always holds the full record. Any W&B failure
+(no network, no key, an error while logging) is warned about once; training and the local record
+go on, and the summary notes the failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .config import LoggerConfig
+
+log = logging.getLogger(__name__)
+RUN_ID_FILE = "wandb_run_id.txt"
+
+
+class WandbMirror:
+    """Mirrors history rows and the summary of one run into one W&B run (or does nothing)."""
+
+    def __init__(self, cfg: LoggerConfig, run_dir: Path, *, name: str, group: str | None,
+                 job_type: str, config: dict):
+        self.cfg, self.dir = cfg, Path(run_dir)
+        self.run: Any = None
+        self.error: str | None = None
+        self.run_id: str | None = None
+        if cfg.name != "wandb" or cfg.mode == "disabled":
+            return
+        try:
+            import wandb
+
+            id_file = self.dir / RUN_ID_FILE
+            self.run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+            id_file.write_text(self.run_id + "\n")
+            self.run = wandb.init(
+                project=cfg.project, entity=cfg.entity, group=cfg.group or group,
+                job_type=cfg.job_type or job_type, name=name, config=config, tags=list(cfg.tags),
+                dir=str(self.dir), id=self.run_id, resume="allow", mode=cfg.mode,
+                reinit="finish_previous",
+            )
+        except Exception as ex:  # noqa: BLE001 - any W&B failure must leave training alone
+            self._fail("start", ex)
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None
+
+    def _fail(self, when: str, ex: BaseException) -> None:
+        self.error = f"W&B failed at {when}: {type(ex).__name__}: {ex}"
+        log.warning("%s. Training goes on; the local record in %s is complete.", self.error, self.dir)
+        run, self.run = self.run, None
+        if run is not None:
+            try:
+                run.finish(exit_code=1, quiet=True)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log({k: v for k, v in row.items() if k != "iter" and v not in ("", None)}, step=row["iter"])
+        except Exception as ex:  # noqa: BLE001
+            self._fail(f"iteration {row['iter']}", ex)
+
+    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))})
+            self.run.finish(exit_code=exit_code)
+        except Exception as ex:  # noqa: BLE001
+            self._fail("finish", ex)
+        self.run = None
+
+    def record(self) -> dict[str, Any] | None:
+        """What the summary says about W&B."""
+        if self.cfg.name != "wandb":
+            return None
+        return {"mode": self.cfg.mode, "project": self.cfg.project, "run_id": self.run_id, "error": self.error}

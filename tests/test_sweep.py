@@ -1,0 +1,231 @@
+"""Sweeps: presets, job names, the manifest, launchers, failures, and the W&B mirror."""
+
+import glob
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from hydra_plugins.resnet_repro_sweeper.resnet_sweeper import ResnetSweeper
+from resnet_repro.sweep import MANIFEST_COLUMNS, Manifest, job_name
+
+from . import wandb_file
+from .conftest import run_cli
+
+TINY = ["experiment=smoke", "trainer.progress=false", "trainer.batch_size=8", "schedule.iterations=4",
+        "schedule.milestones=[2]", "trainer.log_every=2", "trainer.eval_every=4"]
+
+
+def test_job_names_show_depth_and_overrides():
+    assert job_name(["model.depth=56", "model.residual=false", "seed=1"]) == "depth=56,residual=false,seed=1"
+    assert job_name(["model.n=9", "seed=0"]) == "depth=56,seed=0"
+    assert job_name(["seed=2", "experiment=degradation", "trainer.device=cuda"], n=None, depth=110) == "depth=110,seed=2"
+    assert job_name(["dataset.root=/data/x", "optimizer.lr=0.05"], n=1) == "depth=8,lr=0.05"
+
+
+def _expand(params, exclude, *cli):
+    sweeper = ResnetSweeper(params=params, exclude=exclude)
+    ov = [f"{k}={v}" for k, v in params.items()] + list(cli)
+    return [job for batch in sweeper.split_arguments(OverridesParser.create().parse_overrides(ov), None) for job in batch]
+
+
+def test_degradation_preset_is_the_nine_runs_of_figure_6():
+    import yaml
+
+    preset = yaml.safe_load((Path(__file__).parents[1] / "conf/experiment/degradation.yaml").read_text())
+    sweeper = preset["hydra"]["sweeper"]
+    jobs = _expand(sweeper["params"], sweeper["exclude"])
+    names = sorted(job_name(j) for j in jobs)
+    expected = [f"depth={d},residual={r}" for d in (20, 32, 44, 56) for r in ("false", "true")] + ["depth=110,residual=true"]
+    assert names == sorted(expected)
+    narrowed = _expand(sweeper["params"], sweeper["exclude"], "model.depth=20,56", "seed=0,1")
+    assert len(narrowed) == 8 and all("model.depth=110" not in j for j in narrowed)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
+def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
+    extra = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+             "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]}[launcher]
+    r = run_cli("-m", *TINY, "model.depth=8,14", "seed=0,1", *extra, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
+    manifest = pd.read_csv(sweep / "manifest.csv")
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert sorted(manifest["name"]) == sorted(f"depth={d},seed={s}" for d in (8, 14) for s in (0, 1))
+    assert (manifest["status"] == "completed").all() and manifest["final_err"].notna().all()
+    for row in manifest.itertuples():
+        run = Path(row.run_dir)
+        assert run.parent == sweep and run.name == row.name
+        s = json.loads((run / "summary.json").read_text())
+        assert s["status"] == "completed" and s["iterations"] == 4 and s["final_val_err"] == row.final_err
+        assert len(pd.read_csv(run / "metrics.csv")) == 2
+        for f in ("config.yaml", "checkpoint.pt"):
+            assert (run / f).is_file()
+
+
+def test_a_diverging_job_is_marked_and_the_others_finish(tmp_path):
+    r = run_cli("-m", *TINY, "optimizer.lr=1e30,0.1,0.05", cwd=tmp_path, timeout=300)
+    assert r.returncode == 2
+    assert "resnet-train: error: training diverged at iteration 2" in r.stderr
+    (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
+    m = pd.read_csv(sweep / "manifest.csv").set_index("name")
+    assert m.loc["depth=8,lr=1e+30", "status"] == "diverged"
+    assert "diverged at iteration 2" in m.loc["depth=8,lr=1e+30", "error"]
+    assert (m.drop("depth=8,lr=1e+30")["status"] == "completed").all()
+
+
+def test_a_bad_job_stops_the_sweep_before_anything_runs(tmp_path):
+    r = run_cli("-m", *TINY, "model.depth=8,15", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "model.depth=15 is not a CIFAR ResNet depth" in r.stderr and "no job was started" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_manifest_lists_pending_jobs_and_takes_updates(tmp_path):
+    m = Manifest(tmp_path)
+    m.add_jobs([{"name": "a", "overrides": "seed=0"}, {"name": "b", "overrides": "seed=1"}])
+    m.update(1, status="running")
+    m.update(0, status="completed", final_err=9.5)
+    rows = pd.read_csv(tmp_path / "manifest.csv")
+    assert rows["status"].tolist() == ["completed", "running"] and rows["final_err"].iloc[0] == 9.5
+
+
+def _offline_run(run_dir: Path) -> Path:
+    (f,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    return Path(f)
+
+
+def _assert_wandb_mirrors_local(run: Path):
+    hist = pd.read_csv(run / "metrics.csv")
+    logged = wandb_file.history(_offline_run(run))
+    assert [step for step, _ in logged] == hist["iter"].tolist()
+    for (step, items), (_, row) in zip(logged, hist.iterrows(), strict=True):
+        expected = {k: v for k, v in row.items() if k != "iter" and pd.notna(v)}
+        assert items.keys() == expected.keys(), step
+        for k, v in expected.items():
+            assert items[k] == pytest.approx(v, rel=0, abs=0), (step, k)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    r = run_cli("-m", *TINY, "logger=wandb", "logger.mode=offline", "logger.tags=[smoke,test]", "seed=0,1",
+                *extra, cwd=tmp_path, timeout=600, env={"WANDB_SILENT": "true"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
+    ids = set()
+    for run in sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        _assert_wandb_mirrors_local(run)
+        info = wandb_file.run_info(_offline_run(run))
+        s = json.loads((run / "summary.json").read_text())
+        assert info["name"] == run.name and info["group"] == f"smoke-{sweep.name}" and info["job_type"] == "smoke"
+        assert info["tags"] == ["smoke", "test"] and info["config"]["model"]["depth"] == 8
+        assert info["id"] == (run / "wandb_run_id.txt").read_text().strip() == s["wandb"]["run_id"]
+        assert s["wandb"]["error"] is None
+        ids.add(info["id"])
+    assert len(ids) == 2  # one W&B run per job
+
+
+def test_wandb_failing_mid_run_leaves_a_complete_local_record(tmp_path, monkeypatch):
+    import wandb
+
+    from resnet_repro.train import train
+
+    from .test_train import smoke_cfg
+
+    real_init = wandb.init
+
+    def init(*a, **kw):
+        run = real_init(*a, **kw)
+        calls = {"n": 0}
+        real_log = run.log
+
+        def log(*la, **lkw):
+            calls["n"] += 1
+            if calls["n"] > 1:
+                raise ConnectionError("W&B is unreachable")
+            return real_log(*la, **lkw)
+
+        run.log = log
+        return run
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    s = train(smoke_cfg("logger=wandb", "logger.mode=offline"), tmp_path / "run")
+    assert s["status"] == "completed" and s["iterations"] == 20
+    assert "ConnectionError: W&B is unreachable" in s["wandb"]["error"]
+    hist = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert hist["iter"].tolist() == [5, 10, 15, 20] and hist["val_err"].notna().sum() == 2
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["wandb"]["error"] == s["wandb"]["error"] and on_disk["final_val_err"] == s["final_val_err"]
+
+
+def test_wandb_failing_at_start_is_noted_and_training_goes_on(tmp_path, monkeypatch):
+    import wandb
+
+    from resnet_repro.train import train
+
+    from .test_train import smoke_cfg
+
+    def init(*a, **kw):
+        raise wandb.errors.UsageError("api_key not configured (no-tty)")
+
+    monkeypatch.setattr(wandb, "init", init)
+    s = train(smoke_cfg("logger=wandb", "logger.mode=online"), tmp_path / "run")
+    assert s["status"] == "completed" and "api_key not configured" in s["wandb"]["error"]
+
+
+def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    from resnet_repro.train import train
+
+    from .test_train import _interrupt_after, smoke_cfg
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    ov = ("logger=wandb", "logger.mode=offline")
+    _interrupt_after(monkeypatch, 12)
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_cfg(*ov), tmp_path / "run")
+    monkeypatch.undo()
+    first_id = (tmp_path / "run" / "wandb_run_id.txt").read_text().strip()
+    s = train(smoke_cfg(*ov), tmp_path / "run")
+    assert s["wandb"]["run_id"] == first_id and s["resumed_from"] == 10
+    files = sorted(glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*" / "run-*.wandb")))
+    assert len(files) == 2 and all(Path(f).name == f"run-{first_id}.wandb" for f in files)
+    steps = [step for f in files for step, _ in wandb_file.history(f)]
+    assert steps[-2:] == [15, 20]
+
+
+def test_auto_device_spreads_jobs_over_gpus(monkeypatch):
+    import torch
+
+    from resnet_repro.train import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [str(pick_device("auto", j)) for j in (0, 1, 5, None)] == ["cuda:0", "cuda:1", "cuda:1", "cuda:0"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert str(pick_device("auto", 3)) == "cpu"
+
+
+def test_slurm_launcher_config_composes_with_requeue():
+    from hydra import compose, initialize_config_dir
+
+    from resnet_repro.train import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                           "hydra.launcher.account=proj"], return_hydra_config=True)
+    la = cfg.hydra.launcher
+    assert la._target_.endswith("SlurmLauncher")
+    assert (la.partition, la.account, la.gpus_per_node, la.max_num_timeout) == ("gpu", "proj", 1, 5)
+    assert la.timeout_min > 0 and la.mem_gb > 0 and la.cpus_per_task > 0
+
+
+def test_presets_warm_up_resnet110_only():
+    from .test_config import cfg_of
+
+    assert cfg_of("experiment=degradation", "model.depth=110").schedule.warmup
+    assert not cfg_of("experiment=degradation", "model.depth=56").schedule.warmup
+    assert cfg_of("experiment=table6", "model.depth=1202").schedule.warmup
