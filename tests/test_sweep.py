@@ -85,7 +85,7 @@ def test_a_bad_job_stops_the_sweep_before_anything_runs(tmp_path):
 
 def test_manifest_lists_pending_jobs_and_takes_updates(tmp_path):
     m = Manifest(tmp_path)
-    m.add_jobs([{"name": "a", "overrides": "seed=0"}, {"name": "b", "overrides": "seed=1"}])
+    m.set_jobs([{"name": "a", "overrides": "seed=0"}, {"name": "b", "overrides": "seed=1"}])
     m.update(1, status="running")
     m.update(0, status="completed", final_err=9.5)
     rows = pd.read_csv(tmp_path / "manifest.csv")

@@ -64,8 +64,8 @@ def test_cli_multirun_over_depth(tmp_path):
     assert r.returncode == 0, r.stderr
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert runs == ["resnet14-seed0", "resnet8-seed0"]
-    for name, depth in (("resnet8-seed0", 8), ("resnet14-seed0", 14)):
+    assert runs == ["depth=14", "depth=8"]  # job directories are named from the swept overrides
+    for name, depth in (("depth=8", 8), ("depth=14", 14)):
         s = json.loads((sweep / name / "summary.json").read_text())
         assert s["status"] == "completed" and s["depth"] == depth
 

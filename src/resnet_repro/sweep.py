@@ -108,13 +108,14 @@ class Manifest:
             w.writerow({k: r.get(k, "") for k in MANIFEST_COLUMNS})
         atomic_write(self.path, lambda f: f.write(buf.getvalue().encode()))
 
-    def add_jobs(self, jobs: list[dict]) -> None:
-        """Add jobs as ``pending`` (numbered from the current end of the manifest)."""
+    def set_jobs(self, jobs: list[dict]) -> None:
+        """List a sweep's jobs as ``pending``, numbered as Hydra numbers them.
+
+        A sweep rerun in its own directory lists its jobs afresh; their runs resume or, when
+        finished, are left alone, and each job records its outcome again.
+        """
         with self._locked():
-            rows = self.read()
-            for j in jobs:
-                rows.append({"job": len(rows), "status": "pending", **j})
-            self._write(rows)
+            self._write([{"job": i, "status": "pending", **j} for i, j in enumerate(jobs)])
 
     def update(self, job: int, **fields: Any) -> None:
         with self._locked():

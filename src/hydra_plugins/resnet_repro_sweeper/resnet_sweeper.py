@@ -63,7 +63,7 @@ class ResnetSweeper(Sweeper):
             depths.append(c.model.depth)
         names = job_names(jobs, depths)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        Manifest(sweep_dir).add_jobs([{"name": n, "overrides": " ".join(o)} for n, o in zip(names, jobs, strict=True)])
+        Manifest(sweep_dir).set_jobs([{"name": n, "overrides": " ".join(o)} for n, o in zip(names, jobs, strict=True)])
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info("Sweep of %d jobs in %s", len(jobs), sweep_dir)
         # Each job's directory is its name: fixed per job, so a rerun (or a requeue) finds it.
