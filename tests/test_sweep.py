@@ -55,6 +55,7 @@ def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
     assert list(manifest.columns) == MANIFEST_COLUMNS
     assert sorted(manifest["name"]) == sorted(f"depth={d},seed={s}" for d in (8, 14) for s in (0, 1))
     assert (manifest["status"] == "completed").all() and manifest["final_err"].notna().all()
+    assert manifest["error"].isna().all() and manifest["finished_at"].notna().all()
     for row in manifest.itertuples():
         run = Path(row.run_dir)
         assert run.parent == sweep and run.name == row.name
@@ -229,3 +230,27 @@ def test_presets_warm_up_resnet110_only():
     assert cfg_of("experiment=degradation", "model.depth=110").schedule.warmup
     assert not cfg_of("experiment=degradation", "model.depth=56").schedule.warmup
     assert cfg_of("experiment=table6", "model.depth=1202").schedule.warmup
+
+
+def test_job_outcomes_in_the_manifest(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from resnet_repro.errors import CheckpointError
+    from resnet_repro.sweep import mark_job_ended
+
+    Manifest(tmp_path).set_jobs([{"name": "a"}, {"name": "b"}])
+    runs = []
+    for name, status in (("a", "running"), ("b", "completed")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"status": status, "final_val_err": 9.0}))
+        runs.append(SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path / name)),
+                                    sweep=SimpleNamespace(dir=str(tmp_path)), job=SimpleNamespace(num=len(runs))))
+    mark_job_ended(runs[0], SystemExit(-1))  # preempted or killed: not an Exception
+    mark_job_ended(runs[1], CheckpointError("checkpoint.pt is corrupt"))  # summary is from an earlier attempt
+    rows = pd.read_csv(tmp_path / "manifest.csv")
+    assert rows["status"].tolist() == ["interrupted", "failed"]
+    assert rows["error"].iloc[1] == "CheckpointError: checkpoint.pt is corrupt" and rows["final_err"].isna().all()
+    (tmp_path / "blocked").write_text("")  # a manifest folder that cannot be made: warned, not raised
+    runs[0].sweep.dir = str(tmp_path / "blocked" / "sweep")
+    mark_job_ended(runs[0], None)
+    assert "Could not update the sweep manifest" in caplog.text

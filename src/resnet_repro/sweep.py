@@ -13,6 +13,7 @@ import csv
 import fcntl
 import io
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import DEFAULT_DEPTH
 from .record import SUMMARY_FILE, atomic_write
 
+log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
 MANIFEST_COLUMNS = ["job", "name", "overrides", "status", "run_dir", "started_at", "finished_at",
                     "final_err", "error"]
@@ -126,6 +128,31 @@ class Manifest:
             self._write(rows)
 
 
+def mark_job_ended(hc: Any, exc: BaseException | None) -> None:
+    """Record a job's outcome in the manifest: the run's own status, or the job's exception.
+
+    Bookkeeping never fails the job: a manifest that cannot be written is warned about.
+    """
+    summary_path = Path(hc.runtime.output_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except (OSError, ValueError):
+        summary = {}
+    status = summary.get("status", "completed")
+    error = ""
+    if exc is not None:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            status = "interrupted"
+        elif status not in ("diverged", "failed"):  # a summary from an earlier attempt, or none
+            status = "failed"
+        error = f"{type(exc).__name__}: {exc}"
+    final = summary.get("final_test_err", summary.get("final_val_err")) if status == "completed" else None
+    try:
+        Manifest(hc.sweep.dir).update(int(hc.job.num), status=status, finished_at=_now(), final_err=final, error=error)
+    except OSError as ex:
+        log.warning("Could not update the sweep manifest in %s (%s); the job's own record is complete.", hc.sweep.dir, ex)
+
+
 class ManifestCallback(Callback):
     """Marks each job of a multirun ``running`` when it starts and with its outcome when it ends."""
 
@@ -133,21 +160,18 @@ class ManifestCallback(Callback):
         hc = config.hydra
         if hc.mode != RunMode.MULTIRUN:
             return
-        Manifest(hc.sweep.dir).update(
-            int(hc.job.num), status="running", started_at=_now(), run_dir=hc.runtime.output_dir,
-            name=Path(hc.runtime.output_dir).name, overrides=" ".join(hc.overrides.task),
-        )
+        try:
+            Manifest(hc.sweep.dir).update(
+                int(hc.job.num), status="running", started_at=_now(), run_dir=hc.runtime.output_dir,
+                name=Path(hc.runtime.output_dir).name, overrides=" ".join(hc.overrides.task),
+                finished_at=None, final_err=None, error=None,
+            )
+        except OSError as ex:
+            log.warning("Could not update the sweep manifest in %s (%s); the job runs on.", hc.sweep.dir, ex)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         hc = config.hydra
         if hc.mode != RunMode.MULTIRUN:
             return
-        summary_path = Path(hc.runtime.output_dir) / SUMMARY_FILE
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         failed = job_return.status.name == "FAILED"
-        status = summary.get("status") or ("failed" if failed else "completed")
-        if failed and status in ("running", "completed"):
-            status = "failed"
-        error = summary.get("error") or (f"{type(job_return._return_value).__name__}: {job_return._return_value}" if failed else "")
-        final = summary.get("final_test_err", summary.get("final_val_err"))
-        Manifest(hc.sweep.dir).update(int(hc.job.num), status=status, finished_at=_now(), final_err=final, error=error)
+        mark_job_ended(hc, job_return._return_value if failed else None)

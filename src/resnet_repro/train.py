@@ -33,7 +33,7 @@ from .loggers import WandbMirror
 from .models import build_model, count_params
 from .record import RunRecord, git_commit, library_versions
 from .schedule import LRSchedule
-from .sweep import job_name  # noqa: F401  (registers the job_name resolver used by hydra.sweep.subdir)
+from .sweep import mark_job_ended  # also registers the job_name resolver used by hydra.sweep.subdir
 
 log = logging.getLogger("resnet_repro")
 CHECKPOINT_FORMAT = 1
@@ -242,6 +242,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
                 row["train_loss"], row["train_err"] = window.read()
                 if not math.isfinite(row["train_loss"]):
                     rec.append_metrics(row)
+                    wandb.log(row)
                     raise Diverged(
                         f"training diverged at iteration {it}: train loss {row['train_loss']}. Lower "
                         f"optimizer.lr, or warm up with schedule.warmup=true (the paper does for ResNet-110)."
@@ -275,8 +276,10 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
                 checkpoint()
                 rec.write_summary(summary)
     except BaseException as ex:
-        status = "interrupted" if isinstance(ex, KeyboardInterrupt) else "diverged" if isinstance(ex, Diverged) else "failed"
+        status = ("interrupted" if isinstance(ex, (KeyboardInterrupt, SystemExit))
+                  else "diverged" if isinstance(ex, Diverged) else "failed")
         summary.update(status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=it)
+        rec.write_summary(summary)  # the local record first: W&B may hang or fail
         wandb.finish(summary, exit_code=1)
         summary["wandb"] = wandb.record()
         rec.write_summary(summary)
@@ -285,6 +288,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
         bar.close()
 
     summary.update(status="completed", finished_at=_now(), warmup_ended_at=sched.warmup_ended_at)
+    rec.write_summary(summary)  # the local record first: W&B may hang or fail
     wandb.finish(summary)
     summary["wandb"] = wandb.record()
     rec.write_summary(summary)
@@ -315,9 +319,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
             group=f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}" if multirun else None,
             job_num=hc.job.num if multirun else None,
         )
-    except ResnetReproError as ex:
+    except BaseException as ex:
         if multirun:
+            if not isinstance(ex, Exception):  # Hydra's job-end callbacks only see Exceptions
+                mark_job_ended(hc, ex)
             raise  # the sweep records the failure and runs the other jobs
+        if not isinstance(ex, ResnetReproError):
+            raise
         print(f"resnet-train: error: {ex}", file=sys.stderr)
         sys.exit(2)
     return summary.get("final_test_err", summary.get("final_val_err"))

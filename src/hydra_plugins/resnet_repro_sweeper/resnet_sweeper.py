@@ -89,6 +89,7 @@ def job_names(jobs: list[list[str]], depths: list[int]) -> list[str]:
             k, _, v = o.partition("=")
             values.setdefault(k, set()).add(v)
     varying = {k for k, v in values.items() if len(v) > 1 or any(k not in dict(o.partition("=")[::2] for o in j) for j in jobs)}
+    varying.add("seed")  # always named when given: sweeps of other seeds never share a directory
     names = []
     for job, depth in zip(jobs, depths, strict=True):
         name = job_name([o for o in job if o.partition("=")[0] in varying], depth=depth)
