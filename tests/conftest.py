@@ -67,3 +67,21 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) 
         [sys.executable, "-m", "resnet_repro.train", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
     )
+
+
+TINY_SWEEP_ARGS = (
+    "-m", "experiment=degradation", "dataset=synthetic", "trainer.device=cpu", "trainer.progress=false",
+    "model.depth=8,14", "seed=0,1", "trainer.batch_size=32", "trainer.eval_batch_size=128",
+    "schedule.iterations=40", "schedule.milestones=[20,30]", "trainer.log_every=5",
+    "trainer.eval_every=20", "diagnostics.grad_norms=[1,10]",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """A real degradation sweep, shrunk: plain/residual x depth 8/14 x seeds 0/1 on synthetic data."""
+    cwd = tmp_path_factory.mktemp("tiny_sweep")
+    r = run_cli(*TINY_SWEEP_ARGS, cwd=cwd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (cwd / "runs" / "degradation").iterdir()
+    return sweep

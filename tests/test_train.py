@@ -85,16 +85,17 @@ def _interrupt_after(monkeypatch, calls):
 
 @pytest.mark.parametrize("stop_at", [3, 7, 13])  # before the first checkpoint, after, later
 def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_at):
-    cfg = smoke_cfg("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true")
-    full = train(cfg, tmp_path / "full")
+    ov = ("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true",
+          "diagnostics.layer_stats=eval", "diagnostics.grad_norms=[1,5,9]")
+    full = train(smoke_cfg(*ov), tmp_path / "full")
 
     _interrupt_after(monkeypatch, stop_at)
     with pytest.raises(KeyboardInterrupt):
-        train(smoke_cfg("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true"), tmp_path / "cut")
+        train(smoke_cfg(*ov), tmp_path / "cut")
     monkeypatch.undo()
     s = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert s["status"] == "interrupted" and s["iterations_done"] == stop_at
-    resumed = train(smoke_cfg("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true"), tmp_path / "cut")
+    resumed = train(smoke_cfg(*ov), tmp_path / "cut")
     assert resumed["resumed_from"] == (stop_at // 4 * 4 or None) and resumed["status"] == "completed"
 
     a = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns=TIMING)
@@ -105,6 +106,11 @@ def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_a
     wb = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert full["final_val_err"] == resumed["final_val_err"]
+    for table in ("layer_stats.csv", "grad_norms.csv"):  # rows after the checkpoint are redone once
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / table), pd.read_csv(tmp_path / "cut" / table))
+    stats = pd.read_csv(tmp_path / "full" / "layer_stats.csv")
+    assert sorted(stats["iter"].unique()) == [4, 8, 12, 16, 20] and len(stats) == 5 * 7  # n=1: 7 layers
+    assert sorted(pd.read_csv(tmp_path / "full" / "grad_norms.csv")["iter"].unique()) == [1, 5, 9]
 
 
 def test_run_dir_of_another_config_is_refused(tmp_path):

@@ -22,6 +22,7 @@ PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)
 SHORTCUTS = ("A", "B", "C")
 PROTOCOLS = ("paper", "full")
 DATASETS = ("cifar10", "synthetic")
+LAYER_STATS = ("off", "end", "eval")
 DEFAULT_DEPTH = 20
 CIFAR10_CLASSES = 10
 CIFAR10_TRAIN = 50_000
@@ -99,6 +100,16 @@ class LoggerConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    # Paper Fig. 7: std of every 3x3 layer's response (after BN, before the addition and ReLU) on a
+    # fixed batch of held-out images. "end": once, with the final weights; "eval": at every eval.
+    layer_stats: str = "end"
+    layer_stats_images: int = 1000
+    # Per-layer gradient norms of the 3x3 convs at these iterations (e.g. [1,10,100,1000]); [] = off.
+    grad_norms: list[int] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -106,6 +117,7 @@ class Config:
     schedule: ScheduleConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
+    diagnostics: DiagnosticsConfig = MISSING
     seed: int = 0
     experiment_name: str = "${dataset.name}"
     name: str = "${run_name:${model.residual},${model.n},${model.depth},${model.shortcut},${seed}}"
@@ -118,6 +130,7 @@ GROUP_SCHEMAS = {
     "schedule": ScheduleConfig,
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
+    "diagnostics": DiagnosticsConfig,
 }
 
 
@@ -267,6 +280,14 @@ def validate(cfg: Config) -> Config:
         _positive("trainer.num_threads", t.num_threads)
     _choice("logger.name", cfg.logger.name, ("local", "wandb"))
     _choice("logger.mode", cfg.logger.mode, ("online", "offline", "disabled"))
+    g = cfg.diagnostics
+    _choice("diagnostics.layer_stats", g.layer_stats, LAYER_STATS)
+    _positive("diagnostics.layer_stats_images", g.layer_stats_images)
+    if any(i < 1 for i in g.grad_norms) or len(set(g.grad_norms)) != len(g.grad_norms):
+        raise ConfigError(
+            f"diagnostics.grad_norms={list(g.grad_norms)} is not valid: it lists distinct training "
+            f"iterations >= 1 at which to record gradient norms, e.g. [1,10,100,1000], or [] for none."
+        )
     return cfg
 
 

@@ -66,11 +66,15 @@ class WandbMirror:
         except Exception as ex:  # noqa: BLE001
             self._fail(f"iteration {row['iter']}", ex)
 
-    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+    def finish(self, summary: dict[str, Any], exit_code: int = 0, files: tuple[str, ...] = ()) -> None:
+        """Write the summary, upload the record's ``files`` (those that exist), finish the run."""
         if self.run is None:
             return
         try:
             self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))})
+            for name in files:
+                if (self.dir / name).is_file():
+                    self.run.save(str(self.dir / name), base_path=str(self.dir), policy="now")
             self.run.finish(exit_code=exit_code)
         except Exception as ex:  # noqa: BLE001
             self._fail("finish", ex)

@@ -3,7 +3,9 @@
 - ``config.yaml``: the resolved config (depth and n both filled in);
 - ``metrics.csv``: the history, one row per log or eval iteration (``pandas.read_csv``);
 - ``summary.json``: final and best errors, params, wall time, images/s, device, versions, status;
-- ``checkpoint.pt``: model, optimizer, schedule, sampler and RNG state, written atomically.
+- ``checkpoint.pt``: model, optimizer, schedule, sampler and RNG state, written atomically;
+- ``layer_stats.csv``: std of each 3x3 layer's response (paper Fig. 7), per recorded iteration;
+- ``grad_norms.csv``: per-layer gradient norms at the iterations ``diagnostics.grad_norms`` names.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+LAYER_STATS_FILE = "layer_stats.csv"
+GRAD_NORMS_FILE = "grad_norms.csv"
 
 METRIC_COLUMNS = [
     "iter", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
@@ -37,6 +41,7 @@ RUNTIME_KEYS = {
     "dataset.root", "dataset.download", "trainer.device", "trainer.progress",
     "trainer.num_threads", "logger.name", "logger.mode", "logger.project", "logger.entity",
     "logger.tags", "logger.group", "logger.job_type",
+    "diagnostics.layer_stats", "diagnostics.layer_stats_images", "diagnostics.grad_norms",
 }
 
 
@@ -139,31 +144,35 @@ class RunRecord:
         text = yaml.safe_dump(cfg, sort_keys=False)
         atomic_write(self.path(CONFIG_FILE), lambda f: f.write(text.encode()))
 
-    # --- metrics history --------------------------------------------------------------------
-    def append_metrics(self, row: dict[str, Any]) -> None:
-        p = self.path(METRICS_FILE)
+    # --- metrics history and the other per-iteration tables --------------------------------
+    def append_rows(self, name: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
+        """Append rows to the CSV table ``name`` (header written first), then fsync."""
+        p = self.path(name)
         new = not p.is_file() or p.stat().st_size == 0
         with open(p, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=columns)
             if new:
                 w.writeheader()
-            w.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+            for row in rows:
+                w.writerow({k: row.get(k, "") for k in columns})
             f.flush()
             os.fsync(f.fileno())
 
-    def truncate_metrics(self, last_iter: int) -> None:
-        """Drop history rows after ``last_iter`` (they were written after the checkpoint)."""
-        p = self.path(METRICS_FILE)
+    def truncate_rows(self, name: str, columns: list[str], last_iter: int) -> None:
+        """Drop rows of table ``name`` after ``last_iter`` (written after the checkpoint)."""
+        p = self.path(name)
         if not p.is_file():
             return
         with open(p, newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("iter") and int(r["iter"]) <= last_iter]
+        text = _csv_text(rows, columns)
+        atomic_write(p, lambda fh: fh.write(text.encode()))
 
-        def write(fh):
-            text = _csv_text(rows)
-            fh.write(text.encode())
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        self.append_rows(METRICS_FILE, METRIC_COLUMNS, [row])
 
-        atomic_write(p, write)
+    def truncate_metrics(self, last_iter: int) -> None:
+        self.truncate_rows(METRICS_FILE, METRIC_COLUMNS, last_iter)
 
     # --- summary ----------------------------------------------------------------------------
     def read_summary(self) -> dict | None:
@@ -196,12 +205,12 @@ class RunRecord:
             ) from None
 
 
-def _csv_text(rows: list[dict]) -> str:
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\r\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\r\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
+        w.writerow({k: r.get(k, "") for k in columns})
     return buf.getvalue()

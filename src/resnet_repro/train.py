@@ -27,16 +27,18 @@ from tqdm.auto import tqdm
 
 from .config import Config, register_configs, to_config, to_dict
 from .data import Splits, load_splits
-from .data.pipeline import DeviceBatches, eval_batches, pixel_mean
+from .data.pipeline import DeviceBatches, eval_batches, normalize, pixel_mean
+from .diagnostics import GRAD_NORM_COLUMNS, LAYER_STATS_COLUMNS, conv_grad_norms, layer_response_std
 from .errors import CheckpointError, Diverged, ResnetReproError
 from .loggers import WandbMirror
 from .models import build_model, count_params
-from .record import RunRecord, git_commit, library_versions
+from .record import GRAD_NORMS_FILE, LAYER_STATS_FILE, RunRecord, git_commit, library_versions
 from .schedule import LRSchedule
 from .sweep import mark_job_ended  # also registers the job_name resolver used by hydra.sweep.subdir
 
 log = logging.getLogger("resnet_repro")
 CHECKPOINT_FORMAT = 1
+MIRRORED_FILES = ("config.yaml", "summary.json", "metrics.csv", LAYER_STATS_FILE, GRAD_NORMS_FILE)  # to W&B at the end
 
 
 def config_dir() -> Path:
@@ -139,8 +141,22 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
     it, elapsed, train_time, best = 0, 0.0, 0.0, {}
     rec.write_config(cfg_dict)  # only once setup has succeeded, so a failed start locks nothing
 
+    diag = cfg.diagnostics
+    grad_iters = set(diag.grad_norms)
+    # Fig. 7's fixed batch: the first held-out images (validation, else test, else training).
+    probe_split = next(iter(evals), "train")
+    probe = (evals[probe_split][0] if evals else splits.train[0].to(device))[: diag.layer_stats_images]
+
+    def record_layer_stats() -> None:
+        bs = t.eval_batch_size
+        rows = layer_response_std(model, (normalize(probe[i : i + bs], mean) for i in range(0, len(probe), bs)))
+        rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": it, **r} for r in rows])
+
+    tables = ((LAYER_STATS_FILE, LAYER_STATS_COLUMNS), (GRAD_NORMS_FILE, GRAD_NORM_COLUMNS))
     if ckpt is None:
         rec.truncate_metrics(0)  # rows of an attempt that stopped before its first checkpoint
+        for name, cols in tables:
+            rec.truncate_rows(name, cols, 0)
     else:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"Checkpoint {rec.path('checkpoint.pt')} has an unknown format. Delete it to restart the run.")
@@ -152,6 +168,8 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
         torch.set_rng_state(ckpt["torch_rng"])
         it, elapsed, train_time, best = ckpt["iteration"], ckpt["elapsed_s"], ckpt["train_time_s"], ckpt["best"]
         rec.truncate_metrics(it)
+        for name, cols in tables:
+            rec.truncate_rows(name, cols, it)
         log.info("Resuming %s from iteration %d", rec.dir, it)
 
     summary = {
@@ -180,6 +198,9 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
         "git_commit": git_commit(),
         "started_at": old.get("started_at") or _now(),
         "resumed_from": it or None,
+        "layer_stats": diag.layer_stats,
+        "layer_stats_split": probe_split if diag.layer_stats != "off" else None,
+        "layer_stats_images": len(probe) if diag.layer_stats != "off" else None,
     }
     if ckpt is not None:  # results recorded up to the checkpoint stay in the summary
         summary.update({k: v for k, v in old.items() if k.startswith(("final_", "best_"))
@@ -227,6 +248,8 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
             loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if it + 1 in grad_iters:  # a few early iterations only: one device read each
+                rec.append_rows(GRAD_NORMS_FILE, GRAD_NORM_COLUMNS, [{"iter": it + 1, **r} for r in conv_grad_norms(model)])
             opt.step()
             window.add(loss, out, y)
             it += 1
@@ -259,6 +282,8 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
                         best[f"best_{split}_err"], best[f"best_{split}_iter"] = row[f"{split}_err"], it
                 if evals:
                     log.info("iter %d: %s", it, ", ".join(f"{s} err {row[f'{s}_err']:.2f}%" for s in evals))
+                if diag.layer_stats == "eval" or (diag.layer_stats == "end" and it == total):
+                    record_layer_stats()
             end = time.perf_counter()
             elapsed += end - t0
             t0 = t_window = end
@@ -280,7 +305,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
                   else "diverged" if isinstance(ex, Diverged) else "failed")
         summary.update(status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=it)
         rec.write_summary(summary)  # the local record first: W&B may hang or fail
-        wandb.finish(summary, exit_code=1)
+        wandb.finish(summary, exit_code=1, files=MIRRORED_FILES)
         summary["wandb"] = wandb.record()
         rec.write_summary(summary)
         raise
@@ -289,7 +314,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
 
     summary.update(status="completed", finished_at=_now(), warmup_ended_at=sched.warmup_ended_at)
     rec.write_summary(summary)  # the local record first: W&B may hang or fail
-    wandb.finish(summary)
+    wandb.finish(summary, files=MIRRORED_FILES)
     summary["wandb"] = wandb.record()
     rec.write_summary(summary)
     log.info("Done: %s", ", ".join(f"{k}={summary[k]:.2f}" for k in summary if k.startswith("final_") and k.endswith("_err")))

@@ -1,0 +1,338 @@
+"""Collect run records into tidy pandas frames, from run directories or from W&B.
+
+    from resnet_repro.results import collect
+    runs, history = collect("runs/degradation/2026-11-23_10-00-00-000000")
+
+``runs`` has one row per run: identity columns (``run``, ``variant``, ``depth``, ``residual``,
+``seed``, ...), status, the summary metrics (``final_err`` is the reported split's error, test
+when the run had a test split, else validation), wall time, and every config key as a dotted
+column (``optimizer.lr``, ``schedule.iterations``, ...). ``history`` is long: one row per run,
+iteration and metric. Runs that are pending, still running, failed or half-written appear with
+their status; a partly written file never breaks collection.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+import yaml
+
+from .config import flat
+from .record import (
+    CONFIG_FILE,
+    GRAD_NORMS_FILE,
+    LAYER_STATS_FILE,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    SUMMARY_FILE,
+)
+from .sweep import MANIFEST_FILE
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ["run", "variant", "depth", "seed"]
+RUN_COLUMNS = [
+    "run", "sweep", "job", "name", "variant", "model", "depth", "n", "residual", "shortcut",
+    "dataset", "protocol", "seed", "status", "iterations", "iterations_total", "params",
+    "reported_error", "final_err", "final_train_err", "final_train_loss", "final_val_err",
+    "final_val_loss", "final_test_err", "final_test_loss", "best_val_err", "best_val_iter",
+    "best_test_err", "best_test_iter", "wall_time_s", "train_time_s", "images_per_s", "device",
+    "device_name", "git_commit", "started_at", "finished_at", "error", "run_dir",
+]
+HISTORY_COLUMNS = [*ID_COLUMNS, "iter", "metric", "value"]
+_RECORD_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)
+# W&B run states, in our status words (our own ``status`` in the W&B summary wins when present)
+_WANDB_STATES = {"running": "running", "finished": "completed", "crashed": "interrupted",
+                 "failed": "failed", "killed": "interrupted", "pending": "pending"}
+
+
+class Results(NamedTuple):
+    runs: pd.DataFrame
+    history: pd.DataFrame
+
+
+# --- reading one run directory ----------------------------------------------------------------
+def _read_json(p: Path) -> dict | None:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_yaml(p: Path) -> dict | None:
+    try:
+        d = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def read_table(p: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A CSV table of the run record; a half-written last line (no newline yet) is dropped."""
+    try:
+        text = p.read_text()
+    except OSError:
+        return pd.DataFrame(columns=columns or [])
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    if not text.strip():
+        return pd.DataFrame(columns=columns or [])
+    try:
+        df = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
+        return pd.DataFrame(columns=columns or [])
+    if "iter" in df:
+        df = df[pd.to_numeric(df["iter"], errors="coerce").notna()].astype({"iter": int})
+    return df.reset_index(drop=True)
+
+
+def is_run_dir(p: Path) -> bool:
+    return p.is_dir() and any((p / f).is_file() for f in _RECORD_FILES)
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Every run directory at or below ``root`` (a run, a sweep, or a folder of either)."""
+    root = Path(root)
+    if is_run_dir(root):
+        return [root]
+    found = []
+    for p in sorted(root.rglob("*")):
+        if p.name.startswith(".") or "wandb" in p.relative_to(root).parts:
+            continue
+        if is_run_dir(p) and not any(is_run_dir(a) for a in p.relative_to(root).parents if str(a) != "."):
+            found.append(p)
+    return found
+
+
+def _manifests(root: Path) -> dict[Path, dict]:
+    """Manifest rows of every sweep at or below ``root``, keyed by the job's run directory."""
+    rows = {}
+    paths = [root / MANIFEST_FILE] if (root / MANIFEST_FILE).is_file() else []
+    paths += [p for p in sorted(root.rglob(MANIFEST_FILE)) if p not in paths]
+    for m in paths:
+        try:
+            with open(m, newline="") as f:
+                for r in csv.DictReader(f):
+                    # a job's folder is its name inside the sweep folder (run_dir may be cwd-relative)
+                    run_dir = m.parent / r["name"] if r.get("name") else Path(r.get("run_dir") or m.parent)
+                    rows[run_dir.resolve()] = {**r, "_sweep": m.parent}
+        except (OSError, csv.Error):
+            log.warning("Skipping unreadable manifest %s", m)
+    return rows
+
+
+def _status(summary: dict | None, manifest: dict | None, has_config: bool) -> str:
+    if summary and summary.get("status"):
+        return summary["status"]
+    if manifest and manifest.get("status"):
+        return manifest["status"]
+    return "starting" if has_config else "pending"
+
+
+def run_row(run: str, config: dict | None, summary: dict | None, status: str, **extra: Any) -> dict:
+    """One ``runs`` row from a run's config and summary (either may be missing or partial)."""
+    cfg, s = flat(config or {}), summary or {}
+    residual = cfg.get("model.residual", s.get("residual"))
+    reported = {"validation": "val"}.get(s.get("reported_error"), s.get("reported_error"))
+    row = {
+        "run": run,
+        "name": s.get("name", cfg.get("name")),
+        "variant": None if residual is None else ("resnet" if residual else "plain"),
+        "model": cfg.get("model.name", s.get("model")),
+        "depth": cfg.get("model.depth", s.get("depth")),
+        "n": cfg.get("model.n", s.get("n")),
+        "residual": residual,
+        "shortcut": cfg.get("model.shortcut", s.get("shortcut")) if residual else None,
+        "dataset": cfg.get("dataset.name", s.get("dataset")),
+        "protocol": cfg.get("dataset.protocol", s.get("protocol")),
+        "seed": cfg.get("seed", s.get("seed")),
+        "status": status,
+        "final_err": s.get(f"final_{reported}_err") if reported else None,
+        **{k: s.get(k) for k in RUN_COLUMNS if k in s and k not in ("run", "status", "residual")},
+        **extra,
+    }
+    row.update({k: v for k, v in cfg.items() if k not in row})
+    return row
+
+
+def history_long(run_ids: dict, metrics: pd.DataFrame) -> pd.DataFrame:
+    """A wide metrics table (``iter`` plus metric columns) as long rows tagged with the run's ids."""
+    if metrics.empty or "iter" not in metrics:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    value_cols = [c for c in metrics.columns if c != "iter"]
+    long = metrics.melt(id_vars=["iter"], value_vars=value_cols, var_name="metric", value_name="value")
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    long = long.dropna(subset=["value"])
+    for k in ID_COLUMNS:
+        long[k] = run_ids.get(k)
+    return long[HISTORY_COLUMNS].sort_values(["iter", "metric"], kind="stable")
+
+
+def _frames(rows: list[dict], histories: list[pd.DataFrame]) -> Results:
+    runs = pd.DataFrame(rows)
+    for c in RUN_COLUMNS:
+        if c not in runs:
+            runs[c] = None
+    runs = runs[RUN_COLUMNS + sorted(c for c in runs.columns if c not in RUN_COLUMNS)]
+    for c in ("depth", "n", "seed", "iterations", "iterations_total", "params"):
+        runs[c] = pd.to_numeric(runs[c], errors="coerce").astype("Int64")
+    histories = [h for h in histories if not h.empty]
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=HISTORY_COLUMNS)
+    history["iter"] = history["iter"].astype(int)
+    history["value"] = history["value"].astype(float)
+    return Results(runs.reset_index(drop=True), history.reset_index(drop=True))
+
+
+# --- local run directories --------------------------------------------------------------------
+def _roots(paths) -> list[Path]:
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    out = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist: give a sweep directory (runs/<experiment>/<time>) or a run directory.")
+        out.append(p)
+    return out
+
+
+def _run_label(run_dir: Path, root: Path) -> str:
+    rel = run_dir.relative_to(root) if run_dir != root else Path(run_dir.name)
+    return rel.as_posix()
+
+
+def collect(path: str | Path | Iterable[str | Path]) -> Results:
+    """``(runs, history)`` of every run at or below ``path`` (or each of several paths)."""
+    rows, histories = [], []
+    for root in _roots(path):
+        manifest = _manifests(root)
+        seen = set()
+        for d in find_run_dirs(root):
+            seen.add(d.resolve())
+            m = manifest.get(d.resolve())
+            summary, config = _read_json(d / SUMMARY_FILE), _read_yaml(d / CONFIG_FILE)
+            sweep = m["_sweep"].name if m else (d.parent.name if (d.parent / MANIFEST_FILE).is_file() else None)
+            row = run_row(_run_label(d, root), config, summary,
+                          _status(summary, m, config is not None), sweep=sweep,
+                          job=int(m["job"]) if m and str(m.get("job", "")).isdigit() else None,
+                          run_dir=str(d))
+            if summary is None and (d / SUMMARY_FILE).is_file():
+                row["error"] = f"{SUMMARY_FILE} is unreadable"
+            rows.append(row)
+            histories.append(history_long(row, read_table(d / METRICS_FILE, METRIC_COLUMNS)))
+        for run_dir, m in manifest.items():  # jobs of a sweep that have not made a directory yet
+            if run_dir not in seen:
+                rows.append(run_row(_run_label(run_dir, root.resolve()) if root.resolve() in run_dir.parents else m.get("name"),
+                                    None, None, m.get("status") or "pending", sweep=m["_sweep"].name,
+                                    job=int(m["job"]) if str(m.get("job", "")).isdigit() else None,
+                                    name=m.get("name"), run_dir=str(run_dir), error=m.get("error") or None,
+                                    **_depth_from_overrides(m.get("overrides", ""))))
+    return _frames(rows, histories)
+
+
+def _depth_from_overrides(overrides: str) -> dict:
+    """depth / residual / seed of a job that has no directory yet, read from its overrides."""
+    out: dict[str, Any] = {}
+    for o in overrides.split():
+        k, _, v = o.partition("=")
+        if k == "model.depth" and v.isdigit():
+            out["depth"] = int(v)
+        elif k == "model.n" and v.isdigit():
+            out["depth"] = 6 * int(v) + 2
+        elif k == "model.residual":
+            out["residual"] = v.lower() == "true"
+            out["variant"] = "resnet" if out["residual"] else "plain"
+        elif k == "seed" and v.lstrip("-").isdigit():
+            out["seed"] = int(v)
+    return out
+
+
+def _collect_table(path, file: str) -> pd.DataFrame:
+    frames = []
+    for root in _roots(path):
+        for d in find_run_dirs(root):
+            df = read_table(d / file)
+            if df.empty:
+                continue
+            row = run_row(_run_label(d, root), _read_yaml(d / CONFIG_FILE), _read_json(d / SUMMARY_FILE), "")
+            for k in reversed(ID_COLUMNS):
+                df.insert(0, k, row.get(k))
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS)
+
+
+def collect_layer_stats(path) -> pd.DataFrame:
+    """Every run's ``layer_stats.csv`` (paper Fig. 7), tagged with the run's ids."""
+    return _collect_table(path, LAYER_STATS_FILE)
+
+
+def collect_grad_norms(path) -> pd.DataFrame:
+    """Every run's ``grad_norms.csv``, tagged with the run's ids."""
+    return _collect_table(path, GRAD_NORMS_FILE)
+
+
+def latest_sweep(experiment_dir: str | Path) -> Path:
+    """The newest sweep folder (the one with the latest timestamp name) under ``runs/<experiment>``."""
+    d = Path(experiment_dir)
+    sweeps = sorted(p for p in d.iterdir() if (p / MANIFEST_FILE).is_file()) if d.is_dir() else []
+    if not sweeps:
+        raise FileNotFoundError(f"No sweep (a folder with {MANIFEST_FILE}) under {d}. Run a sweep first, e.g. resnet-train -m experiment=degradation.")
+    return sweeps[-1]
+
+
+# --- W&B ----------------------------------------------------------------------------------
+def _as_dict(obj: Any) -> dict:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    for attr in ("_json_dict", "items"):
+        if hasattr(obj, attr):
+            v = getattr(obj, attr)
+            return dict(v() if callable(v) else v)
+    return dict(obj)
+
+
+def _unwrap_config(cfg: dict) -> dict:
+    """W&B's raw config holds values as ``{"value": v, "desc": ...}``; unwrap them."""
+    out = {}
+    for k, v in cfg.items():
+        if k.startswith("_"):
+            continue
+        if isinstance(v, dict) and "value" in v and set(v) <= {"value", "desc"}:
+            v = v["value"]
+        out[k] = _unwrap_config(v) if isinstance(v, dict) else v
+    return out
+
+
+def collect_wandb(project: str, filters: dict | None = None, *, api: Any = None) -> Results:
+    """The same ``(runs, history)`` frames from the W&B public API.
+
+    ``project`` is ``entity/project``; ``filters`` is a W&B (MongoDB-style) filter, e.g.
+    ``{"group": "degradation-2026-11-23_10-00-00-000000"}``. ``api`` defaults to ``wandb.Api()``.
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    rows, histories = [], []
+    for r in api.runs(project, filters=filters or {}):
+        summary = {k: v for k, v in _as_dict(r.summary).items() if not k.startswith("_")}
+        config = _unwrap_config(_as_dict(r.config))
+        state = getattr(r, "state", None)
+        # a resumed run keeps its old summary (e.g. "interrupted") until it ends: a live state wins
+        status = ("running" if state in ("running", "pending") else None) or summary.get("status") \
+            or _WANDB_STATES.get(state, state)
+        group = getattr(r, "group", None)
+        row = run_row(f"{group}/{r.name}" if group else r.name, config, summary, status or "unknown",
+                      sweep=group, wandb_id=getattr(r, "id", None), run_dir=getattr(r, "url", None))
+        rows.append(row)
+        records = [{("iter" if k == "_step" else k): v for k, v in h.items() if k == "_step" or not k.startswith("_")}
+                   for h in r.scan_history()]
+        histories.append(history_long(row, pd.DataFrame(records)))
+    return _frames(rows, histories)
