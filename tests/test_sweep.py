@@ -2,6 +2,7 @@
 
 import glob
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -195,7 +196,9 @@ def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
     first_id = (tmp_path / "run" / "wandb_run_id.txt").read_text().strip()
     s = train(smoke_cfg(*ov), tmp_path / "run")
     assert s["wandb"]["run_id"] == first_id and s["resumed_from"] == 10
-    files = sorted(glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*" / "run-*.wandb")))
+    # in write order: W&B names a second attempt started within the same second "<dir>-1", which
+    # sorts before "<dir>" by name
+    files = sorted(glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*" / "run-*.wandb")), key=os.path.getmtime)
     assert len(files) == 2 and all(Path(f).name == f"run-{first_id}.wandb" for f in files)
     steps = [step for f in files for step, _ in wandb_file.history(f)]
     assert steps[-2:] == [15, 20]

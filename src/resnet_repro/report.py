@@ -83,6 +83,7 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    df["params"] = df["params"].astype("Int64")
     df["order"] = df["variant"].map({"plain": 0, "resnet": 1}).fillna(2)
     return df.sort_values(["order", "depth"]).drop(columns="order").reset_index(drop=True)
 
@@ -101,7 +102,7 @@ def table6_markdown(t: pd.DataFrame, schedule: str = "") -> str:
             f"| paper: test error (%) |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
     lines = []
     for r in t.itertuples():
-        params = f"{r.params / 1e6:.2f}M" if r.params else "—"
+        params = f"{r.params / 1e6:.2f}M" if pd.notna(r.params) and r.params else "—"
         paper = "—" if r.paper_test_error is None or pd.isna(r.paper_test_error) else f"{r.paper_test_error:.2f}"
         if r.paper_note:
             paper += f" ({r.paper_note})"
