@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from resnet_repro.errors import ResnetReproError
 from resnet_repro.report import table6, table6_markdown, verdict, write_report
 from resnet_repro.results import collect
 
 from .test_results import (
+    DONE_RESNET,
     SWEEP_NAME,
     make_mixed_sweep,
     metric_rows,
@@ -171,15 +173,15 @@ def degradation_runs(plain_train: dict, resnet_val: dict) -> list[dict]:
 
 
 def test_verdict_reproduced_quotes_the_numbers(tmp_path):
-    runs = fabricate(tmp_path / SWEEP_NAME, degradation_runs({20: 5.0, 56: 9.0}, {20: 9.0, 56: 7.0}))
+    runs = fabricate(tmp_path / SWEEP_NAME, degradation_runs({20: 5.0, 56: 9.0}, {20: 9.0, 56: 5.0}))
     text = verdict(runs)
     first = text.splitlines()[0]
     assert "the degradation problem is reproduced" in first
     assert "NOT" not in text
     assert "plain-56 9.00%" in text and "plain-20 5.00%" in text
-    assert "ResNet-56 7.00%" in text and "ResNet-20 9.00%" in text
-    assert "plain-56 9.00% training error > plain-20 5.00%" in text
-    assert "ResNet-56 7.00% validation error < ResNet-20 9.00%" in text
+    assert "ResNet-56 5.00%" in text and "ResNet-20 9.00%" in text
+    assert "plain-56 9.00% training error > plain-20 5.00% (Δ +4.00 ± 1.41 s.e." in text
+    assert "ResNet-56 5.00% validation error < ResNet-20 9.00% (Δ -4.00 ± 1.41 s.e." in text
     assert "Based on 8 finished runs (2 seed(s) per net), 40 iterations each" in text
 
 
@@ -192,12 +194,36 @@ def test_verdict_not_reproduced(tmp_path):
 
 
 @pytest.mark.parametrize(("plain_train", "resnet_val"), [
-    ({20: 5.0, 56: 9.0}, {20: 7.0, 56: 9.0}),   # plain degrades, but ResNets do not improve
+    ({20: 5.0, 56: 9.0}, {20: 5.0, 56: 9.0}),   # plain degrades, but ResNets do not improve
     ({20: 9.0, 56: 5.0}, {20: 9.0, 56: 7.0}),   # ResNets improve, but no degradation
 ])
 def test_verdict_needs_both_halves(tmp_path, plain_train, resnet_val):
     text = verdict(fabricate(tmp_path / SWEEP_NAME, degradation_runs(plain_train, resnet_val)))
     assert "NOT reproduced" in text.splitlines()[0]
+
+
+def test_verdict_within_the_noise_of_the_seeds_is_inconclusive(tmp_path):
+    # ResNets: 7 ± 1.41 vs 9 ± 1.41 over two seeds each: Δ -2.00 is within 2 s.e. (2.83)
+    text = verdict(fabricate(tmp_path / SWEEP_NAME, degradation_runs({20: 5.0, 56: 9.0}, {20: 9.0, 56: 7.0})))
+    assert text.splitlines()[0].startswith("Verdict: the degradation problem is inconclusive")
+    assert "within the noise of the seeds" in text
+
+
+def test_verdict_with_one_seed_says_there_is_no_noise_estimate(tmp_path):
+    runs = [r for r in degradation_runs({20: 5.0, 56: 9.0}, {20: 9.0, 56: 7.0}) if r["seed"] == 0]
+    text = verdict(fabricate(tmp_path / SWEEP_NAME, runs))
+    assert "the degradation problem is reproduced" in text.splitlines()[0]
+    assert "s.e." not in text and "one seed per net, so there is no noise estimate" in text
+
+
+def test_the_same_net_and_seed_twice_is_refused(tmp_path):
+    runs = degradation_runs({20: 5.0, 56: 9.0}, {20: 9.0, 56: 5.0})
+    fabricate(tmp_path / "a" / SWEEP_NAME, runs)
+    fabricate(tmp_path / "b" / SWEEP_NAME, runs[:1])
+    with pytest.raises(ResnetReproError, match="plain-20 seed 0 finished more than once"):
+        write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "rep")
+    assert collect([tmp_path / "a", tmp_path / "b"]).runs["run"].is_unique  # labels keep the roots apart
+    assert len(collect([tmp_path / "a", tmp_path / "a" / SWEEP_NAME]).runs) == len(runs)  # each run once
 
 
 def test_verdict_with_one_depth_gives_no_verdict(tmp_path):
@@ -210,6 +236,11 @@ def test_verdict_with_one_depth_gives_no_verdict(tmp_path):
 def test_write_report_of_runs_in_every_state(tmp_path):
     """Failed, running, pending and half-written runs: the report is written, they are counted."""
     sweep = make_mixed_sweep(tmp_path / SWEEP_NAME)
+    # its two finished runs have different learning rates: pooling them is refused, by name
+    with pytest.raises(ResnetReproError, match=r"optimizer.lr: 0.05, 0.1"):
+        write_report(sweep, tmp_path / "rep")
+    cfg = sweep / DONE_RESNET / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("lr: 0.05", "lr: 0.1"))
     files = write_report(sweep, tmp_path / "rep")
     md = files["report"].read_text()
     assert "Runs: 2 completed, 1 failed, 1 pending, 2 running." in md
@@ -338,3 +369,24 @@ def test_write_report_into_the_sweep_can_be_rerun(tiny_sweep, tmp_path):
     assert runs["job"].notna().all()  # the moved sweep's manifest still matches its runs
     write_report(sweep)
     assert (sweep / "report" / "table6.csv").read_text() == before
+
+
+def test_an_unwritable_report_folder_is_one_clear_error(tiny_sweep, tmp_path, capsys):
+    from resnet_repro.report import main
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit) as ex:
+        main([str(tiny_sweep), "-o", str(tmp_path / "afile" / "rep")])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and err.startswith("resnet-report: error: Cannot write the report to")
+    assert "Choose a writable folder with -o" in err and "Traceback" not in err
+
+
+def test_collection_survives_files_that_are_not_what_they_seem(tmp_path):
+    sweep = tmp_path / SWEEP_NAME
+    runs = fabricate(sweep, degradation_runs({20: 5.0}, {20: 9.0}))
+    first = Path(runs["run_dir"].iloc[0])
+    (first / "summary.json").write_text("[1, 2]")  # valid JSON, not an object
+    (first / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage")  # not text
+    runs2, _ = collect(sweep)
+    assert len(runs2) == len(runs) and runs2.set_index("run_dir").loc[str(first), "error"] == "summary.json is unreadable"

@@ -126,7 +126,7 @@ def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
         assert info["tags"] == ["smoke", "test"] and info["config"]["model"]["depth"] == 8
         assert info["id"] == (run / "wandb_run_id.txt").read_text().strip() == s["wandb"]["run_id"]
         assert s["wandb"]["error"] is None
-        files = _offline_run(run).parent / "files"  # the record's files are mirrored, byte for byte
+        files = _offline_run(run).parent / "files" / run.name  # the record's files, byte for byte
         for name in ("config.yaml", "summary.json", "metrics.csv", "layer_stats.csv"):
             assert (files / name).read_bytes() == (run / name).read_bytes(), name
         ids.add(info["id"])

@@ -129,6 +129,7 @@ def test_figure6_filters_plain_and_residual_runs_of_the_group():
     terms = [filter_terms(rs) for rs in runsets]
     assert all(t[("run", "group")] == GROUP for t in terms)
     assert sorted(t[("config", "model.value.residual")] for t in terms) == [False, True]
+    assert all(t[("run", "state")] == "finished" for t in terms)  # unfinished runs stay out of the means
     assert all((rs.entity, rs.project) == (ENTITY, PROJECT) for rs in runsets)
 
 

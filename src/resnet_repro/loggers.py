@@ -72,9 +72,9 @@ class WandbMirror:
             return
         try:
             self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))})
-            for name in files:
+            for name in files:  # under <run dir name>/: W&B reserves some top-level names (config.yaml)
                 if (self.dir / name).is_file():
-                    self.run.save(str(self.dir / name), base_path=str(self.dir), policy="now")
+                    self.run.save(str(self.dir / name), base_path=str(self.dir.parent), policy="now")
             self.run.finish(exit_code=exit_code)
         except Exception as ex:  # noqa: BLE001
             self._fail("finish", ex)

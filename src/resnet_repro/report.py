@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .errors import ResnetReproError
+from .record import RUNTIME_KEYS
 from .results import Results, collect, collect_grad_norms, collect_layer_stats
 from .sweep import MANIFEST_FILE
 
@@ -61,6 +62,35 @@ def _mean_std(s: pd.Series) -> tuple[float, float]:
     return (s.mean() if len(s) else math.nan), (s.std(ddof=1) if len(s) > 1 else math.nan)
 
 
+# Config keys that may differ between the runs of one report: the net's depth and kind, the seed,
+# names, the depth-dependent warm-up, and where/how runs ran (not what they computed).
+POOLED_KEYS = {"model.depth", "model.n", "model.residual", "seed", "name", "experiment_name",
+               "schedule.warmup"} | RUNTIME_KEYS
+
+
+def check_poolable(runs: pd.DataFrame) -> None:
+    """Refuse to pool finished runs of different recipes, or the same net and seed twice."""
+    done = runs[runs["status"] == "completed"]
+    recipe = [c for c in done.columns if "." in c and c not in POOLED_KEYS]
+    differ = {c: sorted(map(str, done[c].dropna().unique())) for c in recipe
+              if done[c].astype(str).nunique() > 1}
+    if differ:
+        shown = "; ".join(f"{k}: {', '.join(v[:4])}" for k, v in list(differ.items())[:4])
+        raise ResnetReproError(
+            f"These runs do not share one recipe ({shown}), but Table 6 and the figures pool runs by net "
+            f"and depth. Report each sweep on its own, or collect only runs that share a recipe."
+        )
+    dup = done[done.duplicated(["variant", "depth", "seed"], keep=False)]
+    if len(dup):
+        r = dup.iloc[0]
+        runs_ = ", ".join(dup[(dup["variant"] == r["variant"]) & (dup["depth"] == r["depth"])
+                              & (dup["seed"] == r["seed"])]["run"])
+        raise ResnetReproError(
+            f"{_label(r['variant'], r['depth'])} seed {r['seed']} finished more than once ({runs_}): "
+            f"a mean over seeds would count it twice. Report the sweeps separately, or remove one of them."
+        )
+
+
 # --- Table 6 --------------------------------------------------------------------------------
 def table6(runs: pd.DataFrame) -> pd.DataFrame:
     """Final error by variant and depth over the completed runs: mean, std (n-1) and n seeds."""
@@ -68,17 +98,19 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (variant, depth), g in runs.dropna(subset=["variant", "depth"]).groupby(["variant", "depth"]):
         done = g[g["status"] == "completed"]
-        err_m, err_s = _mean_std(done[f"final_{split}_err"])
+        errs = pd.to_numeric(done[f"final_{split}_err"], errors="coerce").dropna()
+        err_m, err_s = _mean_std(errs)
         tr_m, tr_s = _mean_std(done["final_train_err"])
         paper = PAPER_TABLE6.get(int(depth)) if variant == "resnet" else None
         params = pd.to_numeric(g["params"], errors="coerce").dropna()
         rows.append({
             "net": _label(variant, depth), "variant": variant, "depth": int(depth),
-            "params": int(params.iloc[0]) if len(params) else None, "seeds": len(done),
+            "params": int(params.iloc[0]) if len(params) else None, "seeds": len(errs),
             "unfinished": len(g) - len(done), "split": split,
             "error_mean": err_m, "error_std": err_s, "train_error_mean": tr_m, "train_error_std": tr_s,
             "paper_test_error": paper[1] if paper else None, "paper_params_m": paper[0] if paper else None,
             "paper_note": PAPER_NOTES.get(int(depth), "") if paper else "",
+            "protocol": ",".join(sorted(set(map(str, done["protocol"].dropna())))) or None,
         })
     df = pd.DataFrame(rows)
     if df.empty:
@@ -112,6 +144,9 @@ def table6_markdown(t: pd.DataFrame, schedule: str = "") -> str:
     note = (f"\nOur column is the final {split_word(split)} error (mean ± std over seeds, std with n-1)"
             + (f"; {schedule}" if schedule else "") + ". The paper's column is its CIFAR-10 test error; "
             "it lists no plain nets in Table 6 (they appear in its Fig. 6).\n")
+    if split == "test" and "paper" in set(t.get("protocol", pd.Series(dtype=str)).dropna()):
+        note += ("Our nets trained on 45k images (the paper protocol holds 5k out for validation); the paper's "
+                 "final models most likely trained on all 50k (dataset.protocol=full).\n")
     if split == "val":
         note += ("Validation error (on images held out of the training set: 5k of CIFAR-10's 50k under the "
                  "paper protocol) is not the paper's test error (the 10k test batch): compare trends and "
@@ -121,12 +156,16 @@ def table6_markdown(t: pd.DataFrame, schedule: str = "") -> str:
 
 # --- Figure 6 -------------------------------------------------------------------------------
 def _curves(history: pd.DataFrame, runs: pd.DataFrame, metric: str) -> dict:
-    """{(variant, depth): (iters, mean, std)} of a metric over each group's seeds."""
-    ok = runs[runs["status"].isin(["completed", "running", "interrupted"])]["run"]
-    h = history[(history["metric"] == metric) & history["run"].isin(ok)]
+    """{(variant, depth): (iters, mean, std)} of a metric over each group's completed runs.
+
+    Only iterations that every run of the group logged are kept, so the mean never switches
+    between different sets of seeds.
+    """
+    done = runs[runs["status"] == "completed"]["run"]
+    h = history[(history["metric"] == metric) & history["run"].isin(done)]
     out = {}
     for key, g in h.groupby(["variant", "depth"]):
-        wide = g.pivot_table(index="iter", columns="run", values="value")
+        wide = g.pivot_table(index="iter", columns="run", values="value").dropna()
         out[key] = (wide.index.to_numpy(), wide.mean(axis=1).to_numpy(), wide.std(axis=1, ddof=1).to_numpy())
     return out
 
@@ -171,10 +210,10 @@ def figure6(history: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
 
 # --- Figure 7 and gradient norms --------------------------------------------------------------
 def _final_profiles(stats: pd.DataFrame, value: str) -> dict:
-    """{(variant, depth): per-layer mean over seeds} using each run's last recorded iteration."""
+    """{(variant, depth): per-layer mean over seeds} with the final weights of completed runs."""
     if stats.empty:
         return {}
-    last = stats[stats["iter"] == stats.groupby("run")["iter"].transform("max")]
+    last = stats[(stats["status"] == "completed") & (stats["iter"] == stats["iterations_total"])]
     out = {}
     for key, g in last.groupby(["variant", "depth"]):
         out[key] = g.groupby("layer")[value].mean().sort_index()
@@ -239,56 +278,91 @@ def _save(fig: Figure, stem: Path) -> list[Path]:
 
 
 # --- the verdict ----------------------------------------------------------------------------
+def _delta(hi, lo, col: str) -> tuple[float, float | None]:
+    """Difference of two nets' mean ``col`` (deeper minus shallower) and its standard error."""
+    d = getattr(hi, f"{col}_mean") - getattr(lo, f"{col}_mean")
+    if hi.seeds < 2 or lo.seeds < 2:
+        return d, None
+    return d, math.sqrt(getattr(hi, f"{col}_std") ** 2 / hi.seeds + getattr(lo, f"{col}_std") ** 2 / lo.seeds)
+
+
+def _judge(d: float, se: float | None, want_positive: bool) -> str:
+    """``yes`` (the expected direction, beyond 2 standard errors when there are several seeds),
+    ``noise`` (within 2 standard errors) or ``no``."""
+    if se is not None and abs(d) <= 2 * se:
+        return "noise"
+    return "yes" if (d > 0) == want_positive else "no"
+
+
+def _pm_delta(d: float, se: float | None) -> str:
+    return f"Δ {d:+.2f}" + (f" ± {se:.2f} s.e." if se is not None else "")
+
+
 def verdict(runs: pd.DataFrame) -> str:
-    """Plain-text verdict on the degradation problem, with the numbers behind it."""
+    """Plain-text verdict on the degradation problem, with the numbers behind it.
+
+    Plain nets are judged on training error (degradation is a training-error effect), ResNets on
+    eval error, each comparing the deepest and the shallowest finished depth. With several seeds a
+    difference within two standard errors is called noise; with one seed there is no noise estimate.
+    """
     t = table6(runs)
     if t.empty:
         return "No finished runs: no verdict.\n"
     split = t["split"].iloc[0]
+    word = split_word(split)
     by = {(r.variant, r.depth): r for r in t.itertuples() if r.seeds}
     plain = sorted(d for v, d in by if v == "plain")
     res = sorted(d for v, d in by if v == "resnet")
-    lines = []
+    lines, outcomes = [], []
 
-    def fmt(v, d, col):
-        r = by[(v, d)]
-        return f"{_label(v, d)} {getattr(r, col):.2f}%"
+    def chain(variant, depths, col):
+        return " → ".join(f"{d}: {getattr(by[(variant, d)], col):.2f}%" for d in depths)
 
-    degraded = improved = None
     if len(plain) >= 2:
-        lo, hi = plain[0], plain[-1]
-        a, b = by[("plain", hi)].train_error_mean, by[("plain", lo)].train_error_mean
-        degraded = a > b
-        lines.append(f"Plain nets: {fmt('plain', hi, 'train_error_mean')} training error "
-                     f"{'>' if degraded else '<='} {fmt('plain', lo, 'train_error_mean')}"
-                     f" ({split_word(split)}: {by[('plain', hi)].error_mean:.2f}% vs {by[('plain', lo)].error_mean:.2f}%): "
-                     + ("the deeper plain net trains worse (degradation)." if degraded
-                        else "no degradation in training error."))
+        lo, hi = by[("plain", plain[0])], by[("plain", plain[-1])]
+        d, se = _delta(hi, lo, "train_error")
+        outcome = _judge(d, se, want_positive=True)
+        outcomes.append(outcome)
+        lines.append(
+            f"Plain nets: {_label('plain', hi.depth)} {hi.train_error_mean:.2f}% training error "
+            f"{'>' if d > 0 else '<='} {_label('plain', lo.depth)} {lo.train_error_mean:.2f}% ({_pm_delta(d, se)}; "
+            f"{word}: {hi.error_mean:.2f}% vs {lo.error_mean:.2f}%): "
+            + {"yes": "the deeper plain net trains worse (degradation).",
+               "noise": "the difference is within the noise of the seeds.",
+               "no": "no degradation in training error."}[outcome])
+        if len(plain) > 2:
+            lines.append(f"Plain nets by depth (training error): {chain('plain', plain, 'train_error_mean')}.")
     else:
         lines.append("Plain nets: fewer than two depths finished; degradation not assessed.")
     if len(res) >= 2:
-        lo, hi = (plain[0], plain[-1]) if len(plain) >= 2 and {plain[0], plain[-1]} <= set(res) else (res[0], res[-1])
-        a, b = by[("resnet", hi)].error_mean, by[("resnet", lo)].error_mean
-        improved = a < b
-        lines.append(f"Residual nets: {fmt('resnet', hi, 'error_mean')} {split_word(split)} error "
-                     f"{'<' if improved else '>='} {fmt('resnet', lo, 'error_mean')}"
-                     f" (training: {by[('resnet', hi)].train_error_mean:.2f}% vs {by[('resnet', lo)].train_error_mean:.2f}%): "
-                     + ("the deeper residual net is better." if improved else "depth does not help here."))
+        both = len(plain) >= 2 and {plain[0], plain[-1]} <= set(res)
+        lo, hi = (by[("resnet", plain[0])], by[("resnet", plain[-1])]) if both else (by[("resnet", res[0])], by[("resnet", res[-1])])
+        d, se = _delta(hi, lo, "error")
+        outcome = _judge(d, se, want_positive=False)
+        outcomes.append(outcome)
+        lines.append(
+            f"Residual nets: {_label('resnet', hi.depth)} {hi.error_mean:.2f}% {word} error "
+            f"{'<' if d < 0 else '>='} {_label('resnet', lo.depth)} {lo.error_mean:.2f}% ({_pm_delta(d, se)}; "
+            f"training: {hi.train_error_mean:.2f}% vs {lo.train_error_mean:.2f}%): "
+            + {"yes": "the deeper residual net is better.",
+               "noise": "the difference is within the noise of the seeds.",
+               "no": "depth does not help here."}[outcome])
         if len(res) > 2:
-            chain = " → ".join(f"{d}: {by[('resnet', d)].error_mean:.2f}%" for d in res)
-            lines.append(f"Residual nets by depth ({split_word(split)} error): {chain}.")
+            lines.append(f"Residual nets by depth ({word} error): {chain('resnet', res, 'error_mean')}.")
     else:
         lines.append("Residual nets: fewer than two depths finished; not assessed.")
-    if degraded is not None and improved is not None:
-        ok = degraded and improved
-        lines.insert(0, "Verdict: the degradation problem is " + ("reproduced" if ok else "NOT reproduced")
-                     + ": " + ("deeper plain nets train worse while deeper ResNets do better."
-                               if ok else "see the numbers below."))
+    if len(outcomes) == 2:
+        head = ("reproduced: deeper plain nets train worse while deeper ResNets do better."
+                if outcomes == ["yes", "yes"] else
+                "NOT reproduced: see the numbers below." if "no" in outcomes else
+                "inconclusive: a difference is within the noise of the seeds; run more seeds.")
+        lines.insert(0, "Verdict: the degradation problem is " + head)
     seeds = sorted(set(t["seeds"]))
     its = runs.loc[runs["status"] == "completed", "iterations_total"].dropna().unique()
     lines.append(f"Based on {int(t['seeds'].sum())} finished runs ({'/'.join(map(str, seeds))} seed(s) per net)"
                  + (f", {int(its[0]):,} iterations each" if len(its) == 1 else "")
-                 + f"; errors are final {split_word(split)} errors, training errors over the last logged window.")
+                 + f"; errors are final {word} errors, training errors over the last logged window"
+                 + ("; one seed per net, so there is no noise estimate." if max(seeds) < 2 else "."))
     return "\n".join(lines) + "\n"
 
 
@@ -300,9 +374,10 @@ def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     if res.runs.empty:
         raise ResnetReproError(f"No runs found under {', '.join(map(str, paths))}: give a sweep directory "
                                f"(runs/<experiment>/<time>) or a folder of run directories.")
+    runs, history = res
+    check_poolable(runs)
     out = Path(out) if out else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    runs, history = res
     files: dict[str, Path] = {}
     t = table6(runs)
     its = runs["iterations_total"].dropna().unique()
@@ -352,7 +427,14 @@ def main(argv: list[str] | None = None) -> None:
         for p in args.paths:
             if not Path(p).exists():
                 raise ResnetReproError(f"{p} does not exist. Give a sweep directory, e.g. runs/degradation/<time>.")
-        files = write_report(args.paths, args.out)
+        if args.wandb_report and "/" not in args.wandb_report:
+            raise ResnetReproError(f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. my-team/resnet_repro.")
+        try:
+            files = write_report(args.paths, args.out)
+        except OSError as ex:
+            where = ex.filename or args.out or f"{args.paths[0]}/report"
+            raise ResnetReproError(f"Cannot write the report to {where} ({ex.strerror or ex}). "
+                                   f"Choose a writable folder with -o <folder>.") from None
         print(Path(files["verdict"]).read_text(), end="")
         print(f"resnet-report: wrote {len(files)} files to {files['report'].parent}")
         if args.wandb_report:
@@ -366,8 +448,6 @@ def save_wandb_report(args, files: dict[str, Path]) -> str:
     from .results import collect
     from .wandb_report import build_wandb_report
 
-    if "/" not in args.wandb_report:
-        raise ResnetReproError(f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. my-team/resnet_repro.")
     entity, project = args.wandb_report.split("/", 1)
     runs = collect(args.paths).runs
     group = args.group

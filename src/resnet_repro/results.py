@@ -18,6 +18,7 @@ import io
 import json
 import logging
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,7 +45,7 @@ RUN_COLUMNS = [
     "reported_error", "final_err", "final_train_err", "final_train_loss", "final_val_err",
     "final_val_loss", "final_test_err", "final_test_loss", "best_val_err", "best_val_iter",
     "best_test_err", "best_test_iter", "wall_time_s", "train_time_s", "images_per_s", "device",
-    "device_name", "git_commit", "started_at", "finished_at", "error", "run_dir",
+    "device_name", "git_commit", "started_at", "finished_at", "updated_at", "error", "run_dir",
 ]
 HISTORY_COLUMNS = [*ID_COLUMNS, "iter", "metric", "value"]
 _RECORD_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)
@@ -61,15 +62,16 @@ class Results(NamedTuple):
 # --- reading one run directory ----------------------------------------------------------------
 def _read_json(p: Path) -> dict | None:
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):  # ValueError covers UnicodeDecodeError
         return None
+    return d if isinstance(d, dict) else None
 
 
 def _read_yaml(p: Path) -> dict | None:
     try:
         d = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):
         return None
     return d if isinstance(d, dict) else None
 
@@ -78,7 +80,7 @@ def read_table(p: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """A CSV table of the run record; a half-written last line (no newline yet) is dropped."""
     try:
         text = p.read_text()
-    except OSError:
+    except (OSError, ValueError):  # missing, unreadable, or not text
         return pd.DataFrame(columns=columns or [])
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
@@ -106,7 +108,7 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     for p in sorted(root.rglob("*")):
         if p.name.startswith(".") or "wandb" in p.relative_to(root).parts:
             continue
-        if is_run_dir(p) and not any(is_run_dir(a) for a in p.relative_to(root).parents if str(a) != "."):
+        if is_run_dir(p) and not any(is_run_dir(root / a) for a in p.relative_to(root).parents if str(a) != "."):
             found.append(p)
     return found
 
@@ -201,38 +203,62 @@ def _roots(paths) -> list[Path]:
     return out
 
 
-def _run_label(run_dir: Path, root: Path) -> str:
+def _run_label(run_dir: Path, root: Path, prefix: bool = False) -> str:
+    """The run's path below the collected folder (below its parent when several are collected)."""
     rel = run_dir.relative_to(root) if run_dir != root else Path(run_dir.name)
+    if prefix and run_dir != root:
+        rel = Path(root.resolve().name) / rel
     return rel.as_posix()
+
+
+def _unique_run_dirs(roots: list[Path]):
+    """(root, run dir) for every run, each directory once even when reached through two roots."""
+    seen = set()
+    for root in roots:
+        for d in find_run_dirs(root):
+            if d.resolve() not in seen:
+                seen.add(d.resolve())
+                yield root, d
 
 
 def collect(path: str | Path | Iterable[str | Path]) -> Results:
     """``(runs, history)`` of every run at or below ``path`` (or each of several paths)."""
     rows, histories = [], []
-    for root in _roots(path):
-        manifest = _manifests(root)
-        seen = set()
-        for d in find_run_dirs(root):
-            seen.add(d.resolve())
-            m = manifest.get(d.resolve())
-            summary, config = _read_json(d / SUMMARY_FILE), _read_yaml(d / CONFIG_FILE)
-            sweep = m["_sweep"].name if m else (d.parent.name if (d.parent / MANIFEST_FILE).is_file() else None)
-            row = run_row(_run_label(d, root), config, summary,
-                          _status(summary, m, config is not None), sweep=sweep,
-                          job=int(m["job"]) if m and str(m.get("job", "")).isdigit() else None,
-                          run_dir=str(d))
-            if summary is None and (d / SUMMARY_FILE).is_file():
-                row["error"] = f"{SUMMARY_FILE} is unreadable"
-            rows.append(row)
-            histories.append(history_long(row, read_table(d / METRICS_FILE, METRIC_COLUMNS)))
-        for run_dir, m in manifest.items():  # jobs of a sweep that have not made a directory yet
-            if run_dir not in seen:
-                rows.append(run_row(_run_label(run_dir, root.resolve()) if root.resolve() in run_dir.parents else m.get("name"),
-                                    None, None, m.get("status") or "pending", sweep=m["_sweep"].name,
-                                    job=int(m["job"]) if str(m.get("job", "")).isdigit() else None,
-                                    name=m.get("name"), run_dir=str(run_dir), error=m.get("error") or None,
-                                    **_depth_from_overrides(m.get("overrides", ""))))
+    roots = _roots(path)
+    several = len(roots) > 1
+    seen: set[Path] = set()
+    manifests: dict[Path, dict] = {}
+    for root in roots:
+        manifests.update(_manifests(root))
+    for root, d in _unique_run_dirs(roots):
+        seen.add(d.resolve())
+        m = manifests.get(d.resolve())
+        summary, config = _read_json(d / SUMMARY_FILE), _read_yaml(d / CONFIG_FILE)
+        sweep = m["_sweep"].name if m else (d.parent.name if (d.parent / MANIFEST_FILE).is_file() else None)
+        row = run_row(_run_label(d, root, several), config, summary,
+                      _status(summary, m, config is not None), sweep=sweep,
+                      job=int(m["job"]) if m and str(m.get("job", "")).isdigit() else None,
+                      run_dir=str(d), updated_at=_last_write(d))
+        if summary is None and (d / SUMMARY_FILE).is_file():
+            row["error"] = f"{SUMMARY_FILE} is unreadable"
+        rows.append(row)
+        histories.append(history_long(row, read_table(d / METRICS_FILE, METRIC_COLUMNS)))
+    for run_dir, m in manifests.items():  # jobs of a sweep that have not made a directory yet
+        if run_dir not in seen:
+            seen.add(run_dir)
+            root = next((r for r in roots if r.resolve() in run_dir.parents), None)
+            rows.append(run_row(_run_label(run_dir, root.resolve(), several) if root else m.get("name"),
+                                None, None, m.get("status") or "pending", sweep=m["_sweep"].name,
+                                job=int(m["job"]) if str(m.get("job", "")).isdigit() else None,
+                                name=m.get("name"), run_dir=str(run_dir), error=m.get("error") or None,
+                                **_depth_from_overrides(m.get("overrides", ""))))
     return _frames(rows, histories)
+
+
+def _last_write(d: Path) -> str | None:
+    """When the run last wrote its record: a "running" run that stopped long ago was killed."""
+    times = [(d / f).stat().st_mtime for f in (SUMMARY_FILE, METRICS_FILE) if (d / f).is_file()]
+    return datetime.fromtimestamp(max(times), timezone.utc).isoformat(timespec="seconds") if times else None
 
 
 def _depth_from_overrides(overrides: str) -> dict:
@@ -253,17 +279,20 @@ def _depth_from_overrides(overrides: str) -> dict:
 
 
 def _collect_table(path, file: str) -> pd.DataFrame:
+    """A per-run CSV table of every run, tagged with the run's ids and its status."""
     frames = []
-    for root in _roots(path):
-        for d in find_run_dirs(root):
-            df = read_table(d / file)
-            if df.empty:
-                continue
-            row = run_row(_run_label(d, root), _read_yaml(d / CONFIG_FILE), _read_json(d / SUMMARY_FILE), "")
-            for k in reversed(ID_COLUMNS):
-                df.insert(0, k, row.get(k))
-            frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS)
+    roots = _roots(path)
+    for root, d in _unique_run_dirs(roots):
+        df = read_table(d / file)
+        if df.empty:
+            continue
+        summary = _read_json(d / SUMMARY_FILE)
+        row = run_row(_run_label(d, root, len(roots) > 1), _read_yaml(d / CONFIG_FILE), summary,
+                      _status(summary, None, True))
+        for k in reversed([*ID_COLUMNS, "status", "iterations_total"]):
+            df.insert(0, k, row.get(k))
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*ID_COLUMNS, "status"])
 
 
 def collect_layer_stats(path) -> pd.DataFrame:

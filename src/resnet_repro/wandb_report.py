@@ -80,7 +80,9 @@ def build_wandb_report(entity: str, project: str, group: str, *, title: str | No
             max_runs_to_show=100,  # every seed of every depth feeds the mean
             legend_position="north", layout=wr.Layout(x=0, y=0, w=24, h=10),
         )
-        rs = runset(f"{variant} networks", expr.Config(_backend_key(RESIDUAL)) == residual)
+        # finished runs only: a crashed or diverged run's last rows must not pull a depth's mean
+        rs = runset(f"{variant} networks", expr.Config(_backend_key(RESIDUAL)) == residual,
+                    expr.Metric("State") == "finished")
         return wr.PanelGrid(runsets=[rs], panels=[plot])
 
     eval_final = f"final_{eval_metric}"
