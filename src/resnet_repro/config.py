@@ -23,6 +23,9 @@ SHORTCUTS = ("A", "B", "C")
 PROTOCOLS = ("paper", "full")
 DATASETS = ("cifar10", "synthetic")
 LAYER_STATS = ("off", "end", "eval")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("auto", "off", "default", "max-autotune")
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 DEFAULT_DEPTH = 20
 CIFAR10_CLASSES = 10
 CIFAR10_TRAIN = 50_000
@@ -61,6 +64,7 @@ class OptimizerConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
+    impl: str = "auto"  # auto (fused on CUDA, else foreach) | fused | foreach | loop
 
 
 @dataclass
@@ -85,6 +89,11 @@ class TrainerConfig:
     progress: bool = True
     deterministic: bool = False
     num_threads: int | None = None
+    # The fast path (auto: what is fast and correct on the device the run lands on)
+    precision: str = "auto"  # auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16 (with a grad scaler)
+    channels_last: bool | None = None  # null: on CUDA only
+    compile: str = "auto"  # auto (default on CUDA, else off) | off | default | max-autotune
+    cuda_graphs: bool = True  # with compile on CUDA: replay the compiled step as CUDA graphs
 
 
 @dataclass
@@ -243,6 +252,7 @@ def validate(cfg: Config) -> Config:
 
     o = cfg.optimizer
     _choice("optimizer.name", o.name, ("sgd",))
+    _choice("optimizer.impl", o.impl, OPTIMIZER_IMPLS)
     _positive("optimizer.lr", o.lr)
     _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
     if not 0 <= o.momentum < 1:
@@ -278,6 +288,8 @@ def validate(cfg: Config) -> Config:
         )
     if t.num_threads is not None:
         _positive("trainer.num_threads", t.num_threads)
+    _choice("trainer.precision", t.precision, PRECISIONS)
+    _choice("trainer.compile", t.compile, COMPILE_MODES)
     _choice("logger.name", cfg.logger.name, ("local", "wandb"))
     _choice("logger.mode", cfg.logger.mode, ("online", "offline", "disabled"))
     g = cfg.diagnostics

@@ -39,7 +39,8 @@ METRIC_COLUMNS = [
 # Keys that may differ when a run is resumed: where and how it runs, not what it computes.
 RUNTIME_KEYS = {
     "dataset.root", "dataset.download", "trainer.device", "trainer.progress",
-    "trainer.num_threads", "logger.name", "logger.mode", "logger.project", "logger.entity",
+    "trainer.num_threads", "trainer.channels_last", "trainer.compile", "trainer.cuda_graphs",
+    "optimizer.impl", "logger.name", "logger.mode", "logger.project", "logger.entity",
     "logger.tags", "logger.group", "logger.job_type",
     "diagnostics.layer_stats", "diagnostics.layer_stats_images", "diagnostics.grad_norms",
 }

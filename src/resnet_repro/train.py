@@ -30,6 +30,7 @@ from .data import Splits, load_splits
 from .data.pipeline import DeviceBatches, eval_batches, normalize, pixel_mean
 from .diagnostics import GRAD_NORM_COLUMNS, LAYER_STATS_COLUMNS, conv_grad_norms, layer_response_std
 from .errors import CheckpointError, Diverged, ResnetReproError
+from .fastpath import FastPath, TrainStep
 from .loggers import WandbMirror
 from .models import build_model, count_params
 from .record import GRAD_NORMS_FILE, LAYER_STATS_FILE, RunRecord, git_commit, library_versions
@@ -60,14 +61,18 @@ def pick_device(name: str, job_num: int | None = None) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, batch_size: int, mean) -> tuple[float, float]:
+def evaluate(model, x, y, batch_size: int, mean, fast: FastPath | None = None) -> tuple[float, float]:
     """(mean loss, error %) over a whole split, in eval mode (BN running statistics)."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     wrong = torch.zeros((), device=x.device, dtype=torch.long)
     for xb, yb in eval_batches(x, y, batch_size, mean):
-        out = model(xb)
-        loss_sum += F.cross_entropy(out, yb, reduction="sum")
+        if fast is None:
+            out = model(xb)
+        else:
+            with fast.autocast():
+                out = model(xb.contiguous(memory_format=fast.memory_format))
+        loss_sum += F.cross_entropy(out.float(), yb, reduction="sum")
         wrong += (out.argmax(1) != yb).sum()
     model.train()
     return loss_sum.item() / len(x), 100.0 * wrong.item() / len(x)
@@ -123,19 +128,19 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
         torch.use_deterministic_algorithms(True)
     device = pick_device(t.device, job_num)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not t.deterministic
+    fast = FastPath.resolve(t, cfg.optimizer, device)
 
     splits: Splits = load_splits(cfg.dataset, cfg.model.num_classes)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model).to(device, memory_format=fast.memory_format)
     n_params = count_params(model)
     mean = pixel_mean(splits.train[0])
     batches = DeviceBatches(*splits.train, t.batch_size, mean, device, augment=cfg.dataset.augment, seed=cfg.seed)
     evals = {s: tuple(v.to(device) for v in getattr(splits, s)) for s in splits.eval_splits}
     mean = mean.to(device)
     o = cfg.optimizer
-    opt = torch.optim.SGD(
-        model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
-    )
+    opt = fast.optimizer(model.parameters(), o)
+    step = TrainStep(model, opt, fast)  # trains the compiled model when compiling; eval uses the eager one
     sched = LRSchedule(cfg.schedule, o.lr)
     window = Window.zeros(device)
     it, elapsed, train_time, best = 0, 0.0, 0.0, {}
@@ -152,6 +157,9 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
         rows = layer_response_std(model, (normalize(probe[i : i + bs], mean) for i in range(0, len(probe), bs)))
         rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": it, **r} for r in rows])
 
+    def record_grad_norms() -> None:  # a few early iterations only: one device read each
+        rec.append_rows(GRAD_NORMS_FILE, GRAD_NORM_COLUMNS, [{"iter": it + 1, **r} for r in conv_grad_norms(model)])
+
     tables = ((LAYER_STATS_FILE, LAYER_STATS_COLUMNS), (GRAD_NORMS_FILE, GRAD_NORM_COLUMNS))
     if ckpt is None:
         rec.truncate_metrics(0)  # rows of an attempt that stopped before its first checkpoint
@@ -162,6 +170,8 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
             raise CheckpointError(f"Checkpoint {rec.path('checkpoint.pt')} has an unknown format. Delete it to restart the run.")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            step.scaler.load_state_dict(ckpt["scaler"])
         sched.load_state_dict(ckpt["schedule"])
         batches.load_state_dict(ckpt["batches"])
         window.load_state_dict(ckpt["window"], device)
@@ -194,6 +204,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
         "batch_size": t.batch_size,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform_cpu(),
+        "fast_path": fast.describe(),
         "versions": library_versions(),
         "git_commit": git_commit(),
         "started_at": old.get("started_at") or _now(),
@@ -209,6 +220,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
                         job_type=cfg.experiment_name, config=cfg_dict)
     summary["wandb"] = wandb.record()
     rec.write_summary(summary)
+    log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in fast.describe().items()))
     log.info(
         "%s: %s-%d (n=%d, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
         cfg.name, "ResNet" if cfg.model.residual else "plain", cfg.model.depth, cfg.model.n,
@@ -223,6 +235,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
             "iteration": it,
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
+            "scaler": step.scaler.state_dict(),
             "schedule": sched.state_dict(),
             "batches": batches.state_dict(),
             "window": window.state_dict(),
@@ -244,13 +257,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
                 for g in opt.param_groups:
                     g["lr"] = lr
             x, y = batches.next()
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if it + 1 in grad_iters:  # a few early iterations only: one device read each
-                rec.append_rows(GRAD_NORMS_FILE, GRAD_NORM_COLUMNS, [{"iter": it + 1, **r} for r in conv_grad_norms(model)])
-            opt.step()
+            loss, out = step(x, y, record_grad_norms if it + 1 in grad_iters else None)
             window.add(loss, out, y)
             it += 1
             bar.update()
@@ -277,7 +284,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
                     log.info("Warm-up over at iteration %d (train error %.1f%%): lr %g from now on", it, row["train_err"], sched.lr(it))
             if is_eval:
                 for split, (ex, ey) in evals.items():
-                    row[f"{split}_loss"], row[f"{split}_err"] = evaluate(model, ex, ey, t.eval_batch_size, mean)
+                    row[f"{split}_loss"], row[f"{split}_err"] = evaluate(model, ex, ey, t.eval_batch_size, mean, fast)
                     if row[f"{split}_err"] < best.get(f"best_{split}_err", float("inf")):
                         best[f"best_{split}_err"], best[f"best_{split}_iter"] = row[f"{split}_err"], it
                 if evals:

@@ -1,0 +1,117 @@
+"""The fast path, resolved from config for the device a run lands on.
+
+- precision: bf16 autocast on CUDA by default; fp16 adds a gradient scaler; fp32 is plain.
+- channels_last memory format on CUDA (cuDNN's fast layout for these convs).
+- a fused SGD on CUDA (one kernel for the whole update), foreach elsewhere.
+- ``torch.compile`` of the model (forward and backward), replayed as CUDA graphs on CUDA: the
+  training batch has a static shape (every epoch drops its last partial batch), so one graph
+  serves every step. Evaluation and layer statistics run the eager model (other shapes, eval mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import OptimizerConfig, TrainerConfig
+
+log = logging.getLogger(__name__)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class FastPath:
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+    compile: str  # off | default | max-autotune
+    cuda_graphs: bool
+    optimizer_impl: str  # fused | foreach | loop
+    device_type: str
+
+    @classmethod
+    def resolve(cls, t: TrainerConfig, o: OptimizerConfig, device: torch.device) -> FastPath:
+        cuda = device.type == "cuda"
+        precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
+        compile_mode = t.compile if t.compile != "auto" else ("default" if cuda else "off")
+        impl = o.impl if o.impl != "auto" else ("fused" if cuda else "foreach")
+        if t.deterministic and compile_mode != "off":
+            log.info("trainer.deterministic=true: torch.compile is off (its kernels may not be deterministic)")
+            compile_mode = "off"
+        return cls(
+            precision=precision,
+            channels_last=t.channels_last if t.channels_last is not None else cuda,
+            compile=compile_mode,
+            cuda_graphs=bool(t.cuda_graphs and cuda and compile_mode != "off"),
+            optimizer_impl=impl,
+            device_type=device.type,
+        )
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        """The forward pass's precision context (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=AMP_DTYPES[self.precision])
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A gradient scaler, active for fp16 only (bf16 has fp32's range)."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.precision == "fp16")
+
+    def optimizer(self, params, o: OptimizerConfig) -> torch.optim.SGD:
+        kw = {"fused": True} if self.optimizer_impl == "fused" else {"foreach": self.optimizer_impl == "foreach"}
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                               nesterov=o.nesterov, **kw)
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls: the model itself, or its compiled form."""
+        if self.compile == "off":
+            return model
+        mode = {("default", False): "default", ("default", True): "reduce-overhead",
+                ("max-autotune", True): "max-autotune",
+                ("max-autotune", False): "max-autotune-no-cudagraphs"}[(self.compile, self.cuda_graphs)]
+        return torch.compile(model, mode=mode)
+
+    def step_begin(self) -> None:
+        """Mark a new training step for CUDA-graph replay (outputs of the last one may be reused)."""
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def describe(self) -> dict:
+        return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile,
+                "cuda_graphs": self.cuda_graphs, "optimizer_impl": self.optimizer_impl}
+
+
+class TrainStep:
+    """One SGD step on a batch: forward under autocast, (scaled) backward, update.
+
+    The training loop and the throughput benchmark both call this, so the benchmark times the
+    harness's own step. ``on_grads`` (optional) sees the unscaled gradients before the update.
+    """
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, fast: FastPath):
+        self.model, self.opt, self.fast = model, opt, fast
+        self.scaler = fast.scaler()
+        self.call = fast.compiled(model)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, on_grads=None) -> tuple[torch.Tensor, torch.Tensor]:
+        fast = self.fast
+        fast.step_begin()
+        with fast.autocast():
+            out = self.call(x.contiguous(memory_format=fast.memory_format))
+            loss = F.cross_entropy(out, y)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if on_grads is not None:
+            self.scaler.unscale_(self.opt)
+            on_grads()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return loss, out

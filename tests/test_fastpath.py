@@ -1,0 +1,103 @@
+"""The fast path: resolved from config per device, and correct on the CPU (the GPU paths need a GPU)."""
+
+import json
+
+import pytest
+import torch
+
+from resnet_repro.config import OptimizerConfig, TrainerConfig
+from resnet_repro.errors import ConfigError
+from resnet_repro.fastpath import FastPath, TrainStep
+from resnet_repro.models import resnet_cifar
+from resnet_repro.train import train
+
+from .test_train import _interrupt_after, smoke_cfg
+
+
+def test_auto_is_fp32_eager_on_cpu_and_everything_on_cuda():
+    cpu = FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu"))
+    assert cpu.describe() == {"precision": "fp32", "channels_last": False, "compile": "off",
+                              "cuda_graphs": False, "optimizer_impl": "foreach"}
+    cuda = FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cuda", 0))
+    assert cuda.describe() == {"precision": "bf16", "channels_last": True, "compile": "default",
+                               "cuda_graphs": True, "optimizer_impl": "fused"}
+    det = FastPath.resolve(TrainerConfig(deterministic=True), OptimizerConfig(), torch.device("cuda", 0))
+    assert det.compile == "off" and not det.cuda_graphs  # deterministic runs stay eager
+    plain = FastPath.resolve(TrainerConfig(precision="fp32", compile="off", channels_last=False),
+                             OptimizerConfig(impl="loop"), torch.device("cuda", 0))
+    assert plain.describe() == {"precision": "fp32", "channels_last": False, "compile": "off",
+                                "cuda_graphs": False, "optimizer_impl": "loop"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.precision=fp8", "trainer.precision='fp8' is not valid. Valid choices: auto, fp32, bf16, fp16."),
+    ("trainer.compile=fast", "trainer.compile='fast' is not valid. Valid choices: auto, off, default, max-autotune."),
+    ("optimizer.impl=apex", "optimizer.impl='apex' is not valid. Valid choices: auto, fused, foreach, loop."),
+])
+def test_bad_fast_path_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError) as ex:
+        smoke_cfg(override)
+    assert str(ex.value) == message
+
+
+def _step(fast: FastPath, seed=0):
+    torch.manual_seed(seed)
+    model = resnet_cifar(8).to(memory_format=fast.memory_format)
+    return model, TrainStep(model, fast.optimizer(model.parameters(), OptimizerConfig()), fast)
+
+
+def _fast(**kw) -> FastPath:
+    return FastPath.resolve(TrainerConfig(**kw), OptimizerConfig(), torch.device("cpu"))
+
+
+def test_each_setting_trains_and_stays_close_to_fp32():
+    torch.manual_seed(1)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    ref_model, ref = _step(_fast())
+    ref_losses = [ref(x, y)[0].item() for _ in range(3)]
+    for kw, tol in [({"channels_last": True}, 1e-4), ({"precision": "bf16"}, 5e-2), ({"precision": "fp16"}, 5e-2)]:
+        model, step = _step(_fast(**kw))
+        losses = [step(x, y)[0].float().item() for _ in range(3)]
+        assert losses == pytest.approx(ref_losses, rel=tol), kw
+        assert ref_losses[-1] < ref_losses[0] and losses[-1] < losses[0]  # both learn the batch
+
+
+def test_optimizer_implementations_agree():
+    torch.manual_seed(1)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    weights = []
+    for impl in ("foreach", "loop"):
+        fast = FastPath.resolve(TrainerConfig(), OptimizerConfig(impl=impl), torch.device("cpu"))
+        model, step = _step(fast)
+        for _ in range(2):
+            step(x, y)
+        weights.append(model.fc.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1])
+
+
+def test_compiled_step_matches_eager_on_cpu():
+    torch.manual_seed(1)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    _, eager = _step(_fast())
+    _, compiled = _step(_fast(compile="default"))
+    assert compiled.call is not compiled.model  # the step calls the compiled module
+    a = [eager(x, y)[0].item() for _ in range(2)]
+    b = [compiled(x, y)[0].item() for _ in range(2)]
+    assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_fp16_resume_restores_the_grad_scaler(tmp_path, monkeypatch):
+    ov = ("trainer.precision=fp16", "trainer.eval_every=4", "trainer.log_every=2")
+    full = train(smoke_cfg(*ov), tmp_path / "full")
+    _interrupt_after(monkeypatch, 9)
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_cfg(*ov), tmp_path / "cut")
+    monkeypatch.undo()
+    resumed = train(smoke_cfg(*ov), tmp_path / "cut")
+    wa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    wb = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert wa["scaler"] and wa["scaler"] == wb["scaler"]
+    assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
+    assert resumed["final_val_err"] == full["final_val_err"]
+    s = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert s["fast_path"]["precision"] == "fp16"
