@@ -298,6 +298,32 @@ def _pm_delta(d: float, se: float | None) -> str:
     return f"Δ {d:+.2f}" + (f" ± {se:.2f} s.e." if se is not None else "")
 
 
+# How each half of the verdict reads: plain nets on training error (deeper should be worse),
+# ResNets on eval error (deeper should be better).
+_HALVES = {
+    "plain": ("Plain nets", "train_error", True, ">", "<=",
+              {"yes": "the deeper plain net trains worse (degradation).",
+               "no": "no degradation in training error."}),
+    "resnet": ("Residual nets", "error", False, "<", ">=",
+               {"yes": "the deeper residual net is better.", "no": "depth does not help here."}),
+}
+
+
+def _assess(variant: str, lo, hi, word: str) -> tuple[str, str]:
+    """Outcome and sentence for one half of the verdict, deepest (``hi``) vs shallowest (``lo``)."""
+    title, col, worse_is_deeper, sign_yes, sign_no, texts = _HALVES[variant]
+    d, se = _delta(hi, lo, col)
+    outcome = _judge(d, se, want_positive=worse_is_deeper)
+    what, other = ("training", word) if col == "train_error" else (word, "training")
+    other_col = "error" if col == "train_error" else "train_error"
+    sign = sign_yes if (d > 0) == worse_is_deeper else sign_no
+    text = texts.get(outcome, "the difference is within the noise of the seeds.")
+    return outcome, (
+        f"{title}: {_label(variant, hi.depth)} {getattr(hi, col + '_mean'):.2f}% {what} error {sign} "
+        f"{_label(variant, lo.depth)} {getattr(lo, col + '_mean'):.2f}% ({_pm_delta(d, se)}; {other}: "
+        f"{getattr(hi, other_col + '_mean'):.2f}% vs {getattr(lo, other_col + '_mean'):.2f}%): {text}")
+
+
 def verdict(runs: pd.DataFrame) -> str:
     """Plain-text verdict on the degradation problem, with the numbers behind it.
 
@@ -319,34 +345,19 @@ def verdict(runs: pd.DataFrame) -> str:
         return " → ".join(f"{d}: {getattr(by[(variant, d)], col):.2f}%" for d in depths)
 
     if len(plain) >= 2:
-        lo, hi = by[("plain", plain[0])], by[("plain", plain[-1])]
-        d, se = _delta(hi, lo, "train_error")
-        outcome = _judge(d, se, want_positive=True)
+        outcome, line = _assess("plain", by[("plain", plain[0])], by[("plain", plain[-1])], word)
         outcomes.append(outcome)
-        lines.append(
-            f"Plain nets: {_label('plain', hi.depth)} {hi.train_error_mean:.2f}% training error "
-            f"{'>' if d > 0 else '<='} {_label('plain', lo.depth)} {lo.train_error_mean:.2f}% ({_pm_delta(d, se)}; "
-            f"{word}: {hi.error_mean:.2f}% vs {lo.error_mean:.2f}%): "
-            + {"yes": "the deeper plain net trains worse (degradation).",
-               "noise": "the difference is within the noise of the seeds.",
-               "no": "no degradation in training error."}[outcome])
+        lines.append(line)
         if len(plain) > 2:
             lines.append(f"Plain nets by depth (training error): {chain('plain', plain, 'train_error_mean')}.")
     else:
         lines.append("Plain nets: fewer than two depths finished; degradation not assessed.")
     if len(res) >= 2:
         both = len(plain) >= 2 and {plain[0], plain[-1]} <= set(res)
-        lo, hi = (by[("resnet", plain[0])], by[("resnet", plain[-1])]) if both else (by[("resnet", res[0])], by[("resnet", res[-1])])
-        d, se = _delta(hi, lo, "error")
-        outcome = _judge(d, se, want_positive=False)
+        lo, hi = (plain[0], plain[-1]) if both else (res[0], res[-1])
+        outcome, line = _assess("resnet", by[("resnet", lo)], by[("resnet", hi)], word)
         outcomes.append(outcome)
-        lines.append(
-            f"Residual nets: {_label('resnet', hi.depth)} {hi.error_mean:.2f}% {word} error "
-            f"{'<' if d < 0 else '>='} {_label('resnet', lo.depth)} {lo.error_mean:.2f}% ({_pm_delta(d, se)}; "
-            f"training: {hi.train_error_mean:.2f}% vs {lo.train_error_mean:.2f}%): "
-            + {"yes": "the deeper residual net is better.",
-               "noise": "the difference is within the noise of the seeds.",
-               "no": "depth does not help here."}[outcome])
+        lines.append(line)
         if len(res) > 2:
             lines.append(f"Residual nets by depth ({word} error): {chain('resnet', res, 'error_mean')}.")
     else:
