@@ -115,7 +115,7 @@ def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_a
 
 def test_run_dir_of_another_config_is_refused(tmp_path):
     train(smoke_cfg(), tmp_path / "run")
-    with pytest.raises(RunDirError, match=r"different config \(optimizer.lr: 0.1 there, 0.05 now\)"):
+    with pytest.raises(RunDirError, match=r"different config \(its config.yaml: optimizer.lr: 0.1 there, 0.05 now\)"):
         train(smoke_cfg("optimizer.lr=0.05"), tmp_path / "run")
 
 

@@ -23,3 +23,10 @@ class RunDirError(ResnetReproError):
 
 class Diverged(ResnetReproError):
     """The training loss became NaN or infinite."""
+
+
+class Preempted(KeyboardInterrupt):
+    """SIGTERM (what SLURM sends on preemption) stopped the run after writing a checkpoint.
+
+    A KeyboardInterrupt, so a sweep stops too instead of starting its next job.
+    """

@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import logging
 import os
 import platform
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,14 @@ import yaml
 from .config import flat
 from .errors import CheckpointError, RunDirError
 
+log = logging.getLogger("resnet_repro")
+
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the one before: the fallback when the last is torn
+LOCK_FILE = "run.lock"
 LAYER_STATS_FILE = "layer_stats.csv"
 GRAD_NORMS_FILE = "grad_norms.csv"
 
@@ -63,8 +70,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write via ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename over it."""
+def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
+    """Write via ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename over it.
+
+    With ``keep_previous``, the old ``path`` is first renamed there: a kill between the two renames
+    leaves the previous file in place of the missing one, never a torn file.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the record the usual mode
@@ -72,6 +83,8 @@ def atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -128,18 +141,19 @@ class RunRecord:
         return yaml.safe_load(p.read_text()) if p.is_file() else None
 
     def check_same_run(self, cfg: dict, checkpoint_cfg: dict | None = None) -> None:
-        """Refuse to resume a run (config.yaml, else the checkpoint's own copy) of another config."""
-        old = self.saved_config() or checkpoint_cfg
-        if old is None:
-            return
-        a, b = flat(old), flat(cfg)
-        diff = [k for k in sorted(set(a) | set(b)) if k not in RUNTIME_KEYS and a.get(k) != b.get(k)]
-        if diff:
-            shown = "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in diff[:5])
-            raise RunDirError(
-                f"{self.dir} already holds a run with a different config ({shown}). Give this run "
-                f"its own directory (name=<new name> or hydra.run.dir=<dir>), or delete the old run."
-            )
+        """Refuse to resume a run of another config: config.yaml's, and the checkpoint's own copy."""
+        for where, old in (("config.yaml", self.saved_config()), ("checkpoint.pt", checkpoint_cfg)):
+            if old is None:
+                continue
+            a, b = flat(old), flat(cfg)
+            # keys only one side has come from another version of the schema: not a difference
+            diff = [k for k in sorted(set(a) & set(b)) if k not in RUNTIME_KEYS and a[k] != b[k]]
+            if diff:
+                shown = "; ".join(f"{k}: {a[k]!r} there, {b[k]!r} now" for k in diff[:5])
+                raise RunDirError(
+                    f"{self.dir} already holds a run with a different config (its {where}: {shown}). Give "
+                    f"this run its own directory (name=<new name> or hydra.run.dir=<dir>), or delete the old run."
+                )
 
     def write_config(self, cfg: dict) -> None:
         text = yaml.safe_dump(cfg, sort_keys=False)
@@ -191,19 +205,96 @@ class RunRecord:
 
     # --- checkpoint -------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
-        atomic_write(self.path(CHECKPOINT_FILE), lambda f: torch.save(state, f))
-
-    def load_checkpoint(self) -> dict | None:
+        """Write ``checkpoint.pt`` atomically, keeping the one before as ``checkpoint.prev.pt``."""
         p = self.path(CHECKPOINT_FILE)
-        if not p.is_file():
-            return None
         try:
-            return torch.load(p, map_location="cpu", weights_only=True)
+            atomic_write(p, lambda f: torch.save(state, f), keep_previous=self.path(PREVIOUS_CHECKPOINT_FILE))
+        except OSError as ex:
+            kept = [f.name for f in (p, self.path(PREVIOUS_CHECKPOINT_FILE)) if f.is_file()]
+            raise CheckpointError(
+                f"Cannot write the checkpoint {p} ({ex.strerror or ex}). Free disk space or make {self.dir} "
+                f"writable, then rerun to resume; "
+                + (f"{' and '.join(kept)} from before {'are' if len(kept) > 1 else 'is'} intact." if kept
+                   else "there is no earlier checkpoint.")
+            ) from None
+
+    def _load(self, p: Path) -> dict:
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as ex:
             raise CheckpointError(
-                f"Checkpoint {p} is truncated or corrupt ({type(ex).__name__}: {str(ex).splitlines()[0][:200]}). "
-                f"Delete it to restart this run from scratch, or choose another run directory."
+                f"Checkpoint {p} is truncated or corrupt ({type(ex).__name__}: {str(ex).splitlines()[0][:200]})."
             ) from None
+        if not isinstance(ckpt, dict) or "iteration" not in ckpt:
+            raise CheckpointError(f"Checkpoint {p} is not a resnet_repro checkpoint.")
+        return ckpt
+
+    def load_checkpoint(self) -> dict | None:
+        """The last good checkpoint, or None when the run has none.
+
+        A truncated or corrupt ``checkpoint.pt`` is moved aside to ``checkpoint.corrupt.pt`` and the
+        run falls back to ``checkpoint.prev.pt`` when that one loads, saying so; otherwise it is a
+        clear error. Loading never unpickles code (``weights_only=True``).
+        """
+        p, prev = self.path(CHECKPOINT_FILE), self.path(PREVIOUS_CHECKPOINT_FILE)
+        if not p.is_file() and not prev.is_file():
+            return None
+        if p.is_file():
+            try:
+                return self._load(p)
+            except CheckpointError as ex:
+                problem = str(ex)
+        else:
+            problem = f"Checkpoint {p} is missing (the run was stopped while replacing it)."
+        if prev.is_file():
+            try:
+                ckpt = self._load(prev)
+            except CheckpointError as ex2:
+                problem += f" The previous one is unusable too: {ex2}"
+            else:
+                if p.is_file():
+                    os.replace(p, self.path("checkpoint.corrupt.pt"))  # kept for inspection, not reused
+                log.warning("%s Resuming from the previous good checkpoint %s (iteration %d).",
+                            problem, prev.name, ckpt["iteration"])
+                return ckpt
+        raise CheckpointError(
+            f"{problem} Delete it to restart this run from scratch, or choose another run directory."
+        )
+
+    # --- one process per run directory --------------------------------------------------------
+    def lock(self) -> None:
+        """Hold ``run.lock`` for this process's lifetime; refuse when another live process holds it.
+
+        The lock is an OS file lock (flock), released by the kernel when its holder dies, however
+        it dies: a lock left by a killed process is taken over, and said so.
+        """
+        p = self.path(LOCK_FILE)
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(
+                f"{self.dir} is in use by {holder} ({LOCK_FILE}). Wait for that run to finish or stop "
+                f"it, or give this run its own directory (name=<new name> or hydra.run.dir=<dir>)."
+            ) from None
+        old = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if old:
+            log.info("Took over the lock of %s, which is no longer running (%s).", self.dir, old)
+        me = f"pid {os.getpid()} on {platform.node()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me.encode(), 0)
+        self._lock_fd = fd
+        for stale in self.dir.glob(".*.tmp"):  # temp files of a write that a kill cut short
+            stale.unlink(missing_ok=True)
+
+    def unlock(self) -> None:
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing releases the flock
+            self._lock_fd = None
 
 
 def _csv_text(rows: list[dict], columns: list[str]) -> str:

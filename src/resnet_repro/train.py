@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +33,7 @@ from .config import Config, register_configs, to_config, to_dict
 from .data import Splits, load_splits
 from .data.pipeline import DeviceBatches, eval_batches, normalize, pixel_mean
 from .diagnostics import GRAD_NORM_COLUMNS, LAYER_STATS_COLUMNS, conv_grad_norms, layer_response_std
-from .errors import CheckpointError, Diverged, ResnetReproError
+from .errors import CheckpointError, Diverged, Preempted, ResnetReproError
 from .fastpath import FastPath, TrainStep
 from .loggers import WandbMirror
 from .models import build_model, count_params
@@ -112,6 +116,33 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
     and on several GPUs the jobs spread over them by number.
     """
     rec = RunRecord(run_dir)
+    rec.lock()  # one process per run directory
+    try:
+        with _stop_on_sigterm() as stop:
+            return _train(cfg, rec, stop, group=group, job_num=job_num)
+    finally:
+        rec.unlock()
+
+
+@contextmanager
+def _stop_on_sigterm():
+    """While training: SIGTERM asks the loop to checkpoint and stop (``stop["signal"]`` is set)."""
+    stop: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, _frame):
+        stop["signal"] = signum
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None) -> dict:
     cfg_dict = to_dict(cfg)
     ckpt = rec.load_checkpoint()
     if ckpt is not None:  # only a directory with a checkpoint holds a run to resume
@@ -261,6 +292,12 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
             window.add(loss, out, y)
             it += 1
             bar.update()
+            if stop:  # SIGTERM (preemption): keep every step done so far, then stop
+                checkpoint()
+                raise Preempted(
+                    f"stopped by SIGTERM at iteration {it}; checkpoint written to {rec.path('checkpoint.pt')}. "
+                    f"Rerun the same command to resume."
+                )
 
             is_log, is_eval = it % t.log_every == 0 or it == total, it % t.eval_every == 0 or it == total
             if not (is_log or is_eval):
@@ -311,10 +348,14 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
         status = ("interrupted" if isinstance(ex, (KeyboardInterrupt, SystemExit))
                   else "diverged" if isinstance(ex, Diverged) else "failed")
         summary.update(status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=it)
-        rec.write_summary(summary)  # the local record first: W&B may hang or fail
+        try:
+            rec.write_summary(summary)  # the local record first: W&B may hang or fail
+        except OSError as wex:  # e.g. the disk is full: the original error is the one to report
+            log.warning("Could not update %s: %s", rec.path("summary.json"), wex)
         wandb.finish(summary, exit_code=1, files=MIRRORED_FILES)
         summary["wandb"] = wandb.record()
-        rec.write_summary(summary)
+        with contextlib.suppress(OSError):
+            rec.write_summary(summary)
         raise
     finally:
         bar.close()
@@ -374,6 +415,9 @@ def main() -> None:
     except ResnetReproError as ex:
         print(f"resnet-train: error: {ex}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as ex:
+        print(f"resnet-train: {ex}", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)  # the exit status SIGTERM itself would give
     except Exception as ex:
         msg = explain(ex)
         if msg is None:

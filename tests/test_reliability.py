@@ -1,0 +1,300 @@
+"""Nothing lost: kills at any point, torn and hostile checkpoints, full disks, two processes, sweep reruns.
+
+docs/reliability.md lists every fault tried here and what happened.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from resnet_repro.errors import CheckpointError, RunDirError
+from resnet_repro.train import train
+
+from .conftest import REPO, run_cli
+from .test_train import _interrupt_after, smoke_cfg
+
+TIMING = ["time_s", "img_per_s"]
+RUN_ARGS = ("experiment=smoke", "trainer.progress=false", "trainer.deterministic=true",
+            "schedule.iterations=60", "schedule.milestones=[30,45]", "trainer.log_every=5",
+            "trainer.eval_every=5", "diagnostics.layer_stats=eval")
+# The child: the real CLI, with checkpoint fsyncs slowed down so that a kill can land mid-write.
+CHILD = """
+import os, sys, time
+real_fsync = os.fsync
+def fsync(fd):
+    if ".checkpoint.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+        time.sleep(0.15)
+    return real_fsync(fd)
+os.fsync = fsync
+sys.argv = ["resnet-train", *sys.argv[1:]]
+from resnet_repro.train import main
+main()
+"""
+
+
+def start(run: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-c", CHILD, *RUN_ARGS, f"hydra.run.dir={run}", *extra],
+                            cwd=run.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cond, timeout=60.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def final_state(run: Path):
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    metrics = pd.read_csv(run / "metrics.csv").drop(columns=TIMING)
+    return ckpt, metrics, pd.read_csv(run / "layer_stats.csv")
+
+
+def test_kills_at_random_points_lose_nothing_and_resume_bit_exactly(tmp_path):
+    ref = tmp_path / "ref"
+    assert start(ref).wait(timeout=300) == 0
+    ref_ckpt, ref_metrics, ref_stats = final_state(ref)
+
+    run, rng = tmp_path / "cut", random.Random(7)
+    outcomes = []
+    for sig, when in [(signal.SIGTERM, "checkpoint write"), (signal.SIGKILL, "checkpoint write"),
+                      (signal.SIGTERM, "anywhere"), (signal.SIGKILL, "anywhere"),
+                      (signal.SIGKILL, "checkpoint write"), (signal.SIGKILL, "anywhere")]:
+        left = set(run.glob(".checkpoint.pt.*.tmp"))  # by an attempt killed mid-write (cleaned up at start)
+        p = start(run)
+        if when == "checkpoint write":
+            assert wait_for(lambda p=p, left=left: bool(set(run.glob(".checkpoint.pt.*.tmp")) - left)
+                            or p.poll() is not None)
+        else:  # from start-up (imports) to the end of training
+            time.sleep(rng.uniform(0.0, 7.0))
+        p.send_signal(sig)
+        rc = p.wait(timeout=120)
+        outcomes.append((sig.name, when, rc))
+        if rc == 0:  # it finished before the signal arrived
+            break
+        if rc == 143:  # SIGTERM while training (preemption): a checkpoint at the very iteration it stopped
+            s = json.loads((run / "summary.json").read_text())
+            ck = torch.load(run / "checkpoint.pt", weights_only=True)
+            assert s["status"] == "interrupted" and ck["iteration"] == s["iterations_done"]
+        else:  # SIGKILL anywhere; SIGTERM before training started or after it ended
+            assert rc == -sig, p.stderr.read()[-2000:]
+    assert outcomes[0][2] == 143 and outcomes[1][2] == -signal.SIGKILL, outcomes  # mid-training, mid-write
+    assert start(run).wait(timeout=300) == 0, outcomes
+    ckpt, metrics, stats = final_state(run)
+    assert ckpt["iteration"] == 60 and json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert all(torch.equal(ref_ckpt["model"][k], ckpt["model"][k]) for k in ref_ckpt["model"]), outcomes
+    pd.testing.assert_frame_equal(ref_metrics, metrics)
+    pd.testing.assert_frame_equal(ref_stats, stats)
+    assert not list(run.glob(".*.tmp"))  # a cut-short write leaves nothing behind
+
+
+def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    run = tmp_path / "run"
+    cfg = smoke_cfg("trainer.eval_every=5", "trainer.log_every=5")
+    mp = pytest.MonkeyPatch()
+    _interrupt_after(mp, 12)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run)
+    mp.undo()
+    assert torch.load(run / "checkpoint.prev.pt", weights_only=True)["iteration"] == 5
+    good = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(good[: len(good) // 2])  # torn
+    resumed = train(cfg, run)
+    assert resumed["resumed_from"] == 5 and resumed["status"] == "completed"
+    assert "Resuming from the previous good checkpoint checkpoint.prev.pt (iteration 5)" in caplog.text
+    assert (run / "checkpoint.corrupt.pt").is_file()  # kept for inspection, never loaded again
+    full = train(cfg, tmp_path / "full")
+    assert resumed["final_val_err"] == full["final_val_err"]
+
+
+def test_a_kill_between_the_two_renames_falls_back_too(tmp_path):
+    run = tmp_path / "run"
+    cfg = smoke_cfg("trainer.eval_every=5")
+    mp = pytest.MonkeyPatch()
+    _interrupt_after(mp, 12)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run)
+    mp.undo()
+    (run / "checkpoint.pt").unlink()  # renamed to .prev, the new one not yet in place
+    assert train(cfg, run)["resumed_from"] == 5
+
+
+def test_both_checkpoints_unusable_is_a_clear_error_that_keeps_the_record(tmp_path):
+    run = tmp_path / "run"
+    train(smoke_cfg(), run)
+    for f in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run / f).write_bytes(b"not a checkpoint")
+    history = (run / "metrics.csv").read_text()
+    with pytest.raises(CheckpointError, match="checkpoint.pt is truncated or corrupt .* The previous one is unusable too"):
+        train(smoke_cfg(), run)
+    assert (run / "metrics.csv").read_text() == history
+
+
+class _Evil:
+    """Unpickling this would write a file: a checkpoint must never run code."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.target), "pwned"))
+
+
+def test_a_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    target = tmp_path / "written_by_the_checkpoint"
+    torch.save({"iteration": 5, "payload": _Evil(str(target))}, run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="checkpoint.pt is truncated or corrupt"):
+        train(smoke_cfg(), run)
+    assert not target.exists()
+
+
+def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
+    other, run = tmp_path / "other", tmp_path / "run"
+    train(smoke_cfg("model.n=2", "model.residual=false"), other)
+    train(smoke_cfg("schedule.iterations=10", "schedule.milestones=[5]"), run)
+    (run / "checkpoint.pt").write_bytes((other / "checkpoint.pt").read_bytes())  # config.yaml still matches
+    with pytest.raises(RunDirError, match=r"its checkpoint.pt: model.depth: 14 there, 8 now; model.n: 2 there, 1 now; "
+                                          r"model.residual: False there, True now"):
+        train(smoke_cfg("schedule.iterations=10", "schedule.milestones=[5]"), run)
+
+
+def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_path, monkeypatch):
+    import resnet_repro.record as record
+
+    run = tmp_path / "run"
+    real_save, calls = torch.save, {"n": 0}
+
+    def save(obj, f, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(record.torch, "save", save)
+    with pytest.raises(CheckpointError) as ex:
+        train(smoke_cfg("trainer.eval_every=5"), run)
+    msg = str(ex.value)
+    assert "Cannot write the checkpoint" in msg and "No space left on device" in msg
+    assert "Free disk space or make" in msg and "checkpoint.pt from before is intact" in msg
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["iteration"] == 5
+    assert not list(run.glob(".*.tmp"))
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "failed" and "No space left on device" in s["error"]
+    monkeypatch.undo()
+    assert train(smoke_cfg("trainer.eval_every=5"), run)["resumed_from"] == 5
+
+
+def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RunDirError, match="Cannot create the run directory .*afile/run.*Choose a writable hydra.run.dir"):
+        train(smoke_cfg(), tmp_path / "afile" / "run")
+    run = tmp_path / "run"
+    run.mkdir()
+    real_access = os.access  # a read-only folder (root may write anywhere, so say it is read-only)
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == run and mode == os.W_OK else real_access(p, mode))
+    with pytest.raises(RunDirError, match="is not writable. Choose a writable hydra.run.dir"):
+        train(smoke_cfg(), run)
+    assert not any(run.iterdir())
+
+
+HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, f"pid {os.getpid()} on testhost since now".encode(), 0)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_process_on_the_same_run_refuses_naming_the_holder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run / "run.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=rf"is in use by pid {holder.pid} on testhost since now \(run.lock\)"):
+            train(smoke_cfg(), run)
+        assert not (run / "summary.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is dead: its kernel lock is gone, and the next run takes over
+    assert train(smoke_cfg(), run)["status"] == "completed"
+
+
+def test_a_stale_lock_from_a_killed_process_is_taken_over(tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text("pid 999999 on somehost since 2026-01-01T00:00:00+00:00")
+    caplog.set_level(logging.INFO, logger="resnet_repro")
+    assert train(smoke_cfg(), run)["status"] == "completed"
+    assert "Took over the lock" in caplog.text and "pid 999999 on somehost" in caplog.text
+    assert (run / "run.lock").read_text() == ""  # released at the end
+
+
+def test_the_cli_refuses_a_run_directory_in_use(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run / "run.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = run_cli("experiment=smoke", "trainer.progress=false", f"hydra.run.dir={run}", cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith(f"resnet-train: error: {run} is in use by pid {holder.pid}")
+    assert "Traceback" not in r.stderr
+
+
+def test_a_rerun_sweep_skips_finished_jobs_resumes_interrupted_ones_and_runs_missing_ones(tmp_path):
+    args = ("-m", "experiment=smoke", "trainer.progress=false", "seed=0,1,2")
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
+    done, cut, missing = (sweep / f"depth=8,seed={i}" for i in range(3))
+    finished_at = json.loads((done / "summary.json").read_text())["finished_at"]
+    # job 1: interrupted at iteration 13 (last checkpoint at 10); job 2: never started
+    import shutil
+
+    shutil.rmtree(cut)
+    shutil.rmtree(missing)
+    mp = pytest.MonkeyPatch()
+    _interrupt_after(mp, 13)
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_cfg("seed=1"), cut)
+    mp.undo()
+    r = run_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = [json.loads((d / "summary.json").read_text()) for d in (done, cut, missing)]
+    assert s[0]["finished_at"] == finished_at  # left alone
+    assert s[1]["resumed_from"] == 10 and s[1]["status"] == "completed"
+    assert s[2]["resumed_from"] is None and s[2]["status"] == "completed"
+    manifest = pd.read_csv(sweep / "manifest.csv")
+    assert manifest["status"].tolist() == ["completed"] * 3
+
+
+def test_reliability_doc_lists_every_test_here():
+    doc = (REPO / "docs" / "reliability.md").read_text()
+    tests = [n for n in globals() if n.startswith("test_") and n != "test_reliability_doc_lists_every_test_here"]
+    missing = [t for t in tests if t not in doc]
+    assert not missing, f"docs/reliability.md does not mention {missing}"
