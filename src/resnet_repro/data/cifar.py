@@ -1,4 +1,4 @@
-"""CIFAR-10 in the official python-pickle layout, verified before use.
+"""CIFAR-10 and CIFAR-100 in the official python-pickle layout, verified before use.
 
 Integrity: a file passes if its md5 is the official one (torchvision's table), or, for copies whose
 pickles lack the per-image ``filenames`` lists, if its content digest
@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10
+from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import calculate_md5
 
 from ..errors import DataError
@@ -35,6 +36,26 @@ CONTENT_SHA256 = {
 }
 IMAGES_PER_FILE = 10000
 NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What tells one CIFAR release's files apart."""
+
+    name: str
+    label_key: bytes
+    num_classes: int
+    md5: dict
+    content_sha256: dict = field(default_factory=dict)
+
+    @property
+    def fix(self) -> str:
+        return (f"Re-download {self.name} (delete the folder and set dataset.download=true) or point "
+                f"dataset.root at a good copy.")
+
+
+CIFAR10_SPEC = Spec("CIFAR-10", b"labels", 10, OFFICIAL_MD5, CONTENT_SHA256)
+CIFAR100_SPEC = Spec("CIFAR-100", b"fine_labels", 100, dict(CIFAR100.train_list + CIFAR100.test_list))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -60,45 +81,44 @@ def content_sha256(data: np.ndarray, labels) -> str:
     ).hexdigest()
 
 
-def read_batch(path: Path, *, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def read_batch(path: Path, *, verify: bool = True, spec: Spec = CIFAR10_SPEC) -> tuple[np.ndarray, np.ndarray]:
     """Read one batch file as (N,3,32,32) uint8 images and int64 labels, checking everything."""
-    name = path.name
-    fix = "Re-download CIFAR-10 (delete the folder and set dataset.download=true) or point dataset.root at a good copy."
+    name, ds, fix = path.name, spec.name, spec.fix
     try:
         md5 = calculate_md5(str(path)) if verify else None
         with open(path, "rb") as f:
             entry = _ArrayUnpickler(f, encoding="bytes").load()
     except OSError as ex:
-        raise DataError(f"CIFAR-10 file {path} cannot be read ({ex.strerror}). {fix}") from None
+        raise DataError(f"{ds} file {path} cannot be read ({ex.strerror}). {fix}") from None
     except Exception as ex:  # a damaged pickle can fail in many ways
-        raise DataError(f"CIFAR-10 file {path} is truncated or corrupt ({type(ex).__name__}: {ex}). {fix}") from None
-    if not isinstance(entry, dict) or b"data" not in entry or b"labels" not in entry:
-        raise DataError(f"CIFAR-10 file {path} is not a CIFAR-10 batch (no data/labels). {fix}")
-    data, labels = entry[b"data"], np.asarray(entry[b"labels"])
+        raise DataError(f"{ds} file {path} is truncated or corrupt ({type(ex).__name__}: {ex}). {fix}") from None
+    if not isinstance(entry, dict) or b"data" not in entry or spec.label_key not in entry:
+        raise DataError(f"{ds} file {path} is not a {ds} batch (no data/labels). {fix}")
+    data, labels = entry[b"data"], np.asarray(entry[spec.label_key])
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
-        raise DataError(f"CIFAR-10 file {path} has images of shape {shape}, expected (N, 3072) uint8. {fix}")
+        raise DataError(f"{ds} file {path} has images of shape {shape}, expected (N, 3072) uint8. {fix}")
     if labels.shape != (data.shape[0],):
         raise DataError(
-            f"CIFAR-10 file {path} has {labels.shape[0]} labels for {data.shape[0]} images. {fix}"
+            f"{ds} file {path} has {labels.shape[0]} labels for {data.shape[0]} images. {fix}"
         )
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+    if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
         raise DataError(
-            f"CIFAR-10 file {path} has labels out of range [{labels.min()}, {labels.max()}], "
-            f"expected 0..{NUM_CLASSES - 1}. {fix}"
+            f"{ds} file {path} has labels out of range [{labels.min()}, {labels.max()}], "
+            f"expected 0..{spec.num_classes - 1}. {fix}"
         )
-    if verify and md5 != OFFICIAL_MD5.get(name):
-        expected = CONTENT_SHA256.get(name)
+    if verify and md5 != spec.md5.get(name):
+        expected = spec.content_sha256.get(name)
         digest = content_sha256(data, labels)
         if expected is None:
             raise DataError(
-                f"CIFAR-10 file {path} failed its checksum: md5 {md5}, official md5 "
-                f"{OFFICIAL_MD5.get(name)}. {fix} (dataset.verify=false skips this check.)"
+                f"{ds} file {path} failed its checksum: md5 {md5}, official md5 "
+                f"{spec.md5.get(name)}. {fix} (dataset.verify=false skips this check.)"
             )
         if digest != expected:
             raise DataError(
-                f"CIFAR-10 file {path} failed its checksum: content sha256 {digest}, expected "
-                f"{expected} (md5 {md5}, official md5 {OFFICIAL_MD5.get(name)}). {fix} "
+                f"{ds} file {path} failed its checksum: content sha256 {digest}, expected "
+                f"{expected} (md5 {md5}, official md5 {spec.md5.get(name)}). {fix} "
                 f"(dataset.verify=false skips this check.)"
             )
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
@@ -146,3 +166,28 @@ def load_cifar10(root: str | Path, download: bool = True, verify: bool = True):
 
 def has_test_batch(root: str | Path) -> bool:
     return (Path(root) / BASE_FOLDER / TEST_FILE).is_file()
+
+
+CIFAR100_FOLDER = CIFAR100.base_folder  # "cifar-100-python"
+
+
+def load_cifar100(root: str | Path, download: bool = True, verify: bool = True):
+    """``(train_x, train_y, (test_x, test_y))``: uint8 images (N,3,32,32), fine labels 0..99."""
+    base = Path(root) / CIFAR100_FOLDER
+    if not ((base / "train").is_file() and (base / "test").is_file()):
+        if not download:
+            raise DataError(
+                f"CIFAR-100 not found: {base} lacks train/test. Point dataset.root at the folder that holds "
+                f"{CIFAR100_FOLDER}/, or set dataset.download=true on a machine that is online."
+            )
+        log.info("CIFAR-100 not found under %s: downloading with torchvision", root)
+        try:
+            CIFAR100(root=str(root), train=True, download=True)
+        except Exception as ex:  # network errors come in many types
+            raise DataError(
+                f"CIFAR-100 is not under {base} and the download failed ({type(ex).__name__}: {ex}). "
+                f"Point dataset.root at a local copy."
+            ) from None
+    x, y = read_batch(base / "train", verify=verify, spec=CIFAR100_SPEC)
+    tx, ty = read_batch(base / "test", verify=verify, spec=CIFAR100_SPEC)
+    return torch.from_numpy(x), torch.from_numpy(y), (torch.from_numpy(tx), torch.from_numpy(ty))

@@ -1,0 +1,91 @@
+"""Fashion-MNIST from the official gzip'd IDX files (torchvision's layout), verified before use.
+
+``<root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``: each file must have its
+official md5 (torchvision's table); a truncated or damaged file, a wrong header, shape or label
+range is one error naming the file. Missing files are downloaded with torchvision when allowed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import FashionMNIST
+from torchvision.datasets.utils import calculate_md5
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+RAW_FOLDER = "FashionMNIST/raw"
+OFFICIAL_MD5 = dict(FashionMNIST.resources)
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+NUM_CLASSES, SIZE = 10, 28
+FIX = ("Re-download Fashion-MNIST (delete the folder and set dataset.download=true) or point "
+       "dataset.root at a good copy (e.g. dataset.root=../shared/data).")
+
+
+def _read_idx(path: Path, magic: int, verify: bool) -> np.ndarray:
+    try:
+        md5 = calculate_md5(str(path)) if verify else None
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except OSError as ex:  # also gzip's BadGzipFile
+        raise DataError(f"Fashion-MNIST file {path} cannot be read or is corrupt ({ex}). {FIX}") from None
+    except EOFError:
+        raise DataError(f"Fashion-MNIST file {path} is truncated. {FIX}") from None
+    if verify and md5 != OFFICIAL_MD5.get(path.name):
+        raise DataError(
+            f"Fashion-MNIST file {path} failed its checksum: md5 {md5}, official md5 "
+            f"{OFFICIAL_MD5.get(path.name)}. {FIX} (dataset.verify=false skips this check.)"
+        )
+    ndim = 3 if magic == IMAGE_MAGIC else 1
+    header = 4 * (1 + ndim)
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        raise DataError(f"Fashion-MNIST file {path} is not an IDX file of {'images' if ndim == 3 else 'labels'}. {FIX}")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if len(raw) - header != int(np.prod(dims)) or (ndim == 3 and dims[1:] != [SIZE, SIZE]):
+        raise DataError(f"Fashion-MNIST file {path} holds {len(raw) - header} bytes for dimensions {dims}. {FIX}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_split(raw: Path, split: str, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as uint8 images (N,1,28,28) and int64 labels."""
+    img_file, lbl_file = FILES[split]
+    x = _read_idx(raw / img_file, IMAGE_MAGIC, verify)
+    y = _read_idx(raw / lbl_file, LABEL_MAGIC, verify).astype(np.int64)
+    if len(x) != len(y):
+        raise DataError(f"Fashion-MNIST {split} split has {len(x)} images but {len(y)} labels ({raw}). {FIX}")
+    if y.size and y.max() >= NUM_CLASSES:
+        raise DataError(f"Fashion-MNIST file {raw / lbl_file} has labels up to {y.max()}, expected 0..9. {FIX}")
+    return torch.from_numpy(x.copy())[:, None], torch.from_numpy(y)
+
+
+def load_fashion_mnist(root: str | Path, download: bool = True, verify: bool = True):
+    """``(train_x, train_y, (test_x, test_y))`` with uint8 images (N,1,28,28)."""
+    raw = Path(root) / RAW_FOLDER
+    names = [n for pair in FILES.values() for n in pair]
+    missing = [n for n in names if not (raw / n).is_file()]
+    if missing:
+        if not download:
+            raise DataError(
+                f"Fashion-MNIST not found: {raw} lacks {', '.join(missing)}. Point dataset.root at the folder "
+                f"that holds FashionMNIST/raw/ (e.g. dataset.root=../shared/data), or set dataset.download=true."
+            )
+        log.info("Fashion-MNIST not found under %s: downloading with torchvision", root)
+        try:
+            FashionMNIST(root=str(root), train=True, download=True)
+        except Exception as ex:  # network errors come in many types
+            raise DataError(
+                f"Fashion-MNIST is not under {raw} and the download failed ({type(ex).__name__}: {ex}). "
+                f"Point dataset.root at a local copy (e.g. dataset.root=../shared/data)."
+            ) from None
+    x, y = read_split(raw, "train", verify)
+    return x, y, read_split(raw, "test", verify)
