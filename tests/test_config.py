@@ -58,7 +58,7 @@ def test_command_line_spelling_wins_over_preset():
     (["model.n=abc"], "Bad value for model.n: Value 'abc'"),
     (["model.residual=maybe"], "Expected true or false"),
     (["model.shortcut=D"], "model.shortcut='D' is not valid. Valid choices: A, B, C."),
-    (["model=resnet50"], "Could not find 'model/resnet50' Available options in 'model': resnet_cifar"),
+    (["model=resnet51"], "Could not find 'model/resnet51' Available options in 'model': preact_cifar resnet101 resnet152 resnet18"),
     (["dataset=imagenet"], "Available options in 'dataset'"),
     (["optimizer.lr=0"], "optimizer.lr=0.0 is not valid: it must be > 0."),
     (["trainer.batch_size=-1"], "trainer.batch_size=-1 is not valid: it must be > 0."),

@@ -21,14 +21,18 @@ from .errors import ConfigError
 PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)
 SHORTCUTS = ("A", "B", "C")
 PROTOCOLS = ("paper", "full")
-DATASETS = ("cifar10", "synthetic")
+DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic")
+CIFAR_MODELS = ("resnet_cifar", "preact_cifar")  # depth 6n+2
+IMAGENET_MODELS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+MODELS = (*CIFAR_MODELS, *IMAGENET_MODELS)
+# classes, training images and channels of each dataset
+DATASET_SHAPES = {"cifar10": (10, 50_000, 3), "cifar100": (100, 50_000, 3), "fashion_mnist": (10, 60_000, 1)}
+SCHEDULE_UNITS = ("iterations", "epochs")
 LAYER_STATS = ("off", "end", "eval")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "off", "default", "max-autotune")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 DEFAULT_DEPTH = 20
-CIFAR10_CLASSES = 10
-CIFAR10_TRAIN = 50_000
 
 
 @dataclass
@@ -40,6 +44,8 @@ class ModelConfig:
     residual: bool = True
     shortcut: str = "A"
     num_classes: int = 10
+    in_channels: int | None = None  # null: the dataset's (1 for Fashion-MNIST, else 3)
+    cifar_stem: bool = False  # ImageNet nets only: a 3x3/1 stem conv and no max-pool
 
 
 @dataclass
@@ -52,6 +58,7 @@ class DatasetConfig:
     val_size: int = 5000
     split_seed: int = 0
     augment: bool = True
+    image_size: int | None = None  # null: the native size; else resized on the device (bilinear)
     # synthetic data only: images per split
     num_train: int = 0
     num_test: int = 0
@@ -70,6 +77,7 @@ class OptimizerConfig:
 @dataclass
 class ScheduleConfig:
     name: str = "paper"
+    unit: str = "iterations"  # iterations | epochs: the unit of iterations and milestones
     iterations: int = 64000
     milestones: list[int] = field(default_factory=lambda: [32000, 48000])
     gamma: float = 0.1
@@ -129,7 +137,7 @@ class Config:
     diagnostics: DiagnosticsConfig = MISSING
     seed: int = 0
     experiment_name: str = "${dataset.name}"
-    name: str = "${run_name:${model.residual},${model.n},${model.depth},${model.shortcut},${seed}}"
+    name: str = "${run_name:${model.residual},${model.n},${model.depth},${model.shortcut},${seed},${model.name}}"
 
 
 GROUP_SCHEMAS = {
@@ -157,14 +165,16 @@ def _depth_or_default(n: int | None, depth: int | None) -> int:
     return DEFAULT_DEPTH
 
 
-def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, seed: int) -> str:
-    """Readable run name that always shows the depth, e.g. ``resnet56-seed0``, ``plain20-seed1``."""
-    kind = "resnet" if residual else "plain"
+def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, seed: int,
+             model: str = "resnet_cifar") -> str:
+    """Readable run name that always shows the depth, e.g. ``resnet56-seed0``, ``plain20-seed1``,
+    ``preact-resnet110-seed0``, ``resnet50-seed0`` (the ImageNet net)."""
+    kind = ("preact-" if model == "preact_cifar" else "") + ("resnet" if residual else "plain")
     try:
         d = _depth_or_default(n, depth)
     except TypeError:  # bad types are reported by validate(); the name only has to exist
         d = depth if depth is not None else f"n{n}"
-    tag = f"-{shortcut}" if residual and shortcut != "A" else ""
+    tag = f"-{shortcut}" if residual and shortcut != "A" and model == "resnet_cifar" else ""
     return f"{kind}{d}{tag}-seed{seed}"
 
 
@@ -221,8 +231,17 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 def validate(cfg: Config) -> Config:
     """Check value-level rules and fill derived fields (model.n and model.depth) in place."""
     m = cfg.model
-    _choice("model.name", m.name, ("resnet_cifar",))
-    resolve_depth(m)
+    _choice("model.name", m.name, MODELS)
+    if m.name in IMAGENET_MODELS:
+        d = IMAGENET_MODELS[m.name]
+        if m.depth not in (None, d) or m.n is not None:
+            raise ConfigError(
+                f"model.name={m.name} is the {d}-layer ImageNet ResNet; its depth is fixed "
+                f"(model.depth={m.depth}, model.n={m.n} given). Choose another model (model=resnet34, ...)."
+            )
+        m.depth = d
+    else:
+        resolve_depth(m)
     _choice("model.shortcut", m.shortcut, SHORTCUTS)
     if m.num_classes < 2:
         raise ConfigError(f"model.num_classes={m.num_classes} is not valid: it must be >= 2.")
@@ -230,6 +249,10 @@ def validate(cfg: Config) -> Config:
     d = cfg.dataset
     _choice("dataset.name", d.name, DATASETS)
     _choice("dataset.protocol", d.protocol, PROTOCOLS)
+    if m.in_channels is None:
+        m.in_channels = DATASET_SHAPES.get(d.name, (0, 0, 3))[2]
+    if d.image_size is not None and d.image_size < 8:
+        raise ConfigError(f"dataset.image_size={d.image_size} is not valid: it must be >= 8, or null for the native size.")
     if d.protocol == "paper" and d.val_size < 1:
         raise ConfigError(
             f"dataset.val_size={d.val_size} is not valid: the paper protocol holds out a "
@@ -237,12 +260,17 @@ def validate(cfg: Config) -> Config:
         )
     if d.name == "synthetic" and d.num_train < 1:
         raise ConfigError(f"dataset.num_train={d.num_train} is not valid for synthetic data: >= 1.")
-    if d.name == "cifar10" and m.num_classes != CIFAR10_CLASSES:
+    classes, n_images, channels = DATASET_SHAPES.get(d.name, (m.num_classes, d.num_train, 3))
+    if m.num_classes != classes:
         raise ConfigError(
-            f"model.num_classes={m.num_classes} does not fit dataset.name=cifar10, which has "
-            f"{CIFAR10_CLASSES} classes. Use model.num_classes={CIFAR10_CLASSES}."
+            f"model.num_classes={m.num_classes} does not fit dataset.name={d.name}, which has "
+            f"{classes} classes. Use model.num_classes={classes}."
         )
-    n_images = CIFAR10_TRAIN if d.name == "cifar10" else d.num_train
+    if m.in_channels != channels:
+        raise ConfigError(
+            f"model.in_channels={m.in_channels} does not fit dataset.name={d.name}, whose images have "
+            f"{channels} channel(s). Leave model.in_channels=null to take the dataset's."
+        )
     if d.protocol == "paper" and d.val_size >= n_images:
         raise ConfigError(
             f"dataset.val_size={d.val_size} is not valid: {d.name} has {n_images} training images, "
@@ -259,6 +287,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"optimizer.momentum={o.momentum} is not valid: it must be in [0, 1).")
 
     s = cfg.schedule
+    _choice("schedule.unit", s.unit, SCHEDULE_UNITS)
     _positive("schedule.iterations", s.iterations)
     if list(s.milestones) != sorted(s.milestones) or any(x <= 0 for x in s.milestones):
         raise ConfigError(
@@ -301,6 +330,24 @@ def validate(cfg: Config) -> Config:
             f"iterations >= 1 at which to record gradient norms, e.g. [1,10,100,1000], or [] for none."
         )
     return cfg
+
+
+def train_size(cfg: Config) -> int:
+    """Images in the training split the config asks for."""
+    d = cfg.dataset
+    n = DATASET_SHAPES[d.name][1] if d.name in DATASET_SHAPES else d.num_train
+    return n - d.val_size if d.protocol == "paper" else n
+
+
+def iteration_schedule(cfg: Config) -> ScheduleConfig:
+    """The schedule counted in iterations (an epoch is ``train_size // batch_size`` steps, since
+    every epoch drops its last partial batch)."""
+    s = cfg.schedule
+    if s.unit == "iterations":
+        return s
+    per_epoch = train_size(cfg) // cfg.trainer.batch_size
+    return dataclasses.replace(s, unit="iterations", iterations=s.iterations * per_epoch,
+                               milestones=[m * per_epoch for m in s.milestones])
 
 
 def leaf_keys() -> dict[str, Any]:

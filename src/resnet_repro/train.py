@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from .config import Config, register_configs, to_config, to_dict
+from .config import Config, iteration_schedule, register_configs, to_config, to_dict
 from .data import Splits, load_splits
 from .data.pipeline import DeviceBatches, eval_batches, normalize, pixel_mean
 from .diagnostics import GRAD_NORM_COLUMNS, LAYER_STATS_COLUMNS, conv_grad_norms, layer_response_std
@@ -65,12 +65,13 @@ def pick_device(name: str, job_num: int | None = None) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, batch_size: int, mean, fast: FastPath | None = None) -> tuple[float, float]:
+def evaluate(model, x, y, batch_size: int, mean, fast: FastPath | None = None,
+             size: int | None = None) -> tuple[float, float]:
     """(mean loss, error %) over a whole split, in eval mode (BN running statistics)."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     wrong = torch.zeros((), device=x.device, dtype=torch.long)
-    for xb, yb in eval_batches(x, y, batch_size, mean):
+    for xb, yb in eval_batches(x, y, batch_size, mean, size):
         if fast is None:
             out = model(xb)
         else:
@@ -148,7 +149,8 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
     if ckpt is not None:  # only a directory with a checkpoint holds a run to resume
         rec.check_same_run(cfg_dict, ckpt.get("config"))
     old = rec.read_summary() or {}
-    if ckpt is not None and ckpt["iteration"] >= cfg.schedule.iterations and old.get("status") == "completed":
+    schedule = iteration_schedule(cfg)  # epochs, when the schedule counts them, as iterations
+    if ckpt is not None and ckpt["iteration"] >= schedule.iterations and old.get("status") == "completed":
         log.info("%s is already complete (%d iterations); nothing to do.", rec.dir, ckpt["iteration"])
         return old
 
@@ -166,13 +168,15 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
     model = build_model(cfg.model).to(device, memory_format=fast.memory_format)
     n_params = count_params(model)
     mean = pixel_mean(splits.train[0])
-    batches = DeviceBatches(*splits.train, t.batch_size, mean, device, augment=cfg.dataset.augment, seed=cfg.seed)
+    size = cfg.dataset.image_size
+    batches = DeviceBatches(*splits.train, t.batch_size, mean, device, augment=cfg.dataset.augment, seed=cfg.seed,
+                            size=size)
     evals = {s: tuple(v.to(device) for v in getattr(splits, s)) for s in splits.eval_splits}
     mean = mean.to(device)
     o = cfg.optimizer
     opt = fast.optimizer(model.parameters(), o)
     step = TrainStep(model, opt, fast)  # trains the compiled model when compiling; eval uses the eager one
-    sched = LRSchedule(cfg.schedule, o.lr)
+    sched = LRSchedule(schedule, o.lr)
     window = Window.zeros(device)
     it, elapsed, train_time, best = 0, 0.0, 0.0, {}
     rec.write_config(cfg_dict)  # only once setup has succeeded, so a failed start locks nothing
@@ -185,7 +189,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
 
     def record_layer_stats() -> None:
         bs = t.eval_batch_size
-        rows = layer_response_std(model, (normalize(probe[i : i + bs], mean) for i in range(0, len(probe), bs)))
+        rows = layer_response_std(model, (normalize(probe[i : i + bs], mean, size) for i in range(0, len(probe), bs)))
         rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": it, **r} for r in rows])
 
     def record_grad_norms() -> None:  # a few early iterations only: one device read each
@@ -231,7 +235,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         "reported_error": "test" if splits.test is not None else "validation",
         "note": splits.note,
         "iterations": it,
-        "iterations_total": cfg.schedule.iterations,
+        "iterations_total": schedule.iterations,
         "batch_size": t.batch_size,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform_cpu(),
@@ -253,8 +257,8 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
     rec.write_summary(summary)
     log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in fast.describe().items()))
     log.info(
-        "%s: %s-%d (n=%d, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
-        cfg.name, "ResNet" if cfg.model.residual else "plain", cfg.model.depth, cfg.model.n,
+        "%s: %s %s-%d (n=%s, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
+        cfg.name, cfg.model.name, "ResNet" if cfg.model.residual else "plain", cfg.model.depth, cfg.model.n,
         summary["shortcut"] or "no", f"{n_params:,}", cfg.dataset.name, cfg.dataset.protocol,
         len(splits.train[0]), "+".join(splits.eval_splits) or "nothing", device,
     )
@@ -276,7 +280,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
             "best": best,
         })
 
-    total, lr = cfg.schedule.iterations, None
+    total, lr = schedule.iterations, None
     bar = tqdm(total=total, initial=it, disable=not t.progress, dynamic_ncols=True, desc=cfg.name, file=sys.stderr)
     t0 = time.perf_counter()
     t_window, it_window = t0, it
@@ -321,7 +325,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
                     log.info("Warm-up over at iteration %d (train error %.1f%%): lr %g from now on", it, row["train_err"], sched.lr(it))
             if is_eval:
                 for split, (ex, ey) in evals.items():
-                    row[f"{split}_loss"], row[f"{split}_err"] = evaluate(model, ex, ey, t.eval_batch_size, mean, fast)
+                    row[f"{split}_loss"], row[f"{split}_err"] = evaluate(model, ex, ey, t.eval_batch_size, mean, fast, size)
                     if row[f"{split}_err"] < best.get(f"best_{split}_err", float("inf")):
                         best[f"best_{split}_err"], best[f"best_{split}_iter"] = row[f"{split}_err"], it
                 if evals:

@@ -10,7 +10,8 @@ import torch
 
 from ..config import DatasetConfig
 from ..errors import ConfigError
-from .cifar import BASE_FOLDER, has_test_batch, load_cifar10
+from .cifar import BASE_FOLDER, has_test_batch, load_cifar10, load_cifar100
+from .fashion_mnist import load_fashion_mnist
 from .synthetic import make_synthetic
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ def test_batch_available(cfg: DatasetConfig) -> bool:
     """Whether the run will have a test split (a CIFAR-10 download brings the test batch too)."""
     if cfg.name == "synthetic":
         return cfg.num_test > 0
+    if cfg.name in ("cifar100", "fashion_mnist"):  # their test files come with the training files
+        return True
     if has_test_batch(cfg.root):
         return True
     return cfg.download and not (Path(cfg.root) / BASE_FOLDER).exists()
@@ -65,11 +68,15 @@ def load_splits(cfg: DatasetConfig, num_classes: int = 10) -> Splits:
     check_protocol(cfg)
     if cfg.name == "cifar10":
         x, y, test = load_cifar10(cfg.root, download=cfg.download, verify=cfg.verify)
+    elif cfg.name == "cifar100":
+        x, y, test = load_cifar100(cfg.root, download=cfg.download, verify=cfg.verify)
+    elif cfg.name == "fashion_mnist":
+        x, y, test = load_fashion_mnist(cfg.root, download=cfg.download, verify=cfg.verify)
     elif cfg.name == "synthetic":
         x, y = make_synthetic(cfg.num_train, num_classes, seed=1000 + cfg.split_seed)
         test = make_synthetic(cfg.num_test, num_classes, seed=2000 + cfg.split_seed) if cfg.num_test else None
     else:
-        raise ConfigError(f"dataset.name={cfg.name!r} is not valid. Valid choices: cifar10, synthetic.")
+        raise ConfigError(f"dataset.name={cfg.name!r} is not valid. Valid choices: cifar10, cifar100, fashion_mnist, synthetic.")
     if cfg.protocol == "full":
         return Splits(train=(x, y), val=None, test=test, num_classes=num_classes)
     tr, va = paper_split(len(x), cfg.val_size, cfg.split_seed)

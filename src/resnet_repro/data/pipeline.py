@@ -43,8 +43,12 @@ def pixel_mean(x: torch.Tensor) -> torch.Tensor:
     return (x.sum(dim=0, dtype=torch.float64) / (255.0 * len(x))).float()[None]
 
 
-def normalize(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255.0).sub_(mean)
+def normalize(x: torch.Tensor, mean: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """uint8 images to [0, 1] minus the per-pixel mean; resized to ``size`` (bilinear) when given."""
+    x = x.float().div_(255.0).sub_(mean)
+    if size is not None and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
 
 
 class DeviceBatches:
@@ -55,7 +59,8 @@ class DeviceBatches:
     checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
-    def __init__(self, x, y, batch_size: int, mean: torch.Tensor, device, *, augment: bool = True, seed: int = 0, pad: int = 4):
+    def __init__(self, x, y, batch_size: int, mean: torch.Tensor, device, *, augment: bool = True, seed: int = 0,
+                 pad: int = 4, size: int | None = None):
         if batch_size > len(x):
             raise ConfigError(
                 f"trainer.batch_size={batch_size} is larger than the training split ({len(x)} images). "
@@ -63,6 +68,7 @@ class DeviceBatches:
             )
         self.x, self.y = x.to(device), y.to(device)
         self.mean, self.batch_size, self.augment, self.pad = mean.to(device), batch_size, augment, pad
+        self.size = size
         self.generator = torch.Generator(device=self.x.device).manual_seed(seed)
         self.perm: torch.Tensor | None = None
         self.pos = 0
@@ -82,7 +88,7 @@ class DeviceBatches:
         xb, yb = self.x[idx], self.y[idx]
         if self.augment:
             xb = random_crop_flip(xb, self.pad, self.generator)
-        return normalize(xb, self.mean), yb
+        return normalize(xb, self.mean, self.size), yb
 
     def state_dict(self) -> dict:
         return {
@@ -98,7 +104,7 @@ class DeviceBatches:
         self.pos, self.epoch = state["pos"], state["epoch"]
 
 
-def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor):
+def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor, size: int | None = None):
     """Normalised, un-augmented batches of an evaluation split, in order."""
     for i in range(0, len(x), batch_size):
-        yield normalize(x[i : i + batch_size], mean), y[i : i + batch_size]
+        yield normalize(x[i : i + batch_size], mean, size), y[i : i + batch_size]
