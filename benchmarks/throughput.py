@@ -58,11 +58,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_windows(step_fn, device, batch: int, warmup: int, iters: int, windows: int) -> float:
-    """Median images/s over ``windows`` windows of ``iters`` calls, after ``warmup`` calls."""
+def timed_windows(step_fn, device, batch: int, warmup: int, iters: int, windows: int,
+                  timing: dict | None = None) -> float:
+    """Median images/s over ``windows`` windows of ``iters`` calls, after ``warmup`` calls.
+
+    ``timing`` (optional) receives ``warmup_s``, the time of the warm-up calls (compilation happens
+    there), and ``t0``/``t1``, the wall-clock start and end of the timed windows.
+    """
+    t = time.perf_counter()
     for _ in range(warmup):
         step_fn()
     sync(device)
+    if timing is not None:
+        timing["warmup_s"] = time.perf_counter() - t
+        timing["t0"] = time.time()
     rates = []
     for _ in range(windows):
         t0 = time.perf_counter()
@@ -70,6 +79,8 @@ def timed_windows(step_fn, device, batch: int, warmup: int, iters: int, windows:
             step_fn()
         sync(device)
         rates.append(iters * batch / (time.perf_counter() - t0))
+    if timing is not None:
+        timing["t1"] = time.time()
     return statistics.median(rates)
 
 
@@ -110,8 +121,10 @@ def ours_step(variant: str, depth: int, device, root: Path, batch: int, setting:
 def measure_ours(variant, depth, device, root, args, setting: dict) -> dict:
     reset_peak(device)
     fn, fast = ours_step(variant, depth, device, root, args.batch, setting)
-    rate = timed_windows(fn, device, args.batch, args.warmup, args.iters, args.windows)
-    return {"img_per_s": rate, "peak_mem_mb": peak_memory_mb(device), "setting": fast.describe()}
+    timing: dict = {}
+    rate = timed_windows(fn, device, args.batch, args.warmup, args.iters, args.windows, timing)
+    return {"img_per_s": rate, "peak_mem_mb": peak_memory_mb(device), "setting": fast.describe(),
+            "warmup_s": timing["warmup_s"]}
 
 
 # --- the seeds' loop -------------------------------------------------------------------------
@@ -154,7 +167,7 @@ def measure_baseline(variant, depth, device, root, args) -> dict:
     model.train()
     running = {"loss": 0.0, "n": 0}
 
-    def fn():
+    def fn():  # note: a timed window may cross an epoch end, where the loader restarts its workers
         inputs, targets = next(it)
         inputs, targets = inputs.to(device), targets.to(device)
         optimizer.zero_grad()
@@ -178,8 +191,10 @@ def _shared_worker(variant, depth, device_name, root, args_dict, setting, barrie
     for _ in range(args.warmup):
         fn()
     sync(device)
-    barrier.wait()  # all runs time their windows together
-    return timed_windows(fn, device, args.batch, 0, args.iters, args.windows)
+    barrier.wait()  # all runs start their windows together
+    timing: dict = {}
+    timed_windows(fn, device, args.batch, 0, args.iters, args.windows, timing)
+    return {"images": args.iters * args.windows * args.batch, "t0": timing["t0"], "t1": timing["t1"]}
 
 
 def measure_shared(variant, depth, device, root, args, setting) -> dict:
@@ -190,9 +205,10 @@ def measure_shared(variant, depth, device, root, args, setting) -> dict:
         with ProcessPoolExecutor(args.share, mp_context=ctx) as pool:
             futs = [pool.submit(_shared_worker, variant, depth, str(device), str(root), vars(args), setting, barrier)
                     for _ in range(args.share)]
-            rates = [f.result() for f in futs]
-    return {"runs": args.share, "img_per_s_each": rates, "img_per_s_total": sum(rates),
-            "cuda_mps": cuda_mps_active()}
+            parts = [f.result() for f in futs]
+    span = max(p["t1"] for p in parts) - min(p["t0"] for p in parts)
+    return {"runs": args.share, "img_per_s_each": [p["images"] / (p["t1"] - p["t0"]) for p in parts],
+            "img_per_s_total": sum(p["images"] for p in parts) / span, "cuda_mps": cuda_mps_active()}
 
 
 def cuda_mps_active() -> bool:
@@ -224,23 +240,29 @@ def seconds_per_iteration(rows: list[dict], variant: str, depth: int, batch: int
         return exact[depth], False
     if len(pts) == 1:
         return pts[0][1] * depth / pts[0][0], True
-    lo = max([p for p in pts if p[0] < depth], default=pts[0], key=lambda p: p[0])
-    hi = min([p for p in pts if p[0] > depth], default=pts[-1], key=lambda p: p[0])
-    if lo[0] == hi[0]:
+    if depth < pts[0][0]:
+        lo, hi = pts[0], pts[1]
+    elif depth > pts[-1][0]:
         lo, hi = pts[-2], pts[-1]
+    else:
+        lo = max((p for p in pts if p[0] < depth), key=lambda p: p[0])
+        hi = min((p for p in pts if p[0] > depth), key=lambda p: p[0])
     return lo[1] + (hi[1] - lo[1]) * (depth - lo[0]) / (hi[0] - lo[0]), True
 
 
 def project_study(rows, batch: int, shared: dict | None, single_rate: float | None) -> dict:
+    """Minutes of the nine runs: training steps, plus each run's start-up cost (the largest
+    measured warm-up, where compilation happens). Evaluation and checkpoints are not included."""
     per_run, estimated = {}, []
+    setup_s = max((r["ours"].get("warmup_s", 0.0) for r in rows), default=0.0)
     for variant, depth in STUDY:
         s, est = seconds_per_iteration(rows, variant, depth, batch)
-        per_run[f"{variant}-{depth}"] = STUDY_ITERATIONS * s / 60
+        per_run[f"{variant}-{depth}"] = (STUDY_ITERATIONS * s + setup_s) / 60
         if est:
             estimated.append(f"{variant}-{depth}")
     sequential = sum(per_run.values())
     out = {"iterations_per_run": STUDY_ITERATIONS, "minutes_per_run": per_run, "estimated_runs": estimated,
-           "sequential_min": sequential}
+           "setup_s_per_run": setup_s, "sequential_min": sequential}
     if shared and single_rate:
         speedup = shared["img_per_s_total"] / single_rate
         out.update(shared_runs=shared["runs"], shared_speedup=speedup, shared_min=sequential / speedup)
@@ -373,7 +395,8 @@ def print_report(res: dict) -> None:
         print(format_row(r))
     p = res["projection"]
     est = f" (estimated from the measured depths: {', '.join(p['estimated_runs'])})" if p["estimated_runs"] else ""
-    print(f"\nProjected nine-run degradation study, {p['iterations_per_run']:,} iterations per run, ours:")
+    print(f"\nProjected nine-run degradation study, {p['iterations_per_run']:,} iterations per run, ours "
+          f"(plus {p['setup_s_per_run']:.0f} s of warm-up/compilation per run; evals not included):")
     print(f"  sequential: {p['sequential_min']:,.1f} min{est}")
     if "shared_min" in p:
         s = res["shared"]

@@ -53,5 +53,7 @@ def test_projection_interpolates_seconds_per_iteration_in_depth():
     assert est and abs(s - (0.010 + 0.018 * 12 / 36)) < 1e-9
     s, est = throughput.seconds_per_iteration(rows, "plain", 56, 128)
     assert est and abs(s - 0.009 * 56 / 20) < 1e-9  # one plain depth measured: scaled with depth
+    s, est = throughput.seconds_per_iteration(rows[:3], "residual", 8, 128)  # below the measured depths
+    assert est and abs(s - (0.010 - 0.018 * 12 / 36)) < 1e-9
     p = throughput.project_study(rows, 128, None, None)
     assert abs(p["minutes_per_run"]["residual-110"] - 64000 * 0.055 / 60) < 1e-9

@@ -101,3 +101,22 @@ def test_fp16_resume_restores_the_grad_scaler(tmp_path, monkeypatch):
     assert resumed["final_val_err"] == full["final_val_err"]
     s = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert s["fast_path"]["precision"] == "fp16"
+
+
+def test_loaded_momentum_buffers_take_the_parameters_layout():
+    from resnet_repro.fastpath import match_optimizer_strides
+
+    model = resnet_cifar(8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()  # momentum buffers in the contiguous layout
+    state = opt.state_dict()
+    model = model.to(memory_format=torch.channels_last)  # resumed in another layout
+    opt2 = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(state)
+    conv = model.conv1.weight
+    assert opt2.state[conv]["momentum_buffer"].stride() != conv.stride()
+    before = opt2.state[conv]["momentum_buffer"].clone()
+    match_optimizer_strides(opt2)
+    buf = opt2.state[conv]["momentum_buffer"]
+    assert buf.stride() == conv.stride() and torch.equal(buf, before)

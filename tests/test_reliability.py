@@ -298,3 +298,62 @@ def test_reliability_doc_lists_every_test_here():
     tests = [n for n in globals() if n.startswith("test_") and n != "test_reliability_doc_lists_every_test_here"]
     missing = [t for t in tests if t not in doc]
     assert not missing, f"docs/reliability.md does not mention {missing}"
+
+
+def _sigterm_during_step(monkeypatch, step: int):
+    """Deliver a real SIGTERM to this process while training step ``step`` runs."""
+    from resnet_repro.data.pipeline import DeviceBatches
+
+    real, count = DeviceBatches.next, {"n": 0}
+
+    def next_(self):
+        count["n"] += 1
+        if count["n"] == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(DeviceBatches, "next", next_)
+
+
+@pytest.mark.parametrize("step", [10, 12, 20])  # an eval step, a plain step, the last step
+def test_sigterm_finishes_the_step_with_its_rows_and_resumes_exactly(tmp_path, monkeypatch, step):
+    from resnet_repro.errors import Preempted
+
+    ov = ("trainer.eval_every=5", "trainer.log_every=5", "diagnostics.layer_stats=eval")
+    full = train(smoke_cfg(*ov), tmp_path / "full")
+    _sigterm_during_step(monkeypatch, step)
+    if step == 20:  # the last step: nothing is left to stop, the run just completes
+        assert train(smoke_cfg(*ov), tmp_path / "cut")["status"] == "completed"
+    else:
+        with pytest.raises(Preempted, match=f"stopped by SIGTERM at iteration {step}; checkpoint written"):
+            train(smoke_cfg(*ov), tmp_path / "cut")
+        rows = pd.read_csv(tmp_path / "cut" / "metrics.csv")["iter"].tolist()
+        assert rows == [i for i in (5, 10, 15, 20) if i <= step]  # the interrupted step's row is there
+        monkeypatch.undo()
+        assert train(smoke_cfg(*ov), tmp_path / "cut")["resumed_from"] == step
+    for f in ("metrics.csv", "layer_stats.csv"):
+        a, b = pd.read_csv(tmp_path / "full" / f), pd.read_csv(tmp_path / "cut" / f)
+        pd.testing.assert_frame_equal(a.drop(columns=TIMING, errors="ignore"), b.drop(columns=TIMING, errors="ignore"))
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["final_val_err"] == full["final_val_err"]
+
+
+def test_results_come_from_the_checkpoint_not_from_a_lagging_summary(tmp_path):
+    run = tmp_path / "run"
+    full = train(smoke_cfg(), run)
+    # a kill after the final checkpoint but before the summary was written leaves an older summary
+    stale = {**full, "status": "running", "final_val_err": 99.0, "best_val_err": 99.0}
+    (run / "summary.json").write_text(json.dumps(stale))
+    again = train(smoke_cfg(), run)
+    assert again["status"] == "completed"
+    assert again["final_val_err"] == full["final_val_err"] and again["best_val_err"] == full["best_val_err"]
+
+
+def test_a_filesystem_without_file_locks_runs_with_a_warning(tmp_path, monkeypatch, caplog):
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert train(smoke_cfg(), tmp_path / "run")["status"] == "completed"
+    assert "this filesystem has no file locks" in caplog.text

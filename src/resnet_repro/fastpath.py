@@ -71,9 +71,15 @@ class FastPath:
                                nesterov=o.nesterov, **kw)
 
     def compiled(self, model: nn.Module) -> nn.Module:
-        """The module the training step calls: the model itself, or its compiled form."""
+        """The module the training step calls: the model itself, or its compiled form.
+
+        Compiled code of earlier runs in this process (a sweep's other jobs) is dropped first: every
+        architecture adds a cache entry to the same ``forward``, and past torch's recompile limit
+        (8) a new one would silently run eagerly.
+        """
         if self.compile == "off":
             return model
+        torch.compiler.reset()
         mode = {("default", False): "default", ("default", True): "reduce-overhead",
                 ("max-autotune", True): "max-autotune",
                 ("max-autotune", False): "max-autotune-no-cudagraphs"}[(self.compile, self.cuda_graphs)]
@@ -115,3 +121,16 @@ class TrainStep:
         self.scaler.step(self.opt)
         self.scaler.update()
         return loss, out
+
+
+def match_optimizer_strides(opt: torch.optim.Optimizer) -> None:
+    """Give loaded momentum buffers their parameters' memory layout.
+
+    A checkpoint may come from a run in another layout (channels_last or not, CPU or CUDA); the
+    fused CUDA SGD kernel requires parameters, gradients and buffers with the same strides.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None and buf.stride() != p.stride():
+                opt.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buf)

@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import fcntl
 import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -70,6 +73,17 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT, SIGTERM and SIGUSR2 (submitit's requeue signal) until the block is done."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
     """Write via ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename over it.
 
@@ -83,12 +97,13 @@ def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    with _signals_deferred():  # the two renames as one step: no interrupt lands between them
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
     _fsync_dir(path.parent)
 
 
@@ -272,7 +287,13 @@ class RunRecord:
         fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as ex:
+            if ex.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # a filesystem without file locks (some NFS or Lustre mounts): run, but say so
+                log.warning("Cannot lock %s (%s): this filesystem has no file locks, so nothing stops a "
+                            "second process from using the same run directory.", p, ex.strerror or ex)
+                self._lock_fd = fd
+                return
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise RunDirError(

@@ -34,7 +34,7 @@ from .data import Splits, load_splits
 from .data.pipeline import DeviceBatches, eval_batches, normalize, pixel_mean
 from .diagnostics import GRAD_NORM_COLUMNS, LAYER_STATS_COLUMNS, conv_grad_norms, layer_response_std
 from .errors import CheckpointError, Diverged, Preempted, ResnetReproError
-from .fastpath import FastPath, TrainStep
+from .fastpath import FastPath, TrainStep, match_optimizer_strides
 from .loggers import WandbMirror
 from .models import build_model, count_params
 from .record import GRAD_NORMS_FILE, LAYER_STATS_FILE, RunRecord, git_commit, library_versions
@@ -158,6 +158,8 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     if t.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic (set before CUDA starts, in main())
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     device = pick_device(t.device, job_num)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not t.deterministic
@@ -205,6 +207,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
             raise CheckpointError(f"Checkpoint {rec.path('checkpoint.pt')} has an unknown format. Delete it to restart the run.")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        match_optimizer_strides(opt)
         if ckpt.get("scaler"):
             step.scaler.load_state_dict(ckpt["scaler"])
         sched.load_state_dict(ckpt["schedule"])
@@ -225,7 +228,9 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         "depth": cfg.model.depth,
         "n": cfg.model.n,
         "residual": cfg.model.residual,
-        "shortcut": cfg.model.shortcut if cfg.model.residual else None,
+        # ImageNet nets project where the shape changes (option B); pre-activation nets pad (A)
+        "shortcut": None if not cfg.model.residual else {"resnet_cifar": cfg.model.shortcut, "preact_cifar": "A"}.get(
+            cfg.model.name, "B"),
         "params": n_params,
         "dataset": cfg.dataset.name,
         "protocol": cfg.dataset.protocol,
@@ -248,9 +253,9 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         "layer_stats_split": probe_split if diag.layer_stats != "off" else None,
         "layer_stats_images": len(probe) if diag.layer_stats != "off" else None,
     }
-    if ckpt is not None:  # results recorded up to the checkpoint stay in the summary
-        summary.update({k: v for k, v in old.items() if k.startswith(("final_", "best_"))
-                        or k in ("wall_time_s", "train_time_s", "images_per_s")})
+    if ckpt is not None:  # the results as of the checkpoint (an older summary may lag behind it)
+        summary.update(ckpt.get("results") or {k: v for k, v in old.items() if k.startswith(("final_", "best_"))
+                                                or k in ("wall_time_s", "train_time_s", "images_per_s")})
     wandb = WandbMirror(cfg.logger, rec.dir, name=rec.dir.name, group=group,
                         job_type=cfg.experiment_name, config=cfg_dict)
     summary["wandb"] = wandb.record()
@@ -263,7 +268,11 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         len(splits.train[0]), "+".join(splits.eval_splits) or "nothing", device,
     )
 
+    ckpt_iter = it if ckpt is not None else None
+
     def checkpoint() -> None:
+        nonlocal ckpt_iter
+        ckpt_iter = it
         rec.save_checkpoint({
             "format": CHECKPOINT_FORMAT,
             "config": cfg_dict,
@@ -278,6 +287,8 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
             "elapsed_s": elapsed,
             "train_time_s": train_time,
             "best": best,
+            "results": {k: v for k, v in summary.items() if k.startswith(("final_", "best_"))
+                        or k in ("wall_time_s", "train_time_s", "images_per_s")},
         })
 
     total, lr = schedule.iterations, None
@@ -287,6 +298,13 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
     try:
         model.train()
         while it < total:
+            if stop:  # SIGTERM (preemption), checked between whole steps (their rows and evals done)
+                if ckpt_iter != it:
+                    checkpoint()
+                raise Preempted(
+                    f"stopped by SIGTERM at iteration {it}; checkpoint written to {rec.path('checkpoint.pt')}. "
+                    f"Rerun the same command to resume."
+                )
             if (new_lr := sched.lr(it)) != lr:
                 lr = new_lr
                 for g in opt.param_groups:
@@ -296,12 +314,6 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
             window.add(loss, out, y)
             it += 1
             bar.update()
-            if stop:  # SIGTERM (preemption): keep every step done so far, then stop
-                checkpoint()
-                raise Preempted(
-                    f"stopped by SIGTERM at iteration {it}; checkpoint written to {rec.path('checkpoint.pt')}. "
-                    f"Rerun the same command to resume."
-                )
 
             is_log, is_eval = it % t.log_every == 0 or it == total, it % t.eval_every == 0 or it == total
             if not (is_log or is_eval):
@@ -413,6 +425,7 @@ def main() -> None:
     from .preflight import explain, preflight
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # we print our own errors; real bugs keep tracebacks
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS when asked for
     try:
         preflight(sys.argv[1:], config_dir())
         hydra_main()
