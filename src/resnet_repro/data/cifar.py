@@ -19,6 +19,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import calculate_md5
 
 from ..errors import DataError
+from .fetch import fetch_missing
 
 log = logging.getLogger(__name__)
 
@@ -127,22 +128,10 @@ def read_batch(path: Path, *, verify: bool = True, spec: Spec = CIFAR10_SPEC) ->
 def ensure_cifar10(root: str | Path, download: bool) -> Path:
     """Return the batch folder under ``root``, downloading it with torchvision if asked."""
     base = Path(root) / BASE_FOLDER
-    if all((base / f).is_file() for f in TRAIN_FILES):
-        return base
-    if not download:
-        raise DataError(
-            f"CIFAR-10 not found: {base} lacks {', '.join(f for f in TRAIN_FILES if not (base / f).is_file())}. "
-            f"Point dataset.root at the folder that holds {BASE_FOLDER}/ (e.g. dataset.root=../shared/data), "
-            f"or set dataset.download=true on a machine that is online."
-        )
-    log.info("CIFAR-10 not found under %s: downloading with torchvision", root)
-    try:
-        CIFAR10(root=str(root), train=True, download=True)
-    except Exception as ex:  # network errors come in many types
-        raise DataError(
-            f"CIFAR-10 is not under {base} and the download failed ({type(ex).__name__}: {ex}). "
-            f"Point dataset.root at a local copy (e.g. dataset.root=../shared/data)."
-        ) from None
+    missing = [f for f in TRAIN_FILES if not (base / f).is_file()]
+    if missing:
+        fetch_missing("CIFAR-10", base, ", ".join(missing), BASE_FOLDER, download,
+                      lambda: CIFAR10(root=str(root), train=True, download=True))
     return base
 
 
@@ -175,19 +164,8 @@ def load_cifar100(root: str | Path, download: bool = True, verify: bool = True):
     """``(train_x, train_y, (test_x, test_y))``: uint8 images (N,3,32,32), fine labels 0..99."""
     base = Path(root) / CIFAR100_FOLDER
     if not ((base / "train").is_file() and (base / "test").is_file()):
-        if not download:
-            raise DataError(
-                f"CIFAR-100 not found: {base} lacks train/test. Point dataset.root at the folder that holds "
-                f"{CIFAR100_FOLDER}/, or set dataset.download=true on a machine that is online."
-            )
-        log.info("CIFAR-100 not found under %s: downloading with torchvision", root)
-        try:
-            CIFAR100(root=str(root), train=True, download=True)
-        except Exception as ex:  # network errors come in many types
-            raise DataError(
-                f"CIFAR-100 is not under {base} and the download failed ({type(ex).__name__}: {ex}). "
-                f"Point dataset.root at a local copy."
-            ) from None
+        fetch_missing("CIFAR-100", base, "train/test", CIFAR100_FOLDER, download,
+                      lambda: CIFAR100(root=str(root), train=True, download=True))
     x, y = read_batch(base / "train", verify=verify, spec=CIFAR100_SPEC)
     tx, ty = read_batch(base / "test", verify=verify, spec=CIFAR100_SPEC)
     return torch.from_numpy(x), torch.from_numpy(y), (torch.from_numpy(tx), torch.from_numpy(ty))

@@ -17,6 +17,7 @@ from torchvision.datasets import FashionMNIST
 from torchvision.datasets.utils import calculate_md5
 
 from ..errors import DataError
+from .fetch import fetch_missing
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,7 @@ def load_fashion_mnist(root: str | Path, download: bool = True, verify: bool = T
     names = [n for pair in FILES.values() for n in pair]
     missing = [n for n in names if not (raw / n).is_file()]
     if missing:
-        if not download:
-            raise DataError(
-                f"Fashion-MNIST not found: {raw} lacks {', '.join(missing)}. Point dataset.root at the folder "
-                f"that holds FashionMNIST/raw/ (e.g. dataset.root=../shared/data), or set dataset.download=true."
-            )
-        log.info("Fashion-MNIST not found under %s: downloading with torchvision", root)
-        try:
-            FashionMNIST(root=str(root), train=True, download=True)
-        except Exception as ex:  # network errors come in many types
-            raise DataError(
-                f"Fashion-MNIST is not under {raw} and the download failed ({type(ex).__name__}: {ex}). "
-                f"Point dataset.root at a local copy (e.g. dataset.root=../shared/data)."
-            ) from None
+        fetch_missing("Fashion-MNIST", raw, ", ".join(missing), RAW_FOLDER, download,
+                      lambda: FashionMNIST(root=str(root), train=True, download=True))
     x, y = read_split(raw, "train", verify)
     return x, y, read_split(raw, "test", verify)

@@ -53,6 +53,16 @@ def make_shortcut(option: str, in_planes: int, out_planes: int, stride: int) -> 
     raise ValueError(f"unknown shortcut option {option!r}; valid: A, B, C")
 
 
+def he_init(model: nn.Module) -> None:
+    """He et al. 2015 init for every conv (std = sqrt(2 / (k*k*c_in))); BN weight 1, bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers; ``shortcut=None`` makes it a plain (non-residual) block."""
 
@@ -95,13 +105,7 @@ class CifarResNet(nn.Module):
         self.layer2 = self._make_layer(32, self.n, stride=2)
         self.layer3 = self._make_layer(64, self.n, stride=2)
         self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He et al. 2015 init: std = sqrt(2 / (k*k*c_in))
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         layers = []

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cifar_resnet import PadShortcut, conv3x3
+from .cifar_resnet import PadShortcut, conv3x3, he_init
 
 __all__ = ["PreActBlock", "PreActCifarResNet", "preact_resnet_cifar"]
 
@@ -80,13 +80,7 @@ class PreActCifarResNet(nn.Module):
         self.final_bn = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He et al. 2015 init, as in cifar_resnet: std = sqrt(2 / (k*k*c_in))
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)  # as the post-activation nets
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         layers = []
