@@ -1,26 +1,31 @@
 """Training throughput: the harness's fast path against the seeds' training loop, side by side.
 
     python benchmarks/throughput.py --data ../shared/data              # ResNet-20/56/110, plain and residual, batch 128
-    python benchmarks/throughput.py --data ../shared/data --share 3    # also 3 runs sharing the device
+    python benchmarks/throughput.py --data ../shared/data --share 1 2 4  # also k ResNet-20 runs sharing the device
     python benchmarks/throughput.py --device cpu --depths 20 --iters 10 --windows 3 --data ../shared/data
 
 For every model it measures training images/s (the median of ``--windows`` timed windows of
-``--iters`` steps, after ``--warmup`` steps) for:
+``--iters`` steps, after ``--warmup`` steps; the device is synchronised before every clock read):
 
 - ``ours``: the harness's own training step (``resnet_repro.fastpath.TrainStep`` on the
   device-resident ``DeviceBatches``) at its fastest setting: the config defaults for the device
   (on CUDA: bf16, channels_last, fused SGD, torch.compile replayed as CUDA graphs);
-- ``ours_fp32``: the same step in plain fp32 with no compile and no channels_last;
+- ``ours_eager``: the same precision and layout with no compile (what compile and graphs add);
+- ``ours_fp32``: the same step in IEEE fp32 (no TF32) with no compile and no channels_last;
 - ``baseline``: the loop of the seed notebooks: torchvision ``CIFAR10`` with ``RandomCrop(32, 4)``,
   ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` on the CPU, a ``DataLoader`` with
   ``num_workers=4``, shuffle and ``pin_memory``, an fp32 ``model.train()`` loop with
-  ``zero_grad``/``backward``/``step`` and ``loss.item()`` every step; same model, same batch.
+  ``zero_grad``/``backward``/``step`` and ``loss.item()`` every step; same model, same batch, torch's
+  default numerics (TF32 convolutions on CUDA) and cuDNN autotuning. No timed window crosses an
+  epoch end (where the loader restarts its workers): a window that would is started on a fresh epoch.
 
-It prints a table (model, variant, ours img/s, baseline img/s, ratio), peak device memory, and the
-projected wall time of the nine-run degradation study (64k iterations each), sequential and with
-``--share`` k runs on the device at once, and writes the same as JSON (``--json``).
-``--numerics N`` also trains ResNet-20 for N steps from one seed at fp32 and at the fast setting
-and prints both loss curves.
+Each ``ours`` measurement also records its warm-up seconds (compilation) and ``cudagraph_skips``
+(torch's count of CUDA-graph fallbacks; 0 when graphs are really used). It prints a table, peak
+device memory and the projected wall time of the nine-run degradation study (64k iterations each),
+sequential and with k runs sharing the device (``--share 1 2 4``: aggregate images/s of k
+processes each training ResNet-20), and writes the same as JSON (``--json``), which
+``resnet-study run --timings`` reads. ``--numerics N`` also trains ResNet-20 for N steps from one
+seed at fp32 and at the fast setting and prints both loss curves.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import multiprocessing as mp
 import os
 import platform
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -44,87 +48,34 @@ import torch
 
 from resnet_repro.config import ModelConfig, OptimizerConfig, TrainerConfig
 from resnet_repro.data.cifar import BASE_FOLDER, load_cifar10
-from resnet_repro.data.pipeline import DeviceBatches, pixel_mean
-from resnet_repro.fastpath import FastPath, TrainStep
+from resnet_repro.fastpath import FastPath, cudagraph_skips, device_sync
 from resnet_repro.models import build_model
+from resnet_repro.speed import (
+    Timings,
+    harness_step,
+    measure,
+    peak_memory_mb,
+    reset_peak_memory,
+    timed_windows,
+)
 
 STUDY = [("plain", d) for d in (20, 32, 44, 56)] + [("residual", d) for d in (20, 32, 44, 56, 110)]
 STUDY_ITERATIONS = 64_000
+EAGER = {"compile": "off"}  # the fast setting's precision and layout, no compile
 FP32 = {"precision": "fp32", "compile": "off", "channels_last": False}
+SHARE_DEPTH = 20
+REAL_PER_BATCH = 10_000  # CIFAR-10's five training batches: synthetic data of the real size
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_windows(step_fn, device, batch: int, warmup: int, iters: int, windows: int,
-                  timing: dict | None = None) -> float:
-    """Median images/s over ``windows`` windows of ``iters`` calls, after ``warmup`` calls.
-
-    ``timing`` (optional) receives ``warmup_s``, the time of the warm-up calls (compilation happens
-    there), and ``t0``/``t1``, the wall-clock start and end of the timed windows.
-    """
-    t = time.perf_counter()
-    for _ in range(warmup):
-        step_fn()
-    sync(device)
-    if timing is not None:
-        timing["warmup_s"] = time.perf_counter() - t
-        timing["t0"] = time.time()
-    rates = []
-    for _ in range(windows):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step_fn()
-        sync(device)
-        rates.append(iters * batch / (time.perf_counter() - t0))
-    if timing is not None:
-        timing["t1"] = time.time()
-    return statistics.median(rates)
-
-
-def peak_memory_mb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-# --- ours ------------------------------------------------------------------------------------
-def ours_step(variant: str, depth: int, device, root: Path, batch: int, setting: dict, seed: int = 0):
-    """The harness's step on its device-resident pipeline, as a no-argument callable."""
+def load_train(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     x, y, _ = load_cifar10(root, download=False, verify=False)
-    torch.manual_seed(seed)
-    t = TrainerConfig(**setting)
-    o = OptimizerConfig()
-    fast = FastPath.resolve(t, o, device)
-    model = build_model(ModelConfig(depth=depth, n=(depth - 2) // 6, residual=variant == "residual"))
-    model = model.to(device, memory_format=fast.memory_format).train()
-    step = TrainStep(model, fast.optimizer(model.parameters(), o), fast)
-    batches = DeviceBatches(x, y, batch, pixel_mean(x), device, seed=seed)
-    wrong = torch.zeros((), device=device, dtype=torch.long)  # metrics stay on the device, as in training
-
-    def fn():
-        nonlocal wrong
-        xb, yb = batches.next()
-        loss, out = step(xb, yb)
-        wrong += (out.argmax(1) != yb).sum()
-        return loss
-
-    return fn, fast
+    return x, y
 
 
 def measure_ours(variant, depth, device, root, args, setting: dict) -> dict:
-    reset_peak(device)
-    fn, fast = ours_step(variant, depth, device, root, args.batch, setting)
-    timing: dict = {}
-    rate = timed_windows(fn, device, args.batch, args.warmup, args.iters, args.windows, timing)
-    return {"img_per_s": rate, "peak_mem_mb": peak_memory_mb(device), "setting": fast.describe(),
-            "warmup_s": timing["warmup_s"]}
+    x, y = load_train(root)
+    return measure(variant, depth, device, x, y, batch=args.batch, setting=setting, warmup=args.warmup,
+                   iters=args.iters, windows=args.windows)
 
 
 # --- the seeds' loop -------------------------------------------------------------------------
@@ -151,24 +102,59 @@ def seed_loader(root: Path, batch: int, device):
                                        pin_memory=device.type == "cuda")
 
 
+class EpochBatches:
+    """The seeds' loader, epoch after epoch (their ``for epoch ...: for x, y in loader``).
+
+    ``fresh_epoch_if_short(n)`` starts a new epoch, and takes its first batch, when fewer than ``n``
+    batches are left in this one: called before a timed window, it keeps the loader's worker
+    restart at an epoch end out of the window.
+    """
+
+    def __init__(self, loader):
+        self.loader, self.it, self.left, self.head = loader, None, 0, None
+
+    def _new_epoch(self) -> None:
+        self.it, self.left = iter(self.loader), len(self.loader)
+        self.head = next(self.it)  # the workers are up once the first batch is here
+
+    def fresh_epoch_if_short(self, n: int) -> None:
+        if n > len(self.loader):
+            sys.exit(f"throughput: error: --iters {n} is longer than an epoch of the seeds' loader "
+                     f"({len(self.loader)} steps), so a timed window would cross an epoch end. Use --iters "
+                     f"<= {len(self.loader)} or more data.")
+        if self.left < n:
+            self._new_epoch()
+
+    def next(self):
+        if self.left == 0:
+            self._new_epoch()
+        batch = self.head if self.head is not None else next(self.it)
+        self.head = None
+        self.left -= 1
+        return batch
+
+
+def seeds_numerics() -> None:
+    """torch's default backend flags, as the seed notebooks ran (plus cuDNN autotuning)."""
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def measure_baseline(variant, depth, device, root, args) -> dict:
-    reset_peak(device)
+    reset_peak_memory(device)
+    seeds_numerics()
     torch.manual_seed(0)
     model = build_model(ModelConfig(depth=depth, n=(depth - 2) // 6, residual=variant == "residual")).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss()
-    loader = seed_loader(root, args.batch, device)
-
-    def batches():
-        while True:  # epoch after epoch, as the seed notebooks' `for epoch ...: for x, y in loader`
-            yield from loader
-
-    it = batches()
+    batches = EpochBatches(seed_loader(root, args.batch, device))
     model.train()
     running = {"loss": 0.0, "n": 0}
 
-    def fn():  # note: a timed window may cross an epoch end, where the loader restarts its workers
-        inputs, targets = next(it)
+    def fn():
+        inputs, targets = batches.next()
         inputs, targets = inputs.to(device), targets.to(device)
         optimizer.zero_grad()
         loss = criterion(model(inputs), targets)
@@ -177,38 +163,56 @@ def measure_baseline(variant, depth, device, root, args) -> dict:
         running["loss"] += loss.item()  # the progress print's read-back, every step
         running["n"] += 1
 
-    rate = timed_windows(fn, device, args.batch, args.warmup, args.iters, args.windows)
+    rate = timed_windows(fn, device, args.batch, args.warmup, args.iters, args.windows,
+                         before_window=batches.fresh_epoch_if_short)
     return {"img_per_s": rate, "peak_mem_mb": peak_memory_mb(device)}
 
 
 # --- several runs sharing the device -----------------------------------------------------------
-def _shared_worker(variant, depth, device_name, root, args_dict, setting, barrier) -> float:
+def _shared_worker(variant, depth, device_name, root, args_dict, setting, runs, barrier) -> dict:
     args = argparse.Namespace(**args_dict)
     device = torch.device(device_name)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.share))
-    fn, _ = ours_step(variant, depth, device, Path(root), args.batch, setting)
-    for _ in range(args.warmup):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // runs))
+    x, y = load_train(Path(root))
+    skips = cudagraph_skips()
+    fn, _ = harness_step(variant, depth, device, x, y, args.batch, setting)  # sets this process's backend flags
+    for _ in range(args.warmup):  # compilation, each run on its own
         fn()
-    sync(device)
+    device_sync(device)
     barrier.wait()  # all runs start their windows together
     timing: dict = {}
     timed_windows(fn, device, args.batch, 0, args.iters, args.windows, timing)
-    return {"images": args.iters * args.windows * args.batch, "t0": timing["t0"], "t1": timing["t1"]}
+    return {"images": args.iters * args.windows * args.batch, "t0": timing["t0"], "t1": timing["t1"],
+            "cudagraph_skips": cudagraph_skips() - skips}
 
 
-def measure_shared(variant, depth, device, root, args, setting) -> dict:
-    """Aggregate images/s of ``args.share`` processes each training the same net on the device."""
+def measure_shared(runs: int, variant, depth, device, root, args, setting) -> dict:
+    """Aggregate images/s of ``runs`` processes, each training the same net on the device."""
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
-        barrier = manager.Barrier(args.share)
-        with ProcessPoolExecutor(args.share, mp_context=ctx) as pool:
-            futs = [pool.submit(_shared_worker, variant, depth, str(device), str(root), vars(args), setting, barrier)
-                    for _ in range(args.share)]
+        barrier = manager.Barrier(runs)
+        with ProcessPoolExecutor(runs, mp_context=ctx) as pool:
+            futs = [pool.submit(_shared_worker, variant, depth, str(device), str(root), vars(args), setting, runs,
+                                barrier) for _ in range(runs)]
             parts = [f.result() for f in futs]
     span = max(p["t1"] for p in parts) - min(p["t0"] for p in parts)
-    return {"runs": args.share, "img_per_s_each": [p["images"] / (p["t1"] - p["t0"]) for p in parts],
-            "img_per_s_total": sum(p["images"] for p in parts) / span, "cuda_mps": cuda_mps_active()}
+    return {"runs": runs, "model": f"ResNet-{depth}" if variant == "residual" else f"plain-{depth}",
+            "img_per_s_each": [p["images"] / (p["t1"] - p["t0"]) for p in parts],
+            "img_per_s_total": sum(p["images"] for p in parts) / span, "cuda_mps": cuda_mps_active(),
+            "cudagraph_skips": sum(p["cudagraph_skips"] for p in parts)}
+
+
+def measure_sharing(ks: list[int], device, root, args, setting) -> list[dict]:
+    """k = each of ``ks`` ResNet-20 runs at once; each entry also holds the one-run rate measured the
+    same way (``img_per_s_single``), so the speed-up compares like with like."""
+    ks = sorted(set(ks) | {1})
+    res = {k: measure_shared(k, "residual", SHARE_DEPTH, device, root, args, setting) for k in ks}
+    single = res[1]["img_per_s_total"]
+    for r in res.values():
+        r["img_per_s_single"] = single
+        r["speedup"] = r["img_per_s_total"] / single
+    return [res[k] for k in ks]
 
 
 def cuda_mps_active() -> bool:
@@ -219,7 +223,8 @@ def cuda_mps_active() -> bool:
 
 # --- numerics --------------------------------------------------------------------------------
 def loss_curve(device, root, args, setting: dict, steps: int, every: int) -> list[tuple[int, float]]:
-    fn, _ = ours_step("residual", 20, device, root, args.batch, setting, seed=0)
+    x, y = load_train(root)
+    fn, _ = harness_step("residual", 20, device, x, y, args.batch, setting, seed=0)
     curve, acc = [], 0.0
     for i in range(1, steps + 1):
         acc += fn().float().item()
@@ -230,42 +235,23 @@ def loss_curve(device, root, args, setting: dict, steps: int, every: int) -> lis
 
 
 # --- projection ------------------------------------------------------------------------------
-def seconds_per_iteration(rows: list[dict], variant: str, depth: int, batch: int) -> tuple[float, bool]:
-    """Measured, or linear in depth between (or scaled from) the measured depths of the variant."""
-    pts = sorted((r["depth"], batch / r["ours"]["img_per_s"]) for r in rows if r["variant"] == variant)
-    if not pts:
-        pts = sorted((r["depth"], batch / r["ours"]["img_per_s"]) for r in rows)
-    exact = dict(pts)
-    if depth in exact:
-        return exact[depth], False
-    if len(pts) == 1:
-        return pts[0][1] * depth / pts[0][0], True
-    if depth < pts[0][0]:
-        lo, hi = pts[0], pts[1]
-    elif depth > pts[-1][0]:
-        lo, hi = pts[-2], pts[-1]
-    else:
-        lo = max((p for p in pts if p[0] < depth), key=lambda p: p[0])
-        hi = min((p for p in pts if p[0] > depth), key=lambda p: p[0])
-    return lo[1] + (hi[1] - lo[1]) * (depth - lo[0]) / (hi[0] - lo[0]), True
-
-
-def project_study(rows, batch: int, shared: dict | None, single_rate: float | None) -> dict:
-    """Minutes of the nine runs: training steps, plus each run's start-up cost (the largest
-    measured warm-up, where compilation happens). Evaluation and checkpoints are not included."""
+def project_study(result: dict) -> dict:
+    """Minutes of the nine runs: training steps, plus each run's start-up cost (its warm-up, where
+    compilation happens, linear in depth between the measured nets). Evaluation and checkpoints are
+    not included."""
+    timings = Timings.from_result(result)
     per_run, estimated = {}, []
-    setup_s = max((r["ours"].get("warmup_s", 0.0) for r in rows), default=0.0)
     for variant, depth in STUDY:
-        s, est = seconds_per_iteration(rows, variant, depth, batch)
-        per_run[f"{variant}-{depth}"] = (STUDY_ITERATIONS * s + setup_s) / 60
+        s, est = timings.seconds_per_iteration(variant, depth)
+        per_run[f"{variant}-{depth}"] = (STUDY_ITERATIONS * s + timings.setup_seconds(variant, depth)) / 60
         if est:
             estimated.append(f"{variant}-{depth}")
     sequential = sum(per_run.values())
     out = {"iterations_per_run": STUDY_ITERATIONS, "minutes_per_run": per_run, "estimated_runs": estimated,
-           "setup_s_per_run": setup_s, "sequential_min": sequential}
-    if shared and single_rate:
-        speedup = shared["img_per_s_total"] / single_rate
-        out.update(shared_runs=shared["runs"], shared_speedup=speedup, shared_min=sequential / speedup)
+           "sequential_min": sequential}
+    k = timings.best_parallel()
+    if k > 1:
+        out.update(shared_runs=k, shared_speedup=timings.speedup(k), shared_min=sequential / timings.speedup(k))
     return out
 
 
@@ -306,12 +292,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=30, help="untimed steps first (compile happens here)")
     ap.add_argument("--iters", type=int, default=50, help="steps per timed window")
     ap.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
-    ap.add_argument("--data", help="folder holding cifar-10-batches-py (default: synthetic files in CIFAR's layout)")
-    ap.add_argument("--synthetic-per-batch", type=int, default=2000, help=argparse.SUPPRESS)
+    ap.add_argument("--data", help="folder holding cifar-10-batches-py (default: synthetic files of CIFAR-10's "
+                                   "size and layout)")
+    ap.add_argument("--synthetic-per-batch", type=int, default=REAL_PER_BATCH, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help="ours' fast setting: auto | fp32 | bf16 | fp16")
     ap.add_argument("--compile", default="auto", help="ours' fast setting: auto | off | default | max-autotune")
+    ap.add_argument("--no-eager", action="store_true", help="skip ours without compile")
+    ap.add_argument("--no-fp32", action="store_true", help="skip ours in plain fp32")
     ap.add_argument("--no-baseline", action="store_true", help="skip the seeds' loop")
-    ap.add_argument("--share", type=int, default=1, help="also time k runs of ResNet-56 sharing the device")
+    ap.add_argument("--share", type=int, nargs="+", default=[1],
+                    help="also time k ResNet-20 runs sharing the device, for each k given (e.g. 1 2 4)")
     ap.add_argument("--numerics", type=int, default=0, help="also train ResNet-20 N steps at fp32 and fast")
     ap.add_argument("--numerics-every", type=int, default=50)
     ap.add_argument("--json", help="where to write the JSON (default runs/bench/throughput-<time>.json)")
@@ -321,40 +311,42 @@ def main(argv=None) -> dict:
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     root = data_root(args)
     fast_setting = {"precision": args.precision, "compile": args.compile}
+    settings = {"ours": fast_setting}
+    if not args.no_eager:
+        settings["ours_eager"] = {**fast_setting, **EAGER}
+    if not args.no_fp32:
+        settings["ours_fp32"] = FP32
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     print(f"device: {device} ({name}), torch {torch.__version__}, batch {args.batch}, "
           f"{args.windows} windows of {args.iters} steps after {args.warmup} warm-up steps", flush=True)
+    print(HEADER, flush=True)
 
+    started = time.perf_counter()
     rows = []
     for depth in args.depths:
         for variant in args.variants:
             row = {"model": f"ResNet-{depth}" if variant == "residual" else f"plain-{depth}",
-                   "variant": variant, "depth": depth,
-                   "ours": measure_ours(variant, depth, device, root, args, fast_setting),
-                   "ours_fp32": measure_ours(variant, depth, device, root, args, FP32)}
+                   "variant": variant, "depth": depth}
+            for key, setting in settings.items():
+                row[key] = measure_ours(variant, depth, device, root, args, setting)
             if not args.no_baseline:
                 row["baseline"] = measure_baseline(variant, depth, device, root, args)
                 row["ratio"] = row["ours"]["img_per_s"] / row["baseline"]["img_per_s"]
             rows.append(row)
             print(format_row(row), flush=True)
 
-    shared = single = None
-    if args.share > 1:
-        shared = measure_shared("residual", 56, device, root, args, fast_setting)
-        single = next((r["ours"]["img_per_s"] for r in rows if r["variant"] == "residual" and r["depth"] == 56), None)
-        if single is None:
-            single = measure_ours("residual", 56, device, root, args, fast_setting)["img_per_s"]
+    shared = None
+    if len(set(args.share) | {1}) > 1:
+        shared = measure_sharing(args.share, device, root, args, fast_setting)
     result = {
         "device": str(device), "device_name": name, "torch": torch.__version__, "batch": args.batch,
         "warmup": args.warmup, "iters": args.iters, "windows": args.windows, "data": args.data or "synthetic",
         "cpu_count": os.cpu_count(), "rows": rows, "shared": shared,
-        "projection": project_study(rows, args.batch, shared, single),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    result["projection"] = project_study(result)
     if args.numerics:
         every = min(args.numerics_every, args.numerics)
         result["numerics"] = {
@@ -362,6 +354,8 @@ def main(argv=None) -> dict:
             "fast": loss_curve(device, root, args, fast_setting, args.numerics, every),
             "fast_setting": FastPath.resolve(TrainerConfig(**fast_setting), OptimizerConfig(), device).describe(),
         }
+    result["cudagraph_problems"] = cudagraph_problems(result)
+    result["bench_s"] = time.perf_counter() - started
     print_report(result)
     out = Path(args.json) if args.json else Path("runs/bench") / f"throughput-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -370,18 +364,29 @@ def main(argv=None) -> dict:
     return result
 
 
+def cudagraph_problems(res: dict) -> list[str]:
+    """Measurements that claim CUDA graphs but fell back from them (torch's cudagraph_skips > 0)."""
+    bad = [f"{r['model']} {k}: {r[k]['cudagraph_skips']} skips" for r in res["rows"] for k in r
+           if isinstance(r[k], dict) and r[k].get("setting", {}).get("cuda_graphs") and r[k]["cudagraph_skips"]]
+    graphs = res["rows"] and res["rows"][0]["ours"]["setting"]["cuda_graphs"]
+    bad += [f"{s['runs']} shared runs: {s['cudagraph_skips']} skips" for s in res["shared"] or []
+            if graphs and s["cudagraph_skips"]]
+    return bad
+
+
 def _fmt(v, spec=",.0f") -> str:
     return "—" if v is None else format(v, spec)
 
 
-HEADER = (f"{'model':<12} {'ours img/s':>11} {'fp32 img/s':>11} {'baseline img/s':>15} {'ratio':>7} "
-          f"{'peak MiB ours':>14} {'peak MiB base':>14}")
+HEADER = (f"{'model':<12} {'ours img/s':>11} {'eager img/s':>12} {'fp32 img/s':>11} {'baseline img/s':>15} "
+          f"{'ratio':>7} {'warm-up s':>10} {'peak MiB ours':>14} {'peak MiB base':>14}")
 
 
 def format_row(r: dict) -> str:
     b = r.get("baseline", {})
-    return (f"{r['model']:<12} {_fmt(r['ours']['img_per_s']):>11} {_fmt(r['ours_fp32']['img_per_s']):>11} "
-            f"{_fmt(b.get('img_per_s')):>15} {_fmt(r.get('ratio'), '.2f'):>7} "
+    return (f"{r['model']:<12} {_fmt(r['ours']['img_per_s']):>11} {_fmt(r.get('ours_eager', {}).get('img_per_s')):>12} "
+            f"{_fmt(r.get('ours_fp32', {}).get('img_per_s')):>11} {_fmt(b.get('img_per_s')):>15} "
+            f"{_fmt(r.get('ratio'), '.2f'):>7} {_fmt(r['ours']['warmup_s'], '.1f'):>10} "
             f"{_fmt(r['ours']['peak_mem_mb']):>14} {_fmt(b.get('peak_mem_mb')):>14}")
 
 
@@ -393,16 +398,24 @@ def print_report(res: dict) -> None:
     print(HEADER)
     for r in rows:
         print(format_row(r))
+    if res["shared"]:
+        print(f"\nResNet-20 runs sharing the device (aggregate images/s; CUDA MPS "
+              f"{'on' if res['shared'][0]['cuda_mps'] else 'off'}):")
+        for s in res["shared"]:
+            print(f"  k={s['runs']}: {s['img_per_s_total']:,.0f} img/s = {s['speedup']:.2f}x one run")
     p = res["projection"]
     est = f" (estimated from the measured depths: {', '.join(p['estimated_runs'])})" if p["estimated_runs"] else ""
     print(f"\nProjected nine-run degradation study, {p['iterations_per_run']:,} iterations per run, ours "
-          f"(plus {p['setup_s_per_run']:.0f} s of warm-up/compilation per run; evals not included):")
+          f"(plus each run's warm-up and compilation; evals not included):")
     print(f"  sequential: {p['sequential_min']:,.1f} min{est}")
     if "shared_min" in p:
-        s = res["shared"]
-        print(f"  {s['runs']} runs sharing the device: {p['shared_min']:,.1f} min "
-              f"(aggregate {s['img_per_s_total']:,.0f} img/s = {p['shared_speedup']:.2f}x one run; CUDA MPS "
-              f"{'on' if s['cuda_mps'] else 'off'})")
+        print(f"  {p['shared_runs']} runs sharing the device: {p['shared_min']:,.1f} min "
+              f"({p['shared_speedup']:.2f}x one run's throughput, measured on ResNet-20)")
+    skips = [r["ours"]["cudagraph_skips"] for r in rows]
+    print(f"\nCUDA graphs: {'on' if rows and rows[0]['ours']['setting']['cuda_graphs'] else 'off'}; "
+          f"cudagraph_skips per net: {skips}")
+    for problem in res["cudagraph_problems"]:
+        print(f"WARNING: CUDA graphs were skipped: {problem} (torch logs why with TORCH_LOGS=perf_hints)")
     if "numerics" in res:
         n = res["numerics"]
         print(f"\nNumerics, ResNet-20 from seed 0: mean training loss per window, fp32 vs {n['fast_setting']}")

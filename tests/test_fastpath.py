@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from resnet_repro.config import OptimizerConfig, TrainerConfig
-from resnet_repro.errors import ConfigError
+from resnet_repro.errors import CheckpointError, ConfigError
 from resnet_repro.fastpath import FastPath, TrainStep
 from resnet_repro.models import resnet_cifar
 from resnet_repro.train import train
@@ -17,16 +17,16 @@ from .test_train import _interrupt_after, smoke_cfg
 def test_auto_is_fp32_eager_on_cpu_and_everything_on_cuda():
     cpu = FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu"))
     assert cpu.describe() == {"precision": "fp32", "channels_last": False, "compile": "off",
-                              "cuda_graphs": False, "optimizer_impl": "foreach"}
+                              "cuda_graphs": False, "optimizer_impl": "foreach", "tf32": False}
     cuda = FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cuda", 0))
     assert cuda.describe() == {"precision": "bf16", "channels_last": True, "compile": "default",
-                               "cuda_graphs": True, "optimizer_impl": "fused"}
+                               "cuda_graphs": True, "optimizer_impl": "fused", "tf32": True}
     det = FastPath.resolve(TrainerConfig(deterministic=True), OptimizerConfig(), torch.device("cuda", 0))
     assert det.compile == "off" and not det.cuda_graphs  # deterministic runs stay eager
     plain = FastPath.resolve(TrainerConfig(precision="fp32", compile="off", channels_last=False),
                              OptimizerConfig(impl="loop"), torch.device("cuda", 0))
     assert plain.describe() == {"precision": "fp32", "channels_last": False, "compile": "off",
-                                "cuda_graphs": False, "optimizer_impl": "loop"}
+                                "cuda_graphs": False, "optimizer_impl": "loop", "tf32": False}
 
 
 @pytest.mark.parametrize("override, message", [
@@ -120,3 +120,92 @@ def test_loaded_momentum_buffers_take_the_parameters_layout():
     match_optimizer_strides(opt2)
     buf = opt2.state[conv]["momentum_buffer"]
     assert buf.stride() == conv.stride() and torch.equal(buf, before)
+
+
+# --- the CUDA-path defects a review found, each pinned on the CPU ------------------------------
+def test_the_loop_reads_the_clock_only_after_the_device_has_synced(tmp_path, monkeypatch):
+    """With CUDA graphs the steps run ahead of the host: a window's time must be read after a sync."""
+    import resnet_repro.train as train_mod
+
+    events = []
+    real_call, real_clock = TrainStep.__call__, train_mod.clock
+
+    def call(self, *a, **kw):
+        events.append("step")
+        return real_call(self, *a, **kw)
+
+    monkeypatch.setattr(TrainStep, "__call__", call)
+    monkeypatch.setattr(train_mod, "device_sync", lambda device: events.append("sync"))
+    monkeypatch.setattr(train_mod, "clock", lambda: events.append("clock") or real_clock())
+    train(smoke_cfg("trainer.log_every=3", "trainer.eval_every=6"), tmp_path / "run")
+
+    closing = 0
+    for i, e in enumerate(events):
+        if e == "clock" and "step" in events[:i]:
+            since_step = events[i - events[:i][::-1].index("step"):i]
+            if since_step:  # a clock read that closes a window of steps
+                closing += 1
+                assert "sync" in since_step, events[max(0, i - 5):i + 1]
+    assert closing >= 20 // 3  # every log step closes a window
+
+
+def test_every_run_sets_deterministic_algorithms_from_its_config(tmp_path):
+    train(smoke_cfg("trainer.deterministic=true"), tmp_path / "a")
+    assert torch.are_deterministic_algorithms_enabled()
+    train(smoke_cfg(), tmp_path / "b")  # a later job in the same process runs at full speed again
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_fp32_means_ieee_fp32_and_the_autocast_precisions_allow_tf32():
+    cuda = torch.device("cuda", 0)  # flags only: no CUDA device needed to set them
+    try:
+        for precision, tf32 in (("fp32", False), ("bf16", True), ("auto", True), ("fp32", False)):
+            fast = FastPath.resolve(TrainerConfig(precision=precision), OptimizerConfig(), cuda)
+            fast.configure_backends()
+            assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
+            assert fast.describe()["tf32"] is tf32 and torch.backends.cudnn.benchmark
+        FastPath.resolve(TrainerConfig(deterministic=True), OptimizerConfig(), cuda).configure_backends()
+        assert not torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
+    finally:
+        FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu")).configure_backends()
+
+
+def test_compiled_code_is_reset_once_per_job_never_per_step(tmp_path, monkeypatch):
+    """A reset tears down the CUDA-graph trees of every live compiled step in the process."""
+    resets = []
+    monkeypatch.setattr(torch.compiler, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)  # compiling itself is not the point
+    fast = _fast(compile="default")
+    _step(fast)
+    _step(fast)
+    assert resets == []  # two live steps, nothing torn down
+    train(smoke_cfg("trainer.compile=default"), tmp_path / "run")
+    assert resets == [1]  # one job, one reset
+    train(smoke_cfg(), tmp_path / "eager")
+    assert resets == [1]  # nothing compiled, nothing to drop
+
+
+def test_resume_on_another_device_type_is_refused_before_any_work(tmp_path, monkeypatch):
+    import resnet_repro.train as train_mod
+
+    run = tmp_path / "run"
+    _interrupt_after(monkeypatch, 12)
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_cfg(), run)
+    monkeypatch.undo()
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["device_type"] == "cpu"
+    ckpt["device_type"] = "cuda"
+    torch.save(ckpt, run / "checkpoint.pt")
+    monkeypatch.setattr(train_mod, "load_splits", lambda *a: pytest.fail("data loaded before the check"))
+    with pytest.raises(CheckpointError) as ex:
+        train(smoke_cfg(), run)
+    assert str(ex.value) == (
+        f"{run / 'checkpoint.pt'} was written on cuda and this run is on cpu: the data sampler's random stream "
+        f"cannot move between device types. Resume with trainer.device=cuda, or start a new run (name=<new name>).")
+    # a checkpoint from before the device type was recorded: told apart by its generator state
+    del ckpt["device_type"]
+    ckpt["batches"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="was written on cuda and this run is on cpu"):
+        train(smoke_cfg(), run)

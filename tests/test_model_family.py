@@ -183,3 +183,15 @@ def test_preact_net_shapes_and_diagnostics():
         assert bn.num_features == conv.in_channels  # the BN normalises its conv's input
     with pytest.raises(ValueError):
         PreActCifarResNet(21)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_imagenet_nets_pool_with_a_mean_not_adaptive_avg_pool(name):
+    """AdaptiveAvgPool2d has no deterministic CUDA backward; the mean is the same function."""
+    net = getattr(ir, name)(num_classes=10)
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in net.modules())
+    tv = getattr(torchvision.models, name)(weights=None, num_classes=10)
+    tv.load_state_dict(net.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), tv.eval()(x), rtol=1e-6, atol=1e-6)

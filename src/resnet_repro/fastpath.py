@@ -1,11 +1,16 @@
 """The fast path, resolved from config for the device a run lands on.
 
-- precision: bf16 autocast on CUDA by default; fp16 adds a gradient scaler; fp32 is plain.
+- precision: bf16 autocast on CUDA by default (the fp32 work autocast leaves may use TF32);
+  fp16 adds a gradient scaler; fp32 is IEEE fp32 (no TF32, on CUDA either).
 - channels_last memory format on CUDA (cuDNN's fast layout for these convs).
 - a fused SGD on CUDA (one kernel for the whole update), foreach elsewhere.
 - ``torch.compile`` of the model (forward and backward), replayed as CUDA graphs on CUDA: the
   training batch has a static shape (every epoch drops its last partial batch), so one graph
   serves every step. Evaluation and layer statistics run the eager model (other shapes, eval mode).
+
+torch keeps its backend flags (deterministic algorithms, cuDNN autotuning, TF32) per process, so
+:meth:`FastPath.configure_backends` sets all of them on every run: a sweep's earlier job never
+leaves its settings to the next one.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class FastPath:
     cuda_graphs: bool
     optimizer_impl: str  # fused | foreach | loop
     device_type: str
+    deterministic: bool = False
 
     @classmethod
     def resolve(cls, t: TrainerConfig, o: OptimizerConfig, device: torch.device) -> FastPath:
@@ -49,6 +55,7 @@ class FastPath:
             cuda_graphs=bool(t.cuda_graphs and cuda and compile_mode != "off"),
             optimizer_impl=impl,
             device_type=device.type,
+            deterministic=t.deterministic,
         )
 
     @property
@@ -70,16 +77,37 @@ class FastPath:
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                nesterov=o.nesterov, **kw)
 
-    def compiled(self, model: nn.Module) -> nn.Module:
-        """The module the training step calls: the model itself, or its compiled form.
+    def configure_backends(self) -> None:
+        """Set this process's backend flags for the run, every one of them, every time.
 
-        Compiled code of earlier runs in this process (a sweep's other jobs) is dropped first: every
-        architecture adds a cache entry to the same ``forward``, and past torch's recompile limit
-        (8) a new one would silently run eagerly.
+        - deterministic algorithms on or off (``trainer.deterministic``);
+        - cuDNN autotuning on CUDA, unless deterministic;
+        - TF32: off for ``fp32`` (IEEE fp32 convs and matmuls), on for the autocast precisions,
+          whose remaining fp32 work may use it.
         """
+        cuda = self.device_type == "cuda"
+        torch.use_deterministic_algorithms(self.deterministic)
+        torch.backends.cudnn.benchmark = cuda and not self.deterministic
+        # the flags torch has had since 1.7; mixing them with the newer fp32_precision API is refused
+        tf32 = self.precision != "fp32"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+    def new_job(self) -> None:
+        """Start a job: set the backend flags and drop compiled code of this process's earlier jobs.
+
+        Every architecture adds a cache entry to the same ``forward``; past torch's recompile limit
+        (8) a new one would silently run eagerly. Called once per job, never per step object: a
+        reset tears down the CUDA-graph trees of every live compiled step in the process.
+        """
+        self.configure_backends()
+        if self.compile != "off":
+            torch.compiler.reset()
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls: the model itself, or its compiled form."""
         if self.compile == "off":
             return model
-        torch.compiler.reset()
         mode = {("default", False): "default", ("default", True): "reduce-overhead",
                 ("max-autotune", True): "max-autotune",
                 ("max-autotune", False): "max-autotune-no-cudagraphs"}[(self.compile, self.cuda_graphs)]
@@ -92,7 +120,25 @@ class FastPath:
 
     def describe(self) -> dict:
         return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile,
-                "cuda_graphs": self.cuda_graphs, "optimizer_impl": self.optimizer_impl}
+                "cuda_graphs": self.cuda_graphs, "optimizer_impl": self.optimizer_impl,
+                "tf32": self.device_type == "cuda" and self.precision != "fp32"}
+
+
+def device_sync(device: torch.device) -> None:
+    """Wait for the work queued on ``device``: steps run asynchronously (CUDA graphs most of all)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cudagraph_skips() -> int:
+    """How often inductor fell back from CUDA graphs to plain kernels in this process (0: never).
+
+    torch counts these in ``torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]`` and logs
+    why; a step that claims CUDA graphs must show 0 here.
+    """
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
 
 
 class TrainStep:

@@ -34,7 +34,7 @@ from .data import Splits, load_splits
 from .data.pipeline import DeviceBatches, eval_batches, normalize, pixel_mean
 from .diagnostics import GRAD_NORM_COLUMNS, LAYER_STATS_COLUMNS, conv_grad_norms, layer_response_std
 from .errors import CheckpointError, Diverged, Preempted, ResnetReproError
-from .fastpath import FastPath, TrainStep, match_optimizer_strides
+from .fastpath import FastPath, TrainStep, device_sync, match_optimizer_strides
 from .loggers import WandbMirror
 from .models import build_model, count_params
 from .record import GRAD_NORMS_FILE, LAYER_STATS_FILE, RunRecord, git_commit, library_versions
@@ -62,6 +62,28 @@ def pick_device(name: str, job_num: int | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ResnetReproError(f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto.")
     return dev
+
+
+clock = time.perf_counter  # the loop's timer (a name of its own, so tests can watch when it is read)
+
+
+def check_same_device_type(ckpt: dict, device: torch.device, path: Path) -> None:
+    """Refuse to resume a checkpoint written on another device type, before any work.
+
+    The sampler's random generator lives on the training device, and a CPU generator's state
+    (5056 bytes) cannot become a CUDA one's (16 bytes); nor would a seed give the same data order
+    there. Checkpoints from before ``device_type`` was recorded are told apart by that size.
+    """
+    saved = ckpt.get("device_type")
+    if saved is None:
+        state = (ckpt.get("batches") or {}).get("generator")
+        saved = {5056: "cpu", 16: "cuda"}.get(state.numel()) if state is not None else None
+    if saved is not None and saved != device.type:
+        raise CheckpointError(
+            f"{path} was written on {saved} and this run is on {device.type}: the data sampler's random "
+            f"stream cannot move between device types. Resume with trainer.device={saved}, or start a new "
+            f"run (name=<new name>)."
+        )
 
 
 @torch.no_grad()
@@ -160,10 +182,11 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
     if t.deterministic:
         # cuBLAS needs a fixed workspace to be deterministic (set before CUDA starts, in main())
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
     device = pick_device(t.device, job_num)
-    torch.backends.cudnn.benchmark = device.type == "cuda" and not t.deterministic
+    if ckpt is not None:
+        check_same_device_type(ckpt, device, rec.path("checkpoint.pt"))
     fast = FastPath.resolve(t, cfg.optimizer, device)
+    fast.new_job()  # this run's backend flags; compiled code of earlier jobs in the process dropped
 
     splits: Splits = load_splits(cfg.dataset, cfg.model.num_classes)
     torch.manual_seed(cfg.seed)
@@ -276,6 +299,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         rec.save_checkpoint({
             "format": CHECKPOINT_FORMAT,
             "config": cfg_dict,
+            "device_type": device.type,
             "iteration": it,
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -293,7 +317,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
 
     total, lr = schedule.iterations, None
     bar = tqdm(total=total, initial=it, disable=not t.progress, dynamic_ncols=True, desc=cfg.name, file=sys.stderr)
-    t0 = time.perf_counter()
+    t0 = clock()
     t_window, it_window = t0, it
     try:
         model.train()
@@ -318,7 +342,8 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
             is_log, is_eval = it % t.log_every == 0 or it == total, it % t.eval_every == 0 or it == total
             if not (is_log or is_eval):
                 continue
-            now = time.perf_counter()
+            device_sync(device)  # the queued steps finish before the clock is read
+            now = clock()
             train_time += now - t_window
             row = {"iter": it, "epoch": batches.epoch, "lr": lr}
             if is_log and window.seen:
@@ -344,7 +369,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
                     log.info("iter %d: %s", it, ", ".join(f"{s} err {row[f'{s}_err']:.2f}%" for s in evals))
                 if diag.layer_stats == "eval" or (diag.layer_stats == "end" and it == total):
                     record_layer_stats()
-            end = time.perf_counter()
+            end = clock()  # evaluation read its results back: nothing is left queued
             elapsed += end - t0
             t0 = t_window = end
             it_window = it
