@@ -127,14 +127,16 @@ def library_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """Commit of the code that ran, when it runs from a git checkout."""
+    """Commit of the code that ran: the git checkout's, else ``$RESNET_REPRO_GIT_COMMIT`` (a copy of
+    the tree without ``.git``, such as the one a GPU machine gets, is told its commit that way)."""
+    env = os.environ.get("RESNET_REPRO_GIT_COMMIT") or None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+        return env
+    return (out.stdout.strip() or env) if out.returncode == 0 else env
 
 
 class RunRecord:

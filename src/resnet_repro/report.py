@@ -378,8 +378,12 @@ def verdict(runs: pd.DataFrame) -> str:
 
 
 # --- the report folder ----------------------------------------------------------------------
-def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
-    """Collect ``paths`` (sweeps or run folders) and write the report; return the files by role."""
+def write_report(paths, out: str | Path | None = None, study: str | None = None) -> dict[str, Path]:
+    """Collect ``paths`` (sweeps or run folders) and write the report; return the files by role.
+
+    ``study`` (e.g. ``degradation``, a ``conf/study`` name) adds ``study.md``: the study's jobs in
+    priority order, done (where, wall time, images/s, device) and pending.
+    """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     res: Results = collect(paths)
     if res.runs.empty:
@@ -408,6 +412,15 @@ def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     text = verdict(runs)
     (out / "verdict.txt").write_text(text)
     files["verdict"] = out / "verdict.txt"
+    progress = None
+    if study is not None:
+        from .study import load_study, progress_markdown, resolve_jobs, states_from_runs
+
+        s = load_study(study)
+        progress = (f"The {s.name} study ({s.source.name}): {len(s.seeds)} seeds x {len(s.jobs)} jobs, in the "
+                    f"order they run.\n\n" + progress_markdown(states_from_runs(resolve_jobs(s), runs)))
+        (out / "study.md").write_text(progress)
+        files["study"] = out / "study.md"
     for p in paths:
         if (Path(p) / MANIFEST_FILE).is_file() and len(paths) == 1:
             # under another name, so collecting a folder that holds reports never mistakes it for a sweep
@@ -417,6 +430,8 @@ def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     index = [f"# {dataset_title(runs)} degradation study: {', '.join(Path(p).name for p in paths)}\n",
              "Runs: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".\n",
              "## Verdict\n", text, "## Table 6\n", md, "## Figure 6\n", "![Figure 6](fig6.png)\n"]
+    if progress is not None:
+        index += ["## The study: done and pending\n", progress]
     if "fig7_png" in files:
         index += ["## Figure 7\n", "![Figure 7](fig7.png)\n"]
     if "grad_norms_png" in files:
@@ -433,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wandb-report", metavar="ENTITY/PROJECT", help="also build and save a W&B Report")
     ap.add_argument("--group", help="the sweep's W&B group (default: <experiment>-<sweep folder name>)")
     ap.add_argument("--title", help="title of the W&B Report")
+    ap.add_argument("--study", help="list this study's done and pending jobs (conf/study/<name>, e.g. degradation)")
     args = ap.parse_args(argv)
     try:
         for p in args.paths:
@@ -441,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.wandb_report and "/" not in args.wandb_report:
             raise ResnetReproError(f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. my-team/resnet_repro.")
         try:
-            files = write_report(args.paths, args.out)
+            files = write_report(args.paths, args.out, study=args.study)
         except OSError as ex:
             where = ex.filename or args.out or f"{args.paths[0]}/report"
             raise ResnetReproError(f"Cannot write the report to {where} ({ex.strerror or ex}). "

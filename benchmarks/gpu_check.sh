@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# A GPU window in one script: the environment, the CUDA self-check, the benchmark, then the study
+# with the time that is left. Everything is logged as it happens into one folder of at most 8 files.
+#
+#   source .device/kit/on-device.sh && bash benchmarks/gpu_check.sh --budget-min 9   # on the GPU machine
+#   bash benchmarks/gpu_check.sh --rehearse --out /tmp/rehearsal                    # the same on a CPU, tiny
+#
+# Options:
+#   --budget-min N   wall-clock minutes for the whole script (default 9; 6 with --rehearse)
+#   --out DIR        the output folder (default: $OUT where set, else runs/gpu_check)
+#   --rehearse       on the CPU at tiny settings: the CUDA tests' logic on the CPU
+#                    (RESNET_REPRO_TEST_DEVICE=cpu), a tiny benchmark, a tiny study on synthetic data
+#   --skip-tests     no CUDA tests (a later window, on code whose tests passed on this GPU)
+#   --skip-bench     no benchmark
+#   --timings FILE   timings for the study runner besides this window's (e.g. an earlier bench.json)
+#   --study-min M    at most M minutes for the study (default: what is left; 1 with --rehearse)
+#   --study-out DIR  where the study's runs go (default: runs/study/gpu_check)
+#   --study-anyway   run the study even when a CUDA test failed (by default it is not run)
+#   anything else    config overrides for every study job (e.g. trainer.precision=fp32)
+#
+# The output folder:
+#   gpu_check.log    all of it: environment, every stage's output and how long it took
+#   pytest_cuda.log  pytest -m cuda
+#   warm.log         the study's pending nets compiled once each (filling the compile caches) and
+#   warm.json          timed, in the background while the tests run
+#   bench.json       benchmarks/throughput.py at short settings (and k runs sharing the GPU)
+#   study.log        resnet-study run with the time that is left
+#   study.tar.xz     the completed run records (no checkpoints): `resnet-study unpack` files them
+#                    under analysis/results/<date>-<gpu>-<schedule>/
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+budget_min="" out="${OUT:-}" rehearse=0 skip_tests=0 skip_bench=0 study_anyway=0 study_min="" study_dir=runs/study/gpu_check
+timings=() overrides=()
+while (($#)); do
+  case "$1" in
+    --budget-min) budget_min=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --rehearse) rehearse=1; shift ;;
+    --skip-tests) skip_tests=1; shift ;;
+    --skip-bench) skip_bench=1; shift ;;
+    --timings) timings+=(--timings "$2"); shift 2 ;;
+    --study-anyway) study_anyway=1; shift ;;
+    --study-min) study_min=$2; shift 2 ;;
+    --study-out) study_dir=$2; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    --*) echo "gpu_check: error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) overrides+=("$1"); shift ;;
+  esac
+done
+out=${out:-runs/gpu_check}
+budget_min=${budget_min:-$([ $rehearse = 1 ] && echo 6 || echo 9)}
+[ $rehearse = 1 ] && study_min=${study_min:-1}
+mkdir -p "$out" || { echo "gpu_check: error: cannot make $out" >&2; exit 2; }
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+exec > >(tee -a "$out/gpu_check.log") 2>&1
+
+t0=$(date +%s)
+deadline=$($PY -c "print(int($t0 + float('$budget_min') * 60))")
+left_s() { echo $((deadline - $(date +%s))); }
+stage() { echo; echo "== $1 ($(date -u +%H:%M:%S) UTC; $(left_s) s of the budget left) =="; stage_t=$(date +%s); }
+took() { echo "-- $1 took $(($(date +%s) - stage_t)) s"; }
+
+# the settings: the real study on the GPU, or a tiny one on the CPU
+if [ $rehearse = 1 ]; then
+  export RESNET_REPRO_TEST_DEVICE=cpu
+  study_ov=(dataset=synthetic trainer.device=cpu trainer.batch_size=32 trainer.eval_batch_size=128
+            schedule.iterations=20 "schedule.milestones=[10,15]" trainer.log_every=5 trainer.eval_every=10)
+  bench_args=(--device cpu --depths 8 14 --variants residual --batch 32 --warmup 1 --iters 2 --windows 2
+              --synthetic-per-batch 200 --share 1 2)
+  warm_args=(--warmup 1 --iters 2 --windows 1)
+  run_args=(--start-s 4 --reserve-s 5 --grace-s 30)
+  tests_cap=420 bench_cap=120
+else
+  data=${RESNET_REPRO_DATA:-../shared/data}
+  study_ov=("dataset.root=$data" dataset.download=false)
+  bench_args=(--depths 20 56 110 --variants residual --warmup 10 --iters 20 --windows 3 --share 1 2 4 --data "$data")
+  warm_args=()
+  run_args=()
+  tests_cap=180 bench_cap=150
+fi
+study_ov+=("${overrides[@]}")
+
+stage "environment"
+echo "commit: ${RESNET_REPRO_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}; budget ${budget_min} min; rehearse=$rehearse"
+echo "study overrides: ${study_ov[*]}"
+nvidia-smi 2>/dev/null || echo "nvidia-smi: not found (no NVIDIA GPU here)"
+$PY - <<'PY'
+import os, platform, torch
+print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+      f"cuDNN {torch.backends.cudnn.version()}, {os.cpu_count()} CPU cores")
+print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device")
+PY
+took "environment"
+
+# warm the compile caches for every pending study net, on the side, while the tests run
+stage "warm-up of the study's nets (background)"
+TORCHINDUCTOR_COMPILE_THREADS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 )) \
+  $PY -m resnet_repro.study warm --out "$study_dir" --json "$out/warm.json" "${warm_args[@]}" "${study_ov[@]}" \
+  > "$out/warm.log" 2>&1 &
+warm_pid=$!
+echo "warm-up started (pid $warm_pid); its log: warm.log"
+
+tests_ok=1
+if [ $skip_tests = 0 ]; then
+  stage "CUDA tests: pytest -m cuda"
+  cap=$(( $(left_s) < tests_cap ? $(left_s) : tests_cap ))
+  timeout --signal=INT --kill-after=20 "$cap" $PY -m pytest -m cuda tests/test_cuda.py -q -rs -p no:cacheprovider \
+    2>&1 | tee "$out/pytest_cuda.log"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || { tests_ok=0; echo "CUDA TESTS FAILED (exit $rc$([ "$rc" = 124 ] && echo ': out of time'))"; }
+  took "CUDA tests"
+fi
+
+if [ $skip_bench = 0 ]; then
+  stage "benchmark (short settings)"
+  cap=$(( $(left_s) < bench_cap ? $(left_s) : bench_cap ))
+  timeout --signal=INT --kill-after=20 "$cap" $PY benchmarks/throughput.py "${bench_args[@]}" --json "$out/bench.json"
+  rc=$?
+  [ "$rc" = 0 ] || echo "benchmark: exit $rc$([ "$rc" = 124 ] && echo ': out of time')"
+  took "benchmark"
+fi
+
+stage "study"
+if kill -0 "$warm_pid" 2>/dev/null; then
+  echo "warm-up still running: stopped, so the study has the device (what it measured is kept in warm.json)"
+  kill "$warm_pid" 2>/dev/null
+fi
+wait "$warm_pid" 2>/dev/null
+tail -n 12 "$out/warm.log"
+[ -f "$out/warm.json" ] && timings=(--timings "$out/warm.json" "${timings[@]}")
+[ -f "$out/bench.json" ] && timings+=(--timings "$out/bench.json")
+study_min=$($PY -c "print(round(min(($(left_s) - 20) / 60, float('${study_min:-inf}')), 2))")
+if [ $tests_ok = 0 ] && [ $study_anyway = 0 ]; then
+  echo "the study is not run: a CUDA test failed (fix it first, or pass --study-anyway)"
+elif $PY -c "import sys; sys.exit(float('$study_min') <= 0)"; then
+  $PY -m resnet_repro.study run --out "$study_dir" --budget-min "$study_min" "${timings[@]}" "${run_args[@]}" \
+    --archive "$out/study.tar.xz" "${study_ov[@]}" 2>&1 | tee "$out/study.log"
+  echo "study: exit ${PIPESTATUS[0]}"
+else
+  echo "no time left for the study"
+fi
+took "study"
+
+echo
+echo "== done in $(($(date +%s) - t0)) s; files in $out: $(cd "$out" && ls | tr '\n' ' ')"
+n=$(find "$out" -maxdepth 1 -type f | wc -l)
+[ "$n" -le 8 ] || echo "WARNING: $n files in $out; only 8 come back from the GPU machine"
+[ $tests_ok = 1 ]
