@@ -323,8 +323,15 @@ def main(argv=None) -> dict:
           f"{args.windows} windows of {args.iters} steps after {args.warmup} warm-up steps", flush=True)
     print(HEADER, flush=True)
 
+    out = Path(args.json) if args.json else Path("runs/bench") / f"throughput-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = []
+    result = {
+        "device": str(device), "device_name": name, "torch": torch.__version__, "batch": args.batch,
+        "warmup": args.warmup, "iters": args.iters, "windows": args.windows, "data": args.data or "synthetic",
+        "cpu_count": os.cpu_count(), "partial": True, "rows": [], "shared": None,
+    }
+    rows = result["rows"]
     for depth in args.depths:
         for variant in args.variants:
             row = {"model": f"ResNet-{depth}" if variant == "residual" else f"plain-{depth}",
@@ -336,16 +343,11 @@ def main(argv=None) -> dict:
                 row["ratio"] = row["ours"]["img_per_s"] / row["baseline"]["img_per_s"]
             rows.append(row)
             print(format_row(row), flush=True)
+            out.write_text(json.dumps(result, indent=2) + "\n")  # a run cut short keeps what it measured
 
-    shared = None
     if len(set(args.share) | {1}) > 1:
-        shared = measure_sharing(args.share, device, root, args, fast_setting)
-    result = {
-        "device": str(device), "device_name": name, "torch": torch.__version__, "batch": args.batch,
-        "warmup": args.warmup, "iters": args.iters, "windows": args.windows, "data": args.data or "synthetic",
-        "cpu_count": os.cpu_count(), "rows": rows, "shared": shared,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+        result["shared"] = measure_sharing(args.share, device, root, args, fast_setting)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["projection"] = project_study(result)
     if args.numerics:
         every = min(args.numerics_every, args.numerics)
@@ -356,9 +358,8 @@ def main(argv=None) -> dict:
         }
     result["cudagraph_problems"] = cudagraph_problems(result)
     result["bench_s"] = time.perf_counter() - started
+    result["partial"] = False
     print_report(result)
-    out = Path(args.json) if args.json else Path("runs/bench") / f"throughput-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return result
@@ -425,4 +426,8 @@ def print_report(res: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # e.g. a time limit's SIGINT: the JSON holds every net measured so far
+        print("throughput: interrupted; the JSON keeps the nets measured before", file=sys.stderr)
+        sys.exit(130)

@@ -45,5 +45,6 @@ def test_the_gpu_script_rehearses_on_the_cpu(tmp_path):
 
     folder = st.unpack(out / "study.tar.xz", tmp_path / "analysis" / "results")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d-cpu-20it", folder.name)
-    files = write_report([folder], tmp_path / "report", study="degradation")
+    rehearsal = re.search(r"study overrides: (.*)", log).group(1).split()  # what the script gave every job
+    files = write_report([folder], tmp_path / "report", study="degradation", study_overrides=rehearsal)
     assert f"{packed} of 27 jobs done" in files["study"].read_text()

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
 import sys
 import tarfile
 import textwrap
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
@@ -46,8 +48,9 @@ def test_the_degradation_study_runs_the_papers_core_comparison_first():
     assert r110.schedule.warmup and not jobs[3].cfg.schedule.warmup  # the preset's warm-up for 110 only
     assert jobs[0].cfg.schedule.iterations == 64000 and jobs[0].cfg.diagnostics.grad_norms == [1, 10, 100, 1000]
     assert jobs[0].cfg.experiment_name == "degradation" and jobs[0].cfg.dataset.root == "../shared/data"
-    assert jobs[0].overrides == ["experiment=degradation", "model.depth=20", "model.residual=false", "seed=0",
-                                 "dataset.root=../shared/data"]
+    assert jobs[0].overrides == ["experiment=degradation", "trainer.precision=bf16", "model.depth=20",
+                                 "model.residual=false", "seed=0", "dataset.root=../shared/data"]
+    assert jobs[0].cfg.trainer.precision == "bf16"  # pinned: a record says what it ran at
 
 
 def test_study_errors_are_one_line_before_any_work(tmp_path, tiny):
@@ -121,6 +124,8 @@ FAKE = textwrap.dedent("""
     import json, signal, sys, time
     from pathlib import Path
     run, seconds, total, batch = Path(sys.argv[1].strip("'")), float(sys.argv[2]), int(sys.argv[3]), 32
+    quiet = seconds < 0  # a run that logs nothing for that long (a long compilation, say)
+    seconds = abs(seconds)
     stop = {}
     signal.signal(signal.SIGTERM, lambda *a: stop.setdefault("term", 1))
     def summary(status, it):
@@ -132,8 +137,9 @@ FAKE = textwrap.dedent("""
             summary("interrupted", it - 1)
             sys.exit(143)
         time.sleep(seconds / total)
-        with open(run / "metrics.csv", "a") as f:
-            f.write(f"{it},{batch * total / seconds}\\n")
+        if not quiet:
+            with open(run / "metrics.csv", "a") as f:
+                f.write(f"{it},{batch * total / seconds}\\n")
     summary("completed", total)
     print("done")
 """)
@@ -142,11 +148,11 @@ FAKE = textwrap.dedent("""
 @pytest.fixture
 def fake_training(monkeypatch):
     """Each job runs for ``actual[job name]`` seconds (default 0.5) in a process that behaves like a
-    training run: metrics rows, a summary, SIGTERM -> interrupted."""
+    training run: metrics rows, a summary, SIGTERM -> interrupted; a negative time: the same, silent."""
     actual: dict[str, float] = {}
 
     def command(job, run_dir):
-        return [sys.executable, "-c", FAKE, f"'{run_dir}'", str(actual.get(job.name, 0.5)), "100"]
+        return [sys.executable, "-c", FAKE, f"'{run_dir}'", str(actual.get(job.name, 0.5)), str(job.iterations)]
 
     monkeypatch.setattr(st, "job_command", command)
     return actual
@@ -189,7 +195,7 @@ def test_k_runs_share_the_device_when_sharing_measured_faster(tmp_path, tiny, fa
 
 def test_at_the_deadline_running_jobs_get_sigterm_and_are_recorded_interrupted(tmp_path, tiny, fake_training):
     r, jobs, messages = _runner(tmp_path, tiny, {}, budget=2.5, grace_s=20)
-    fake_training[jobs[0].name] = 60.0  # estimated 0.5 s, really a minute
+    fake_training[jobs[0].name] = -60.0  # estimated 0.5 s, really a minute, logging nothing (no speed to judge)
     t = time.monotonic()
     r.run()
     assert time.monotonic() - t < 15
@@ -209,6 +215,7 @@ def test_the_running_jobs_speed_refreshes_the_estimates(tmp_path, tiny, fake_tra
     class Running:
         job, state = jobs[0], st.JobState(jobs[0], "pending")
 
+    Running.count_from, Running.rows_before = 1, 0
     r.running = [Running()]
     r.observe()
     assert r.est.factor == pytest.approx(min(4.0, 2.0 / predicted))
@@ -221,7 +228,7 @@ def test_run_writes_the_study_log_and_packs_what_completed(tmp_path, tiny, fake_
         for d in (8, 14)]}))
     monkeypatch.chdir(tmp_path)
     jobs = st.resolve_jobs(st.load_study(str(tiny)))
-    fake_training[jobs[1].name] = 30.0  # overruns its estimate: stopped at the deadline
+    fake_training[jobs[1].name] = -30.0  # overruns its estimate, logging nothing: stopped at the deadline
     with pytest.raises(SystemExit) as ex:
         st.main(["run", "--study", str(tiny), "--budget-min", "0.15", "--timings", str(bench), "--start-s", "0",
                  "--reserve-s", "0", "--grace-s", "10", "--archive", "packed.tar.xz"])
@@ -238,6 +245,74 @@ def test_run_writes_the_study_log_and_packs_what_completed(tmp_path, tiny, fake_
     assert not any(jobs[1].name in n for n in names)  # only completed records travel
 
 
+def test_an_attempt_that_fails_at_start_is_failed_whatever_an_old_summary_says(tmp_path, tiny, monkeypatch):
+    r, jobs, messages = _runner(tmp_path, tiny, {}, budget=None)
+    old = tmp_path / "out" / jobs[0].name
+    old.mkdir(parents=True)
+    (old / "summary.json").write_text(json.dumps({"status": "completed"}))  # an earlier attempt's
+    os.utime(old / "summary.json", (time.time() - 3600, time.time() - 3600))
+    monkeypatch.setattr(st, "job_command", lambda job, run_dir: [sys.executable, "-c", "import sys; print('boom'); sys.exit(2)"])
+    r.pending = r.pending[:1]
+    r.run()
+    assert [a.status for a in r.ended] == ["failed"] and r.ended[0].returncode == 2
+    assert any(m.endswith("exit 2: boom") for m in messages)
+
+
+def test_a_job_folder_holding_another_recipe_is_refused_before_any_work(tmp_path, tiny, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    jobs = st.resolve_jobs(st.load_study(str(tiny)))
+    d = tmp_path / "runs/study/tiny" / jobs[0].name
+    d.mkdir(parents=True)
+    cfg = st.to_dict(jobs[0].cfg)
+    cfg["optimizer"]["lr"] = 0.05
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(st, "job_command", lambda *a: pytest.fail("started a job"))
+    with pytest.raises(SystemExit) as ex:
+        st.main(["run", "--study", str(tiny), "--timings", str(tmp_path / "unused.json")])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and f"{d.relative_to(tmp_path)} holds a run of another recipe (optimizer.lr: 0.05 there, 0.1 now)" in err
+    with pytest.raises(SystemExit):
+        st.main(["run", "--study", str(tiny), "--out", "it's", "--timings", "x.json"])
+    assert "holds a quote, a backslash or '${'" in capsys.readouterr().err
+
+
+def test_a_job_that_cannot_end_in_time_is_stopped_early_for_one_that_can(tmp_path, tiny, fake_training):
+    r, jobs, messages = _runner(tmp_path, tiny, {}, budget=25.0, grace_s=20)
+    fake_training[jobs[0].name] = 40.0  # estimated 0.5 s; its own speed soon says 40
+    r.run()
+    status = {a.job.name: a.status for a in r.ended}
+    assert status[jobs[0].name] == "interrupted" and status[jobs[1].name] == "completed"
+    assert any("needs about" in m and "stopping it (SIGTERM; its checkpoint stays)" in m for m in messages)
+    assert r.stop_reason is None  # stopped early, not at the deadline
+
+
+def test_a_stopped_runner_stops_its_jobs_and_keeps_their_records(tmp_path, tiny):
+    """SIGTERM to ``resnet-study run``: the running (real) training job checkpoints and records
+    ``interrupted``, the study log says why, and the job resumes when the study runs again."""
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"batch": 32, "rows": [{"variant": "plain", "depth": 8,
+                                                         "ours": {"img_per_s": 3200.0, "warmup_s": 0.0}}]}))
+    out = tmp_path / "out"
+    long = ["schedule.iterations=5000", "schedule.milestones=[4000,4500]"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "resnet_repro.study", "run", "--study", str(tiny), "--out", str(out),
+                          "--timings", str(bench), "--start-s", "0", *long], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = "depth=8,residual=false,seed=0"
+    deadline = time.monotonic() + 120
+    while not (out / job / "metrics.csv").is_file() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    text = p.communicate(timeout=120)[0]
+    assert p.returncode == 143, text[-3000:]
+    assert json.loads((out / job / "summary.json").read_text())["status"] == "interrupted"
+    assert (out / job / "checkpoint.pt").is_file()
+    log = json.loads((out / "study.json").read_text())
+    assert log["stopped_by"] == "SIGTERM received" and log["jobs"][0]["status"] == "interrupted"
+    states = st.job_states(st.resolve_jobs(st.load_study(str(tiny)), long), st.find_records([out]), out)
+    assert states[0].status == "pending" and states[0].record.run_dir == out / job  # resumes there next time
+
+
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, tiny, monkeypatch, capsys):
     monkeypatch.setattr(st, "job_command", lambda *a: pytest.fail("started a job"))
     bench = tmp_path / "bench.json"
@@ -248,6 +323,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, tiny, monkeypatch,
         st.main(["run", "--study", str(tiny), "--dry-run", "--timings", str(bench)])
     out = capsys.readouterr().out
     assert "No budget: every job runs." in out and out.count("start +") == 6
+    assert not (tmp_path / "runs").exists()  # nothing written, not even the study log
 
 
 def test_bad_command_lines_are_one_line_errors(tmp_path, tiny, capsys, monkeypatch):
@@ -295,6 +371,10 @@ def test_pack_takes_completed_records_without_checkpoints_and_unpack_files_them(
     assert (folder / "depth=20,residual=false,seed=0/metrics.csv").read_text() == "iter,train_err\n100,50.0\n"
     assert (folder / "study-20261127T115000.json").is_file()
     assert st.unpack(archive, into) == folder  # the same records again: nothing changes
+    one = tmp_path / "one.tar.xz"  # packing a single run folder keeps its name
+    assert st.pack(out / "depth=20,residual=false,seed=0", one) == ["depth=20,residual=false,seed=0"]
+    with tarfile.open(one) as tar:
+        assert "runs/depth=20,residual=false,seed=0/summary.json" in tar.getnames()
     (folder / "depth=20,residual=false,seed=0/metrics.csv").write_text("iter,train_err\n")
     with pytest.raises(ResnetReproError, match="already holds a different record"):
         st.unpack(archive, into)
@@ -311,7 +391,7 @@ def test_pack_refuses_an_archive_over_the_limit_and_unpack_refuses_unsafe_paths(
         info = tarfile.TarInfo("runs/../../escape.txt")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    with pytest.raises(ResnetReproError, match="not a plain file inside the archive"):
+    with pytest.raises(ResnetReproError, match="not a study log or a file of a run folder"):
         st.unpack(evil, tmp_path / "into")
     assert not (tmp_path / "escape.txt").exists()
 
@@ -328,16 +408,27 @@ def test_schedule_tags():
 
 
 def test_the_report_lists_the_studys_done_and_pending_jobs(tiny_sweep, tmp_path):
+    """A job is done where a run of its recipe completed: the degradation study's 64k-iteration jobs
+    are all pending in a tiny sweep, and a study of the tiny sweep's recipe finds every run."""
     from resnet_repro.report import write_report
 
     files = write_report([tiny_sweep], tmp_path / "report", study="degradation")
     text = files["study"].read_text()
     assert "| 1 | depth=20,residual=false,seed=0 | plain-20 | 0 | pending |" in text
-    assert text.endswith("0 of 27 jobs done, 27 pending.\n")  # the tiny sweep's nets are not the study's
+    assert text.endswith("0 of 27 jobs done, 27 pending.\n")
     assert "## The study: done and pending" in (tmp_path / "report" / "report.md").read_text()
-    runs = pd.read_csv(tmp_path / "report" / "runs.csv")
-    states = st.states_from_runs(st.resolve_jobs(st.load_study("degradation")), runs.assign(depth=20))
-    assert states[0].status == "completed"  # a completed plain run of depth 20, seed 0 counts as done
+
+    same = tmp_path / "tiny_sweep_study.yaml"  # the tiny sweep's recipe (tests/conftest.py) as a study
+    same.write_text(yaml.safe_dump({
+        "name": "tiny-sweep", "preset": "degradation", "seeds": [0, 1],
+        "overrides": ["dataset=synthetic", "trainer.batch_size=32", "trainer.eval_batch_size=128",
+                      "schedule.iterations=40", "schedule.milestones=[20,30]", "trainer.log_every=5",
+                      "trainer.eval_every=20", "diagnostics.grad_norms=[1,10]"],
+        "jobs": ["model.depth=8 model.residual=false", "model.depth=8", "model.depth=14 model.residual=false",
+                 "model.depth=14"]}))
+    files = write_report([tiny_sweep], tmp_path / "report2", study=str(same), study_overrides=["trainer.device=cpu"])
+    text = files["study"].read_text()
+    assert text.endswith("8 of 8 jobs done, 0 pending.\n") and "| 8 | depth=14,seed=1 | ResNet-14 | 1 | completed |" in text
 
 
 def test_the_study_file_is_documented_in_the_readme():

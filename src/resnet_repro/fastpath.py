@@ -94,15 +94,14 @@ class FastPath:
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
     def new_job(self) -> None:
-        """Start a job: set the backend flags and drop compiled code of this process's earlier jobs.
+        """Start a job: set the backend flags and drop the compiled code of this process's earlier jobs.
 
         Every architecture adds a cache entry to the same ``forward``; past torch's recompile limit
         (8) a new one would silently run eagerly. Called once per job, never per step object: a
         reset tears down the CUDA-graph trees of every live compiled step in the process.
         """
         self.configure_backends()
-        if self.compile != "off":
-            torch.compiler.reset()
+        torch.compiler.reset()  # also frees the CUDA-graph memory of earlier compiled jobs
 
     def compiled(self, model: nn.Module) -> nn.Module:
         """The module the training step calls: the model itself, or its compiled form."""

@@ -378,11 +378,13 @@ def verdict(runs: pd.DataFrame) -> str:
 
 
 # --- the report folder ----------------------------------------------------------------------
-def write_report(paths, out: str | Path | None = None, study: str | None = None) -> dict[str, Path]:
+def write_report(paths, out: str | Path | None = None, study: str | None = None,
+                 study_overrides: list[str] = ()) -> dict[str, Path]:
     """Collect ``paths`` (sweeps or run folders) and write the report; return the files by role.
 
     ``study`` (e.g. ``degradation``, a ``conf/study`` name) adds ``study.md``: the study's jobs in
-    priority order, done (where, wall time, images/s, device) and pending.
+    priority order, done (where, wall time, images/s, device) and pending. A job is done where a
+    run of its recipe (the study's, with ``study_overrides``) completed.
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     res: Results = collect(paths)
@@ -417,8 +419,10 @@ def write_report(paths, out: str | Path | None = None, study: str | None = None)
         from .study import load_study, progress_markdown, resolve_jobs, states_from_runs
 
         s = load_study(study)
-        progress = (f"The {s.name} study ({s.source.name}): {len(s.seeds)} seeds x {len(s.jobs)} jobs, in the "
-                    f"order they run.\n\n" + progress_markdown(states_from_runs(resolve_jobs(s), runs)))
+        jobs = resolve_jobs(s, list(study_overrides))
+        progress = (f"The {s.name} study ({s.source.name}{', ' + ' '.join(study_overrides) if study_overrides else ''}): "
+                    f"{len(s.seeds)} seeds x {len(s.jobs)} jobs, in the order they run.\n\n"
+                    + progress_markdown(states_from_runs(jobs, runs)))
         (out / "study.md").write_text(progress)
         files["study"] = out / "study.md"
     for p in paths:
@@ -449,6 +453,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--group", help="the sweep's W&B group (default: <experiment>-<sweep folder name>)")
     ap.add_argument("--title", help="title of the W&B Report")
     ap.add_argument("--study", help="list this study's done and pending jobs (conf/study/<name>, e.g. degradation)")
+    ap.add_argument("--study-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override the study ran with (repeatable), as given to resnet-study")
     args = ap.parse_args(argv)
     try:
         for p in args.paths:
@@ -457,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.wandb_report and "/" not in args.wandb_report:
             raise ResnetReproError(f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. my-team/resnet_repro.")
         try:
-            files = write_report(args.paths, args.out, study=args.study)
+            files = write_report(args.paths, args.out, study=args.study, study_overrides=args.study_override)
         except OSError as ex:
             where = ex.filename or args.out or f"{args.paths[0]}/report"
             raise ResnetReproError(f"Cannot write the report to {where} ({ex.strerror or ex}). "

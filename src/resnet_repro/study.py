@@ -14,7 +14,9 @@ minutes from measured timings (a benchmark JSON, or a short measured warm-up of 
 them, and starts only jobs that will finish inside the budget, k at a time when k runs sharing the
 GPU measured faster. Estimates are refreshed from the speed the running jobs show. At the deadline
 whatever still runs gets SIGTERM: it finishes its step, writes a checkpoint and records status
-``interrupted``, so nothing is lost.
+``interrupted``; rerun in the same folder, it resumes there. Only completed records are packed
+(checkpoints never travel), so on a machine that is given back an interrupted run's time is lost:
+that is why nothing starts that is not expected to end in time.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Study:
     seeds: list[int]
     jobs: list[str]  # one seed's jobs, each a line of overrides, in priority order
     source: Path
+    overrides: list[str] = field(default_factory=list)  # every job's, after the preset
 
 
 def study_dir() -> Path:
@@ -99,7 +102,8 @@ def load_study(name: str) -> Study:
     if missing:
         raise ResnetReproError(f"{path} lacks {', '.join(missing)}: a study names its preset, its seeds "
                                f"and its jobs (one line of overrides each).")
-    return Study(str(d["name"]), str(d["preset"]), [int(s) for s in d["seeds"]], [str(j) for j in d["jobs"]], path)
+    return Study(str(d["name"]), str(d["preset"]), [int(s) for s in d["seeds"]], [str(j) for j in d["jobs"]], path,
+                 [str(o) for o in d.get("overrides") or []])
 
 
 @dataclass
@@ -133,13 +137,25 @@ class Job:
     def batch(self) -> int:
         return self.cfg.trainer.batch_size
 
+    @property
+    def eval_images(self) -> int:
+        """Images evaluated at every eval: the validation split, and the test split when there is one."""
+        from .data import test_batch_available
+
+        d = self.cfg.dataset
+        test = (d.num_test if d.name == "synthetic" else 10_000) if test_batch_available(d) else 0
+        return (d.val_size if d.protocol == "paper" else 0) + test
+
     def recipe(self) -> dict:
         return recipe(to_dict(self.cfg))
 
 
+LABEL_KEYS = {"name", "experiment_name"}  # what a run is called, not what it computes
+
+
 def recipe(cfg: dict) -> dict:
-    """The config keys that decide what a run computes (not where or how fast it runs)."""
-    return {k: v for k, v in flat(cfg).items() if k not in RUNTIME_KEYS}
+    """The config keys that decide what a run computes (not where, how fast or under which name)."""
+    return {k: v for k, v in flat(cfg).items() if k not in RUNTIME_KEYS | LABEL_KEYS}
 
 
 def same_recipe(a: dict, b: dict) -> bool:
@@ -163,7 +179,7 @@ def resolve_jobs(study: Study, extra: list[str] = ()) -> list[Job]:
         for seed in study.seeds:
             for line in study.jobs:
                 own = [*line.split(), f"seed={seed}"]
-                overrides = [f"experiment={study.preset}", *own, *extra]
+                overrides = [f"experiment={study.preset}", *study.overrides, *own, *extra]
                 try:
                     cfg = to_config(compose("config", overrides=overrides), overrides)
                 except Exception as ex:  # noqa: BLE001 - Hydra's errors, explained in one line
@@ -254,10 +270,8 @@ class Estimator:
         return s * self.timings.slowdown(sharing) * self.factor
 
     def eval_seconds(self, job: Job, iterations: int, sharing: int) -> float:
-        t = job.cfg.trainer
-        evals = math.ceil(iterations / t.eval_every)
-        images = job.cfg.dataset.val_size if job.cfg.dataset.protocol == "paper" else 10_000
-        return evals * (images * EVAL_COST * self.step_seconds(job, sharing) / job.batch + 0.2)
+        evals = math.ceil(iterations / job.cfg.trainer.eval_every)
+        return evals * (job.eval_images * EVAL_COST * self.step_seconds(job, sharing) / job.batch + 0.2)
 
     def seconds(self, job: Job, iterations: int, sharing: int = 1) -> dict:
         parts = {"setup": self.setup_seconds(job), "train": iterations * self.step_seconds(job, sharing),
@@ -273,10 +287,14 @@ class Attempt:
     started: float  # monotonic
     estimate_s: float
     sharing: int
+    rows_before: int  # rated metrics rows of an earlier attempt (a resumed run)
+    count_from: int = 0  # rows the speed observation skips: compilation, and windows at another sharing
     started_at: str = field(default_factory=_now)
+    started_wall: float = field(default_factory=time.time)
     ended: float | None = None
     status: str = "running"
     returncode: int | None = None
+    stopped: bool = False  # the runner sent it SIGTERM
 
     @property
     def job(self) -> Job:
@@ -313,19 +331,36 @@ def last_rate(run_dir: Path) -> tuple[int, float | None, int]:
     return int(m["iter"].iloc[-1]), rate, len(rated)
 
 
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-300:] if lines else ""
+
+
 class Runner:
-    """Starts the pending jobs that fit before the deadline, up to ``parallel`` at a time."""
+    """Starts the pending jobs that fit before the deadline, up to ``parallel`` at a time.
+
+    A job starts only when its estimate, with ``margin`` to spare, and every running job's
+    remaining time at the new sharing end before the deadline less ``reserve_s``. Estimates are
+    rescaled by the speed the running jobs log. A running job that can no longer end in time by a
+    wide margin is stopped early, so that one that fits gets the device.
+    """
+
+    OVERRUN = 1.25  # stop a job early once its remaining time exceeds the time left by this factor
 
     def __init__(self, states: list[JobState], est: Estimator, out: Path, *, parallel: int = 1,
-                 deadline: float | None = None, reserve_s: float = 30.0, grace_s: float = 90.0,
+                 deadline: float | None = None, reserve_s: float = 45.0, grace_s: float = 30.0, margin: float = 0.1,
                  poll_s: float = 0.5, say=print):
         self.pending = [s for s in states if s.status == "pending"]
-        self.est, self.out, self.parallel = est, out, parallel
+        self.est, self.out, self.parallel, self.margin = est, out, parallel, margin
         self.deadline, self.reserve_s, self.grace_s, self.poll_s = deadline, reserve_s, grace_s, poll_s
         self.running: list[Attempt] = []
         self.ended: list[Attempt] = []
         self.say = say
         self.stop_reason: str | None = None
+        self.stop_signal: int | None = None  # SIGTERM or SIGINT, when one stopped the runner
 
     # estimates
     def left_s(self, now: float) -> float:
@@ -335,31 +370,57 @@ class Runner:
         return self.est.seconds(state.job, state.job.iterations - state.done_iterations, sharing)["total"]
 
     def remaining_s(self, a: Attempt, sharing: int, now: float) -> float:
-        """Seconds a running job still needs, at ``sharing`` runs on the GPU."""
-        it, _, rows = last_rate(self.out / a.job.name)
-        setup_left = 0.0 if rows else max(0.0, self.est.setup_seconds(a.job) - (now - a.started))
+        """Seconds a running job still needs at ``sharing`` runs on the device: at the speed it
+        shows once it has logged a window at the present sharing, else at the estimated speed."""
+        it, rate, rows = last_rate(self.out / a.job.name)
         iters = a.job.iterations - max(it, a.state.done_iterations)
-        return setup_left + iters * self.est.step_seconds(a.job, sharing) + self.est.eval_seconds(a.job, iters, sharing)
+        evals = self.est.eval_seconds(a.job, iters, sharing)
+        if rate and rows > a.count_from:
+            now_sharing = max(1, len(self.running))
+            step = (a.job.batch / rate) * self.est.timings.slowdown(sharing) / self.est.timings.slowdown(now_sharing)
+            return iters * step + evals
+        started = rows > a.rows_before  # it has logged: start-up and compilation are behind it
+        setup_left = 0.0 if started else max(0.0, self.est.setup_seconds(a.job) - (now - a.started))
+        return setup_left + iters * self.est.step_seconds(a.job, sharing) + evals
+
+    def _sharing_changed(self) -> None:
+        """Windows logged so far were at another sharing: the speed observation starts afresh."""
+        for a in self.running:
+            a.count_from = max(a.count_from, last_rate(self.out / a.job.name)[2])
 
     def observe(self) -> None:
-        """Scale the measured speed to the speed the running jobs show (their latest log window)."""
+        """Scale the measured speed to the speed the running jobs show in their latest log window
+        (one logged at the present sharing, after the window that holds compilation)."""
         ratios = []
         for a in self.running:
             _, rate, rows = last_rate(self.out / a.job.name)
-            if rate and rows >= 2:  # the first window holds the compilation
+            if rate and rows > a.count_from:
                 predicted = self.est.step_seconds(a.job, len(self.running)) / self.est.factor
                 ratios.append((a.job.batch / rate) / predicted)
         if ratios:
             self.est.factor = min(4.0, max(0.25, statistics.median(ratios)))
 
     def next_fitting(self, now: float) -> JobState | None:
-        """The first pending job (in priority order) that, started now, ends in time, with every
-        running job still ending in time at the new sharing."""
+        """The first pending job (in priority order) that, started now, ends in time with the margin,
+        with every running job still ending in time at the new sharing."""
         sharing = len(self.running) + 1
         left = self.left_s(now)
         if any(self.remaining_s(a, sharing, now) > left for a in self.running):
             return None
-        return next((s for s in self.pending if self.job_seconds(s, sharing) <= left), None)
+        return next((s for s in self.pending if self.job_seconds(s, sharing) * (1 + self.margin) <= left), None)
+
+    def stop_hopeless(self, now: float) -> None:
+        """SIGTERM a job whose remaining time, at the speed it shows, exceeds the time left by
+        ``OVERRUN``: it cannot end in time, and a job that fits may use the device instead."""
+        left = self.left_s(now)
+        for a in self.running:
+            if a.stopped or last_rate(self.out / a.job.name)[2] <= a.count_from + 1:
+                continue  # too early to judge
+            need = self.remaining_s(a, len(self.running), now)
+            if need > self.OVERRUN * max(left, 0.0):
+                self.say(f"study: {a.job.name} needs about {need / 60:.1f} more min, {left / 60:.1f} are left: "
+                         f"stopping it (SIGTERM; its checkpoint stays)")
+                self.terminate(a)
 
     # processes
     def start(self, state: JobState, now: float) -> None:
@@ -367,14 +428,21 @@ class Runner:
         run_dir.mkdir(parents=True, exist_ok=True)
         sharing = len(self.running) + 1
         est = self.job_seconds(state, sharing)
+        rows_before = last_rate(run_dir)[2]
         with open(run_dir / CONSOLE_FILE, "ab") as console:
             proc = subprocess.Popen(job_command(state.job, run_dir), stdout=console, stderr=subprocess.STDOUT,
                                     env=job_env(self.parallel), start_new_session=True)
+        self._sharing_changed()
         self.pending.remove(state)
-        self.running.append(Attempt(state, proc, now, est, sharing))
+        self.running.append(Attempt(state, proc, now, est, sharing, rows_before, count_from=rows_before + 1))
         resumed = f", resuming at iteration {state.done_iterations:,}" if state.done_iterations else ""
         self.say(f"study: start {state.job.name} ({state.job.net}, seed {state.job.seed}; about "
                  f"{est / 60:.1f} min with {sharing} on the device{resumed})")
+
+    def terminate(self, a: Attempt) -> None:
+        a.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            a.proc.send_signal(signal.SIGTERM)
 
     def reap(self) -> None:
         for a in list(self.running):
@@ -382,33 +450,35 @@ class Runner:
             if rc is None:
                 continue
             a.returncode, a.ended = rc, time.monotonic()
-            summary = _read_json(self.out / a.job.name / SUMMARY_FILE)
-            a.status = summary.get("status") or ("completed" if rc == 0 else "failed")
-            if a.status == "running":  # killed before it could say
-                a.status = "interrupted" if rc in (-signal.SIGTERM, -signal.SIGKILL, 143) else "failed"
+            summary_path = self.out / a.job.name / SUMMARY_FILE
+            fresh = summary_path.is_file() and summary_path.stat().st_mtime >= a.started_wall - 1
+            status = _read_json(summary_path).get("status") if fresh else None  # not an earlier attempt's
+            if status in (None, "running"):  # it ended before it could say
+                status = "interrupted" if a.stopped else ("completed" if rc == 0 else "failed")
+            a.status = status
             self.running.remove(a)
             self.ended.append(a)
+            self._sharing_changed()
             took = (a.ended - a.started) / 60
-            self.say(f"study: {a.job.name} {a.status} in {took:.1f} min (estimated {a.estimate_s / 60:.1f})"
-                     + (f", exit {rc}" if a.status != "completed" else ""))
+            why = "" if a.status == "completed" else f", exit {rc}: {_last_line(self.out / a.job.name / CONSOLE_FILE)}"
+            self.say(f"study: {a.job.name} {a.status} in {took:.1f} min (estimated {a.estimate_s / 60:.1f}){why}")
 
     def stop_all(self, why: str) -> None:
-        """SIGTERM every running job (each checkpoints and records ``interrupted``); SIGKILL after
-        ``grace_s`` what has not stopped."""
+        """SIGTERM every running job (each checkpoints and records ``interrupted``); after
+        ``grace_s`` kill what has not stopped, with its process group (compile workers too)."""
         if not self.running:
             return
         self.say(f"study: {why}: stopping {', '.join(a.job.name for a in self.running)} (SIGTERM)")
         for a in self.running:
-            with contextlib.suppress(ProcessLookupError):
-                a.proc.send_signal(signal.SIGTERM)
+            self.terminate(a)
         end = time.monotonic() + self.grace_s
         while self.running and time.monotonic() < end:
             self.reap()
             time.sleep(self.poll_s)
         for a in self.running:
-            self.say(f"study: {a.job.name} did not stop within {self.grace_s:.0f} s: SIGKILL (its last checkpoint stays)")
+            self.say(f"study: {a.job.name} did not stop within {self.grace_s:.0f} s: killed (its last checkpoint stays)")
             with contextlib.suppress(ProcessLookupError):
-                a.proc.kill()
+                os.killpg(a.proc.pid, signal.SIGKILL)
             a.proc.wait()
         self.reap()
 
@@ -424,6 +494,7 @@ class Runner:
                 self.reap()
                 now = time.monotonic()
                 if stop:
+                    self.stop_signal = stop["signal"]
                     self.stop_reason = f"{signal.Signals(stop['signal']).name} received"
                     self.stop_all(self.stop_reason)
                     break
@@ -432,6 +503,7 @@ class Runner:
                     self.stop_all("deadline reached")
                     break
                 self.observe()
+                self.stop_hopeless(now)
                 while len(self.running) < self.parallel and (state := self.next_fitting(now)) is not None:
                     self.start(state, now)
                 if not self.running:
@@ -475,7 +547,7 @@ def format_plan(rows: list[dict], budget_s: float | None) -> str:
     out = [f"{'job':<34} {'net':<11} {'est min':>8} {'setup':>6} {'train':>7} {'eval':>5}  plan"]
     for r in rows:
         when = (f"start +{r['start_min']:.1f}, end +{r['end_min']:.1f} min" if r["fits"] else
-                f"does not fit ({r['total_min']:.1f} min; {budget_s / 60:.1f} in the budget)")
+                f"does not fit in the {budget_s / 60:.2f} min budget")
         out.append(f"{r['job']:<34} {r['net']:<11} {r['total_min']:>8.1f} {r['setup_min']:>6.1f} "
                    f"{r['train_min']:>7.1f} {r['eval_min']:>5.1f}  {when}")
     return "\n".join(out)
@@ -496,21 +568,9 @@ def format_states(states: list[JobState]) -> str:
 
 
 def states_from_runs(jobs: list[Job], runs) -> list[JobState]:
-    """Job states from collected runs (``results.collect``): a job is done when a run of its net and
-    seed completed (or diverged). The report has already checked that the runs share one recipe."""
-    states = []
-    for job in jobs:
-        variant = "resnet" if job.cfg.model.residual else "plain"
-        mine = runs[(runs["variant"] == variant) & (runs["depth"] == job.depth) & (runs["seed"] == job.seed)
-                    & runs["status"].isin(ENDED)]
-        if len(mine):
-            r = mine.iloc[0]
-            summary = {k: (None if r.get(k) != r.get(k) else r.get(k))  # NaN -> None
-                       for k in ("status", "wall_time_s", "images_per_s", "device_name")}
-            states.append(JobState(job, r["status"], Record(Path(r["run_dir"]), {}, summary)))
-        else:
-            states.append(JobState(job, "pending"))
-    return states
+    """Job states from collected runs (``results.collect``): a job is done when a run of its recipe
+    completed (or diverged)."""
+    return job_states(jobs, find_records([Path(d) for d in runs["run_dir"].dropna()]))
 
 
 def progress_markdown(states: list[JobState]) -> str:
@@ -606,16 +666,17 @@ def pack(out: Path, archive: Path, limit: int = ARCHIVE_LIMIT) -> list[str]:
         if (out / STUDY_FILE).is_file():
             tar.add(out / STUDY_FILE, arcname=STUDY_FILE)
         for d in runs:
+            name = d.name if d == out else d.relative_to(out).as_posix()  # packing one run folder: its name
             for f in PACKED_FILES:
                 if (d / f).is_file():
-                    tar.add(d / f, arcname=f"runs/{d.relative_to(out).as_posix()}/{f}")
+                    tar.add(d / f, arcname=f"runs/{name}/{f}")
     if buf.tell() > limit:
         raise ResnetReproError(f"The packed records of {out} take {buf.tell() / 2**20:.1f} MiB, more than "
                                f"{limit / 2**20:.0f} MiB. Pack fewer runs (resnet-study pack <one run folder> ...).")
     tmp = archive.with_name(archive.name + ".tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(archive)
-    return [d.relative_to(out).as_posix() for d in runs]
+    return [d.name if d == out else d.relative_to(out).as_posix() for d in runs]
 
 
 def _digest(data: bytes) -> str:
@@ -637,20 +698,20 @@ def unpack(archive: Path, into: Path) -> Path:
         files = {}
         for m in tar.getmembers():
             parts = Path(m.name).parts
-            if not m.isfile() or m.name.startswith("/") or ".." in parts:
-                raise ResnetReproError(f"{archive} holds {m.name!r}, which is not a plain file inside the archive; "
-                                       f"refusing to unpack it.")
+            run_file = len(parts) >= 3 and parts[0] == "runs" and parts[1] not in ("", ".")
+            if not m.isfile() or ".." in parts or not (m.name == STUDY_FILE or run_file):
+                raise ResnetReproError(f"{archive} holds {m.name!r}, which is not a study log or a file of a run "
+                                       f"folder (runs/<run>/...); refusing to unpack it.")
             files[m.name] = tar.extractfile(m).read()
     study = json.loads(files[STUDY_FILE]) if STUDY_FILE in files else {}
     summaries = [json.loads(v) for k, v in files.items() if k.endswith("/" + SUMMARY_FILE)]
-    if not summaries:
-        raise ResnetReproError(f"{archive} holds no completed runs: nothing to unpack.")
-    when = study.get("finished_at") or max(s.get("finished_at") or "" for s in summaries) or _now()
-    device = study.get("device_name") or next((s.get("device_name") for s in summaries if s.get("device_name")), None)
-    if summaries[0].get("device") == "cpu":
-        device = "cpu"
-    iterations = {int(s.get("iterations_total") or 0) for s in summaries}
-    folder = into / f"{when[:10]}-{gpu_slug(device)}-{'+'.join(schedule_tag(i) for i in sorted(iterations))}"
+    if not summaries and not study:
+        raise ResnetReproError(f"{archive} holds no runs and no study log: nothing to unpack.")
+    when = study.get("finished_at") or max((s.get("finished_at") or "" for s in summaries), default="") or _now()
+    device = "cpu" if any(s.get("device") == "cpu" for s in summaries) else (
+        study.get("device_name") or next((s.get("device_name") for s in summaries if s.get("device_name")), None))
+    iterations = sorted({int(s.get("iterations_total") or 0) for s in summaries} or set(study.get("iterations") or []))
+    folder = into / f"{when[:10]}-{gpu_slug(device)}-{'+'.join(schedule_tag(i) for i in iterations) or 'none'}"
     runs: dict[str, dict[str, bytes]] = {}
     for name, data in files.items():
         if name.startswith("runs/"):
@@ -668,8 +729,9 @@ def unpack(archive: Path, into: Path) -> Path:
             p = folder / run / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
-    if study:
+    if study:  # filed even when no run completed: it holds what the jobs did, and why
         stamp = (study.get("started_at") or when).replace(":", "").replace("-", "")[:15]
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / f"study-{stamp}.json").write_bytes(files[STUDY_FILE])
     return folder
 
@@ -713,36 +775,66 @@ def cmd_warm(args) -> int:
     return 0
 
 
-def _probe(args, out: Path) -> Path:
-    """Time the pending nets' ends in a child process (the runner keeps no GPU memory of its own)."""
+def _probe(args, out: Path, timeout_s: float | None) -> Path:
+    """Time the pending nets' ends in a child process (the runner keeps no GPU memory of its own),
+    within ``timeout_s``."""
     path = out / "probe.json"
     cmd = [sys.executable, "-m", "resnet_repro.study", "warm", "--study", args.study, "--out", str(out),
            "--json", str(path), "--ends-only", *[a for r in args.results or [] for a in ("--results", r)],
            *args.overrides]
     print("study: no --timings given: timing the shallowest and deepest pending net of each variant first", flush=True)
-    r = subprocess.run(cmd, env=job_env(1))
+    try:
+        r = subprocess.run(cmd, env=job_env(1), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ResnetReproError(f"Timing the nets took more than {timeout_s:.0f} s of the budget. Give --timings "
+                               f"<benchmark JSON> (benchmarks/throughput.py --json) instead.") from None
     if r.returncode != 0 or not path.is_file():
         raise ResnetReproError(f"The timing warm-up failed (exit {r.returncode}); see its output above. Give "
                                f"--timings <benchmark JSON> instead, or fix the error it shows.")
     return path
 
 
+def check_out_folder(out: Path, states: list[JobState]) -> None:
+    """Refuse, before any work, an output folder a job cannot run in: a path Hydra would read as
+    syntax, or a job's folder holding a run of another recipe (the job would be refused there)."""
+    if any(c in str(out) for c in ("'", "\\", "${")):
+        raise ResnetReproError(f"--out {out} holds a quote, a backslash or '${{': Hydra would read it as syntax. "
+                               f"Choose a plain path.")
+    for st in states:
+        if st.status != "pending":
+            continue
+        mine = find_records([out / st.job.name])
+        if mine and not same_recipe(st.job.recipe(), mine[0].recipe):
+            diff = sorted(k for k in st.job.recipe().keys() & mine[0].recipe.keys()
+                          if st.job.recipe()[k] != mine[0].recipe[k])
+            shown = "; ".join(f"{k}: {mine[0].recipe[k]!r} there, {st.job.recipe()[k]!r} now" for k in diff[:3])
+            raise ResnetReproError(f"{out / st.job.name} holds a run of another recipe ({shown}). Give this study "
+                                   f"another --out, or move that run away.")
+
+
 def cmd_run(args) -> int:
     t_start = time.monotonic()
     deadline = t_start + args.budget_min * 60 if args.budget_min is not None else None
+    if args.dry_run and not args.timings:
+        raise ResnetReproError("--dry-run needs --timings <benchmark or warm-up JSON>: without them the runner "
+                               "would time the nets on the device first.")
     study, jobs, out = _setup(args)
     results = [Path(p) for p in args.results] if args.results is not None else default_results()
     states = job_states(jobs, find_records([*results, out]), out)
+    check_out_folder(out, states)
     pending = [s for s in states if s.status == "pending"]
     print(f"Study {study.name}: {len(jobs)} jobs, {len(jobs) - len(pending)} done, {len(pending)} pending "
           f"(records read from {', '.join(map(str, [*results, out]))}).", flush=True)
     record = {"study": study.name, "started_at": _now(), "budget_min": args.budget_min, "argv": sys.argv[1:],
-              "git_commit": git_commit(), "jobs": []}
-    out.mkdir(parents=True, exist_ok=True)
+              "git_commit": git_commit(), "iterations": sorted({j.iterations for j in jobs}), "jobs": []}
     attempts: list[Attempt] = []
+    runner = None
     if pending:
-        timing_files = [Path(p) for p in args.timings] or [_probe(args, out)]
-        est = Estimator(Timings.load(timing_files), start_s=args.start_s)
+        timings = [Path(p) for p in args.timings]
+        if not timings:
+            out.mkdir(parents=True, exist_ok=True)
+            timings = [_probe(args, out, None if deadline is None else max(30.0, (deadline - time.monotonic()) / 2))]
+        est = Estimator(Timings.load(timings), start_s=args.start_s)
         parallel = est.timings.best_parallel() if args.parallel == "auto" else int(args.parallel)
         left = None if deadline is None else deadline - time.monotonic() - args.reserve_s
         rows = plan(states, est, parallel, left)
@@ -753,22 +845,36 @@ def cmd_run(args) -> int:
               + f" Each run compiles with {_compile_threads(parallel)} inductor threads.", flush=True)
         print(format_plan(rows, left), flush=True)
         record.update(parallel=parallel, timings=est.timings.sources, plan=rows)
-        if not args.dry_run:
-            runner = Runner(states, est, out, parallel=parallel, deadline=deadline, reserve_s=args.reserve_s,
-                            grace_s=args.grace_s, say=lambda m: print(m, flush=True))
-            runner.run()
-            attempts = runner.ended
-            record["stopped_by"] = runner.stop_reason
+        if args.dry_run:
+            return 0
+        out.mkdir(parents=True, exist_ok=True)
+        runner = Runner(states, est, out, parallel=parallel, deadline=deadline, reserve_s=args.reserve_s,
+                        grace_s=args.grace_s, margin=args.margin, say=lambda m: print(m, flush=True))
+        runner.run()
+        attempts = runner.ended
+        record["stopped_by"] = runner.stop_reason
+    out.mkdir(parents=True, exist_ok=True)
     record["finished_at"] = _now()
     record["jobs"] = job_log(states, attempts, out)
-    summaries = [_read_json(out / a.job.name / SUMMARY_FILE) for a in attempts]
-    record["device_name"] = next((s["device_name"] for s in summaries if s.get("device_name")), None)
+    record["device_name"] = device_name([_read_json(out / a.job.name / SUMMARY_FILE) for a in attempts])
     (out / STUDY_FILE).write_text(json.dumps(record, indent=2) + "\n")
     print(format_attempts(attempts))
     if args.archive:
         packed = pack(out, Path(args.archive))
         print(f"study: packed {len(packed)} completed runs into {args.archive}")
+    if runner is not None and runner.stop_signal is not None:
+        return 128 + runner.stop_signal  # the status the signal itself would give
     return 1 if any(a.status in ("failed", "diverged") for a in attempts) else 0
+
+
+def device_name(summaries: list[dict]) -> str:
+    """The device the study ran on: its runs' record of it, else this machine's GPU, else the CPU."""
+    named = next((s["device_name"] for s in summaries if s.get("device_name")), None)
+    if named:
+        return named
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 def job_log(states: list[JobState], attempts: list[Attempt], out: Path) -> list[dict]:
@@ -833,8 +939,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timings", action="append", default=[], metavar="JSON",
                    help="benchmark or warm-up JSON (repeatable; a later file's net wins); default: time the pending nets first")
     p.add_argument("--parallel", default="auto", help="runs at a time on the GPU: auto (the best measured) or k")
-    p.add_argument("--reserve-s", type=float, default=30.0, help="seconds kept at the end for stopping and packing")
-    p.add_argument("--grace-s", type=float, default=90.0, help="seconds a stopped run gets to checkpoint")
+    p.add_argument("--reserve-s", type=float, default=45.0, help="seconds kept at the end for stopping and packing")
+    p.add_argument("--grace-s", type=float, default=30.0, help="seconds a stopped run gets to checkpoint")
+    p.add_argument("--margin", type=float, default=0.1, help="a job starts when its estimate plus this fraction fits")
     p.add_argument("--start-s", type=float, default=20.0, help="start-up seconds of a run before compilation")
     p.add_argument("--archive", help="pack the completed records into this .tar.xz at the end")
     p.add_argument("--dry-run", action="store_true", help="print the plan and start nothing")

@@ -44,8 +44,12 @@ def pixel_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """uint8 images to [0, 1] minus the per-pixel mean; resized to ``size`` (bilinear) when given."""
-    x = x.float().div_(255.0).sub_(mean)
+    """uint8 images to [0, 1] minus the per-pixel mean; resized to ``size`` (bilinear) when given.
+
+    The scaling multiplies by the float32 reciprocal of 255: CUDA divides by a scalar that way, the
+    CPU divides exactly, so a division would differ by one bit between them for half the pixel values.
+    """
+    x = x.float().mul_(1 / 255).sub_(mean)
     if size is not None and x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x
