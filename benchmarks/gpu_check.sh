@@ -103,6 +103,9 @@ print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else
 import hydra, omegaconf, pytest, yaml  # what the stages need besides torch
 print(f"hydra {hydra.__version__}, omegaconf {omegaconf.__version__}, pytest {pytest.__version__}, pyyaml {yaml.__version__}")
 PY
+tests_s=$([ $skip_tests = 0 ] && echo "$tests_cap" || echo 0) bench_s=$([ $skip_bench = 0 ] && echo "$bench_cap" || echo 0)
+echo "plan: CUDA tests at most ${tests_s} s (the warm-up beside them), benchmark at most ${bench_s} s, then the study:" \
+     "at least $($PY -c "print(round(max(0, $(left_s) - $tests_s - $bench_s - 20) / 60, 1))") min$([ -n "$study_min" ] && echo " (capped at $study_min)")"
 took "environment"
 
 tests_ok=1

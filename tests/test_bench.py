@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from resnet_repro.speed import Timings, interpolate_in_depth
 
@@ -95,3 +96,18 @@ def test_seeds_loader_never_times_across_an_epoch_end():
     assert b.next() == 4
     with pytest.raises(SystemExit, match="longer than an epoch"):
         b.fresh_epoch_if_short(11)
+
+
+def test_every_timed_step_sets_the_backend_flags_of_a_training_run(monkeypatch):
+    """The benchmark's rows and its shared-device workers (each a fresh process) build their step
+    with ``harness_step``, which sets the same backend flags a training run sets (cuDNN autotuning on
+    CUDA, TF32 by precision, deterministic algorithms off)."""
+    from resnet_repro.fastpath import FastPath
+    from resnet_repro.speed import harness_step
+
+    calls = []
+    monkeypatch.setattr(FastPath, "configure_backends", lambda self: calls.append(self.describe()))
+    x, y = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (64,))
+    fn, fast = harness_step("residual", 8, torch.device("cpu"), x, y, 16, {"precision": "fp32"})
+    fn()
+    assert calls == [fast.describe()]

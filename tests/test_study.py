@@ -18,8 +18,10 @@ import pytest
 import yaml
 
 from resnet_repro import study as st
+from resnet_repro.config import to_dict
 from resnet_repro.errors import ResnetReproError
 from resnet_repro.speed import Timings
+from resnet_repro.study import runner as study_runner
 
 from .conftest import REPO
 
@@ -73,7 +75,7 @@ def test_a_job_is_done_where_a_record_of_its_recipe_completed(tmp_path, tiny):
     def record(root: Path, job: st.Job, status: str, **cfg_changes) -> Path:
         d = root / job.name
         d.mkdir(parents=True)
-        cfg = st.to_dict(job.cfg)
+        cfg = to_dict(job.cfg)
         for k, v in cfg_changes.items():
             group, key = k.split(".")
             cfg[group][key] = v
@@ -154,7 +156,7 @@ def fake_training(monkeypatch):
     def command(job, run_dir):
         return [sys.executable, "-c", FAKE, f"'{run_dir}'", str(actual.get(job.name, 0.5)), str(job.iterations)]
 
-    monkeypatch.setattr(st, "job_command", command)
+    monkeypatch.setattr(study_runner, "job_command", command)
     return actual
 
 
@@ -251,7 +253,7 @@ def test_an_attempt_that_fails_at_start_is_failed_whatever_an_old_summary_says(t
     old.mkdir(parents=True)
     (old / "summary.json").write_text(json.dumps({"status": "completed"}))  # an earlier attempt's
     os.utime(old / "summary.json", (time.time() - 3600, time.time() - 3600))
-    monkeypatch.setattr(st, "job_command", lambda job, run_dir: [sys.executable, "-c", "import sys; print('boom'); sys.exit(2)"])
+    monkeypatch.setattr(study_runner, "job_command", lambda job, run_dir: [sys.executable, "-c", "import sys; print('boom'); sys.exit(2)"])
     r.pending = r.pending[:1]
     r.run()
     assert [a.status for a in r.ended] == ["failed"] and r.ended[0].returncode == 2
@@ -263,10 +265,10 @@ def test_a_job_folder_holding_another_recipe_is_refused_before_any_work(tmp_path
     jobs = st.resolve_jobs(st.load_study(str(tiny)))
     d = tmp_path / "runs/study/tiny" / jobs[0].name
     d.mkdir(parents=True)
-    cfg = st.to_dict(jobs[0].cfg)
+    cfg = to_dict(jobs[0].cfg)
     cfg["optimizer"]["lr"] = 0.05
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    monkeypatch.setattr(st, "job_command", lambda *a: pytest.fail("started a job"))
+    monkeypatch.setattr(study_runner, "job_command", lambda *a: pytest.fail("started a job"))
     with pytest.raises(SystemExit) as ex:
         st.main(["run", "--study", str(tiny), "--timings", str(tmp_path / "unused.json")])
     err = capsys.readouterr().err
@@ -314,7 +316,7 @@ def test_a_stopped_runner_stops_its_jobs_and_keeps_their_records(tmp_path, tiny)
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, tiny, monkeypatch, capsys):
-    monkeypatch.setattr(st, "job_command", lambda *a: pytest.fail("started a job"))
+    monkeypatch.setattr(study_runner, "job_command", lambda *a: pytest.fail("started a job"))
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"batch": 32, "rows": [{"variant": "plain", "depth": 8,
                                                          "ours": {"img_per_s": 3200.0, "warmup_s": 1.0}}]}))

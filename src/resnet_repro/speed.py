@@ -59,18 +59,21 @@ def timed_windows(step_fn: Callable, device: torch.device, batch: int, warmup: i
 
 
 def harness_step(variant: str, depth: int, device: torch.device, x: torch.Tensor, y: torch.Tensor, batch: int,
-                 setting: dict, seed: int = 0) -> tuple[Callable[[], torch.Tensor], FastPath]:
+                 setting: dict, seed: int = 0, model_cfg: ModelConfig | None = None,
+                 optimizer: OptimizerConfig | None = None) -> tuple[Callable[[], torch.Tensor], FastPath]:
     """The harness's training step on its device-resident pipeline, as a no-argument callable.
 
-    ``setting`` holds ``TrainerConfig`` fields (precision, compile, channels_last, ...). The step
-    starts a job of its own: this process's backend flags are set for it and compiled code of
-    earlier steps is dropped.
+    ``setting`` holds ``TrainerConfig`` fields (precision, compile, channels_last, ...). The net is
+    the CIFAR net of ``variant`` and ``depth`` unless ``model_cfg`` (a resolved ``ModelConfig``)
+    says otherwise; the optimizer is SGD with the paper's settings unless ``optimizer`` is given.
+    The step starts a job of its own: this process's backend flags are set for it and compiled
+    code of earlier steps is dropped.
     """
     torch.manual_seed(seed)
-    o = OptimizerConfig()
+    o = optimizer or OptimizerConfig()
     fast = FastPath.resolve(TrainerConfig(**setting), o, device)
     fast.new_job()
-    model = build_model(ModelConfig(depth=depth, n=(depth - 2) // 6, residual=variant == "residual"))
+    model = build_model(model_cfg or ModelConfig(depth=depth, n=(depth - 2) // 6, residual=variant == "residual"))
     model = model.to(device, memory_format=fast.memory_format).train()
     step = TrainStep(model, fast.optimizer(model.parameters(), o), fast)
     batches = DeviceBatches(x, y, batch, pixel_mean(x), device, seed=seed)
@@ -101,11 +104,12 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def measure(variant: str, depth: int, device: torch.device, x: torch.Tensor, y: torch.Tensor, *, batch: int,
-            setting: dict, warmup: int, iters: int, windows: int) -> dict:
+            setting: dict, warmup: int, iters: int, windows: int, model_cfg: ModelConfig | None = None,
+            optimizer: OptimizerConfig | None = None) -> dict:
     """Images/s of the harness's step for one net and setting, with what it cost to get there."""
     reset_peak_memory(device)
     skips = cudagraph_skips()
-    fn, fast = harness_step(variant, depth, device, x, y, batch, setting)
+    fn, fast = harness_step(variant, depth, device, x, y, batch, setting, model_cfg=model_cfg, optimizer=optimizer)
     timing: dict = {}
     rate = timed_windows(fn, device, batch, warmup, iters, windows, timing)
     return {"img_per_s": rate, "warmup_s": timing["warmup_s"], "peak_mem_mb": peak_memory_mb(device),
