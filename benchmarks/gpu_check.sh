@@ -15,7 +15,7 @@
 #   --skip-bench     no benchmark (give --timings, or the study times its nets itself)
 #   --timings FILE   timings for the study runner besides this window's (e.g. an earlier bench.json)
 #   --study-min M    at most M minutes for the study (default: what is left; 1 with --rehearse)
-#   --study-out DIR  where the study's runs go (default: runs/study/gpu_check)
+#   --study-out DIR  where the study's runs go (default: runs/study/gpu_check, or gpu_check-rehearsal)
 #   --study-anyway   run the study even when a CUDA test failed (by default it is not run)
 #   anything else    config overrides for every study job (e.g. trainer.precision=fp32)
 # Stage caps (seconds): TESTS_CAP_S (default 240), BENCH_CAP_S (180).
@@ -35,7 +35,7 @@ cd "$(dirname "$0")/.."
 die() { echo "gpu_check: error: $*" >&2; exit 2; }
 number() { [[ $2 =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1 $2 is not a number of minutes"; }
 budget_min="" out="${OUT:-}" rehearse=0 skip_tests=0 skip_bench=0 study_anyway=0 study_min=""
-study_dir=runs/study/gpu_check timings=() overrides=()
+study_dir="" timings=() overrides=()
 while (($#)); do
   case "$1" in
     --budget-min) number "$1" "${2:-}"; budget_min=$2; shift 2 ;;
@@ -55,6 +55,7 @@ done
 out=${out:-runs/gpu_check}
 budget_min=${budget_min:-$([ $rehearse = 1 ] && echo 8 || echo 9)}
 [ $rehearse = 1 ] && study_min=${study_min:-1}
+study_dir=${study_dir:-runs/study/gpu_check$([ $rehearse = 1 ] && echo -rehearsal)}  # never the real study's runs
 mkdir -p "$out" || die "cannot make $out"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
