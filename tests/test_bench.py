@@ -49,7 +49,8 @@ def test_throughput_benchmark_small_cpu_form(tmp_path):
     assert set(p["estimated_runs"]) == set(p["minutes_per_run"])  # depths 8/14 measured, 20..110 estimated
     assert [s["runs"] for s in res["shared"]] == [1, 2] and len(res["shared"][1]["img_per_s_each"]) == 2
     assert res["shared"][0]["speedup"] == 1.0 and res["cudagraph_problems"] == []
-    assert Timings.from_result(res).sharing[2] == pytest.approx(res["shared"][1]["speedup"])
+    # k runs never do more than k runs' work: a larger measured speed-up (noise) is capped for planning
+    assert Timings.from_result(res).sharing[2] == pytest.approx(min(2.0, res["shared"][1]["speedup"]))
     n = res["numerics"]
     assert [i for i, _ in n["fp32"]] == [i for i, _ in n["fast"]] == [2, 4]
 
