@@ -129,6 +129,7 @@ class Runner:
     """
 
     OVERRUN = 1.25  # stop a job early once its remaining time exceeds the time left by this factor
+    OVERRUN_S = 15.0  # and by this many seconds (near the deadline the estimates are too coarse to act on)
 
     def __init__(self, states: list[JobState], est: Estimator, out: Path, *, parallel: int = 1,
                  deadline: float | None = None, reserve_s: float = 45.0, grace_s: float = 30.0, margin: float = 0.1,
@@ -191,13 +192,13 @@ class Runner:
 
     def stop_hopeless(self, now: float) -> None:
         """SIGTERM a job whose remaining time, at the speed it shows, exceeds the time left by
-        ``OVERRUN``: it cannot end in time, and a job that fits may use the device instead."""
+        ``OVERRUN`` and ``OVERRUN_S``: it cannot end in time, and a job that fits may use the device."""
         left = self.left_s(now)
         for a in self.running:
             if a.stopped or last_rate(self.out / a.job.name)[2] <= a.count_from + 1:
                 continue  # too early to judge
             need = self.remaining_s(a, len(self.running), now)
-            if need > self.OVERRUN * max(left, 0.0):
+            if need > self.OVERRUN * max(left, 0.0) and need - left > self.OVERRUN_S:
                 self.say(f"study: {a.job.name} needs about {need / 60:.1f} more min, {left / 60:.1f} are left: "
                          f"stopping it (SIGTERM; its checkpoint stays)")
                 self.terminate(a)
