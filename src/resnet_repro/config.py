@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "off", "default", "max-autotune")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 DEFAULT_DEPTH = 20
+MAX_IMAGE_SIZE = 1024  # dataset.image_size: beyond this one batch alone no longer fits a GPU
+DEVICES = "auto, cpu, cuda, cuda:N, mps. N is a GPU's number: 0, 1, ..."
 
 
 @dataclass
@@ -114,6 +118,7 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     group: str | None = None  # default: the sweep id
     job_type: str | None = None  # default: the experiment name
+    init_timeout: float = 30.0  # seconds W&B may take to start a run before the job goes on without it
 
 
 @dataclass
@@ -201,7 +206,8 @@ def resolve_depth(model: ModelConfig) -> None:
             f"n=3,5,7,9,18 give depths 20,32,44,56,110)."
         )
     if depth is not None and (depth < 8 or (depth - 2) % 6 != 0):
-        near = sorted({max(8, depth - (depth - 2) % 6), depth - (depth - 2) % 6 + 6} - {depth})
+        below = depth - (depth - 2) % 6  # the 6n+2 depths on either side, 8 (n=1) the smallest
+        near = sorted({d for d in (below, below + 6) if d >= 8} or {8})
         raise ConfigError(
             f"model.depth={depth} is not a CIFAR ResNet depth: depth must be 6n+2 "
             f"({_valid_depths_hint()}). Nearest valid: {' or '.join(map(str, near))}."
@@ -223,8 +229,10 @@ def _choice(key: str, value: Any, choices: tuple) -> None:
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    bound = ">= 0" if allow_zero else "> 0"
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value} is not valid: it must be a finite number {bound}.")
     if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{key}={value} is not valid: it must be {bound}.")
 
 
@@ -251,8 +259,11 @@ def validate(cfg: Config) -> Config:
     _choice("dataset.protocol", d.protocol, PROTOCOLS)
     if m.in_channels is None:
         m.in_channels = DATASET_SHAPES.get(d.name, (0, 0, 3))[2]
-    if d.image_size is not None and d.image_size < 8:
-        raise ConfigError(f"dataset.image_size={d.image_size} is not valid: it must be >= 8, or null for the native size.")
+    if d.image_size is not None and not 8 <= d.image_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"dataset.image_size={d.image_size} is not valid: it must be in [8, {MAX_IMAGE_SIZE}] "
+            f"(224 is ImageNet's), or null for the native size."
+        )
     if d.protocol == "paper" and d.val_size < 1:
         raise ConfigError(
             f"dataset.val_size={d.val_size} is not valid: the paper protocol holds out a "
@@ -311,16 +322,15 @@ def validate(cfg: Config) -> Config:
             f"trainer.batch_size={t.batch_size} is larger than the training split ({n_train} images). "
             f"Use a smaller batch size or more training data."
         )
-    if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
-        raise ConfigError(
-            f"trainer.device={t.device!r} is not valid. Valid choices: auto, cpu, cuda, cuda:N, mps."
-        )
+    if not (t.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", t.device)):
+        raise ConfigError(f"trainer.device={t.device!r} is not valid. Valid choices: {DEVICES}")
     if t.num_threads is not None:
         _positive("trainer.num_threads", t.num_threads)
     _choice("trainer.precision", t.precision, PRECISIONS)
     _choice("trainer.compile", t.compile, COMPILE_MODES)
     _choice("logger.name", cfg.logger.name, ("local", "wandb"))
     _choice("logger.mode", cfg.logger.mode, ("online", "offline", "disabled"))
+    _positive("logger.init_timeout", cfg.logger.init_timeout)
     g = cfg.diagnostics
     _choice("diagnostics.layer_stats", g.layer_stats, LAYER_STATS)
     _positive("diagnostics.layer_stats_images", g.layer_stats_images)
@@ -330,6 +340,32 @@ def validate(cfg: Config) -> Config:
             f"iterations >= 1 at which to record gradient norms, e.g. [1,10,100,1000], or [] for none."
         )
     return cfg
+
+
+def unreachable(cfg: Config) -> dict[str, list[int]]:
+    """Milestones and gradient-norm iterations the run never reaches, by key (empty when none).
+
+    A milestone at iteration m lowers the lr of the steps from m on, so one at or past
+    ``schedule.iterations`` changes nothing; gradient norms are taken at iterations 1..iterations.
+    """
+    s = cfg.schedule
+    out = {"schedule.milestones": [m for m in s.milestones if m >= s.iterations]}
+    out["diagnostics.grad_norms"] = [g for g in cfg.diagnostics.grad_norms if g > iteration_schedule(cfg).iterations]
+    return {k: v for k, v in out.items() if v}
+
+
+def unreachable_message(cfg: Config, key: str, values: list[int], *, refused: bool = True) -> str:
+    """Say which values the run never reaches; with the fix when refused, else as a warning."""
+    s, shown, verb = cfg.schedule, ", ".join(map(str, values)), "is" if len(values) == 1 else "are"
+    if key == "schedule.milestones":
+        fix = (f"Give milestones below {s.iterations} (the paper: 32000,48000 of 64000)." if refused
+               else "This run is not the paper's schedule.")
+        return (f"schedule.milestones={list(s.milestones)}: {shown} {verb} not before schedule.iterations="
+                f"{s.iterations}, so the lr never drops there. {fix}")
+    total = iteration_schedule(cfg).iterations
+    fix = f"Give iterations in [1, {total}]." if refused else "They are left out."
+    return (f"diagnostics.grad_norms={list(cfg.diagnostics.grad_norms)}: {shown} {verb} past the run's last "
+            f"iteration ({total}), so no gradient norms are taken there. {fix}")
 
 
 def train_size(cfg: Config) -> int:
@@ -396,7 +432,13 @@ def to_config(node: Any, overrides: list[str] | tuple = ()) -> Config:
         obj.model.depth = None
     elif "model.depth" in given and "model.n" not in given:
         obj.model.n = None
-    return validate(obj)
+    cfg = validate(obj)
+    # asked for on the command line, iterations a run never reaches are a mistake; set by a preset
+    # (a short first look at a long recipe), the run warns about them (train.py)
+    for key, values in unreachable(cfg).items():
+        if key in given:
+            raise ConfigError(unreachable_message(cfg, key, values))
+    return cfg
 
 
 def to_dict(cfg: Config) -> dict:

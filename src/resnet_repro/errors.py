@@ -26,7 +26,15 @@ class Diverged(ResnetReproError):
 
 
 class Preempted(KeyboardInterrupt):
-    """SIGTERM (what SLURM sends on preemption) stopped the run after writing a checkpoint.
+    """SIGTERM (what SLURM sends on preemption) or Ctrl-C stopped the run after writing a checkpoint.
 
-    A KeyboardInterrupt, so a sweep stops too instead of starting its next job.
+    A KeyboardInterrupt, so a sweep stops too instead of starting its next job. ``signum`` is the
+    signal that stopped it (the exit status is 128 + signum, as if the signal had ended the process).
     """
+
+    def __init__(self, message: str, signum: int = 15):
+        super().__init__(message)
+        self.signum = signum
+
+    def __reduce__(self):  # parallel launchers pickle a job's exception back to the sweep
+        return type(self), (str(self), self.signum)

@@ -16,18 +16,27 @@ from .config import LoggerConfig
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"
+SWEEP_UNREACHABLE_FILE = "wandb_unreachable.txt"  # in a sweep's folder: W&B could not start; jobs skip it
 
 
 class WandbMirror:
     """Mirrors history rows and the summary of one run into one W&B run (or does nothing)."""
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, *, name: str, group: str | None,
-                 job_type: str, config: dict):
+                 job_type: str, config: dict, sweep_dir: str | Path | None = None):
         self.cfg, self.dir = cfg, Path(run_dir)
         self.run: Any = None
         self.error: str | None = None
         self.run_id: str | None = None
         if cfg.name != "wandb" or cfg.mode == "disabled":
+            return
+        # In a sweep, one job that could not start W&B (no network, a bad key) spares the others
+        # the wait: they keep their local record and say why W&B was skipped.
+        unreachable = Path(sweep_dir) / SWEEP_UNREACHABLE_FILE if sweep_dir is not None else None
+        if unreachable is not None and unreachable.is_file():
+            self.error = (f"W&B skipped: an earlier job of this sweep could not start it "
+                          f"({unreachable.read_text().strip()})")
+            log.warning("%s. The local record in %s is complete.", self.error, self.dir)
             return
         try:
             import wandb
@@ -39,10 +48,15 @@ class WandbMirror:
                 project=cfg.project, entity=cfg.entity, group=cfg.group or group,
                 job_type=cfg.job_type or job_type, name=name, config=config, tags=list(cfg.tags),
                 dir=str(self.dir), id=self.run_id, resume="allow", mode=cfg.mode,
-                reinit="finish_previous",
+                reinit="finish_previous", settings=wandb.Settings(init_timeout=cfg.init_timeout),
             )
         except Exception as ex:  # noqa: BLE001 - any W&B failure must leave training alone
             self._fail("start", ex)
+            if unreachable is not None:
+                try:
+                    unreachable.write_text(f"{self.error}\n")
+                except OSError:
+                    pass
 
     @property
     def active(self) -> bool:

@@ -16,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -78,11 +79,12 @@ def preflight(argv: list[str], conf_dir: Path) -> bool:
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_dir or args.config_path:
         return False
+    parsed = [_parse(o) for o in args.overrides]  # a syntax error, named by its override, in sweeps too
     if args.multirun:
         return False
     hydra_ov = [o for o in args.overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     overrides = [o for o in args.overrides if o not in hydra_ov]
-    sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+    sweeps = [p.input_line for p in parsed if p.is_sweep_override() and p.input_line in overrides]
     plain = [o for o in overrides if o not in sweeps]
     GlobalHydra.instance().clear()
     try:
@@ -97,8 +99,51 @@ def preflight(argv: list[str], conf_dir: Path) -> bool:
                     )
                 cfg = to_config(compose(args.config_name or "config", overrides=overrides), overrides)
                 check_protocol(cfg.dataset)
+                run_dir = _run_dir(full)
             except (HydraException, OmegaConfBaseException) as ex:
                 raise ConfigError(explain(ex) or str(ex)) from None
     finally:
         GlobalHydra.instance().clear()
+    check_can_start(cfg, run_dir)
     return True
+
+
+def check_can_start(cfg, run_dir: str | None) -> None:
+    """The checks a run's start makes, before Hydra writes anything into its directory: the device
+    exists; the directory can be written, is not in use, and holds no record of another run."""
+    from .config import to_dict
+    from .record import RunRecord, check_writable
+    from .train import check_device, check_record
+
+    if cfg.trainer.device != "auto":
+        check_device(cfg.trainer.device)
+    if run_dir is None:
+        return
+    check_writable(run_dir)
+    rec = RunRecord(run_dir, create=False)
+    if rec.dir.is_dir():
+        rec.check_not_in_use()
+        rec.check_checkpoint_paths()
+        check_record(rec, to_dict(cfg), None, rec.read_summary() or {}, checkpoint_known=False)
+
+
+def _run_dir(full) -> str | None:
+    """A single run's directory (``hydra.run.dir``), or None when it resolves only inside Hydra."""
+    try:
+        return str(OmegaConf.select(full, "hydra.run.dir", throw_on_resolution_failure=True))
+    except Exception:  # noqa: BLE001 - e.g. ${hydra:...}, which only a running Hydra resolves
+        return None
+
+
+def _parse(override: str):
+    """One command-line override, parsed; a syntax error names the override and the grammar."""
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([override])
+    except HydraException as ex:
+        why = " ".join(str(ex).split("See https://")[0].split()).rstrip(". ")
+        why = why.removeprefix(f"Error parsing override '{override}'").strip()
+        raise ConfigError(
+            f"Cannot parse the override {override!r} ({why}). Check its brackets and quotes; Hydra's grammar: "
+            f"https://hydra.cc/docs/advanced/override_grammar/basic/"
+        ) from None
+    return parsed

@@ -18,7 +18,10 @@ import json
 import logging
 import os
 import platform
+import re
+import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -40,6 +43,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the one before: the fallback when the last is torn
 LOCK_FILE = "run.lock"
 LAYER_STATS_FILE = "layer_stats.csv"
+# What every checkpoint holds (train.py writes them all): one without any of these is refused.
+CHECKPOINT_KEYS = ("format", "config", "iteration", "model", "optimizer", "schedule", "batches", "window",
+                   "torch_rng", "elapsed_s", "train_time_s", "best")
 GRAD_NORMS_FILE = "grad_norms.csv"
 
 METRIC_COLUMNS = [
@@ -51,7 +57,7 @@ RUNTIME_KEYS = {
     "dataset.root", "dataset.download", "trainer.device", "trainer.progress",
     "trainer.num_threads", "trainer.channels_last", "trainer.compile", "trainer.cuda_graphs",
     "optimizer.impl", "logger.name", "logger.mode", "logger.project", "logger.entity",
-    "logger.tags", "logger.group", "logger.job_type",
+    "logger.tags", "logger.group", "logger.job_type", "logger.init_timeout",
     "diagnostics.layer_stats", "diagnostics.layer_stats_images", "diagnostics.grad_norms",
 }
 
@@ -97,14 +103,40 @@ def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        with _signals_deferred():  # the two renames as one step: no interrupt lands between them
+            if keep_previous is not None and path.exists():
+                os.replace(path, keep_previous)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    with _signals_deferred():  # the two renames as one step: no interrupt lands between them
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
-        os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _first_line(ex: BaseException) -> str:
+    """An exception's first non-empty line, without terminal colour codes (never an IndexError)."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(ex)).splitlines() if ln.strip()]
+    return f"{type(ex).__name__}: {lines[0][:200]}" if lines else type(ex).__name__
+
+
+def _write_problem(ex: BaseException, where: Path) -> str | None:
+    """What went wrong when a record file could not be written, or None if ``ex`` is not that.
+
+    ``torch.save`` reports a full disk as a RuntimeError from its zip writer ("unexpected pos",
+    "file write failed") about as often as an OSError, depending on where the space runs out.
+    """
+    if isinstance(ex, OSError):
+        return ex.strerror or str(ex)
+    if isinstance(ex, RuntimeError) and re.search(r"unexpected pos|write failed|PytorchStreamWriter", str(ex)):
+        try:
+            free = f", {shutil.disk_usage(where).free // 1024} KiB free on its disk"
+        except OSError:
+            free = ""
+        return f"the write stopped short{free}; torch: {_first_line(ex).split('] ')[-1].strip(' .')}"
+    return None
 
 
 def library_versions() -> dict[str, str]:
@@ -139,9 +171,40 @@ def git_commit() -> str | None:
     return (out.stdout.strip() or env) if out.returncode == 0 else env
 
 
+def check_writable(run_dir: str | Path) -> None:
+    """Refuse, before anything is written, a run directory that cannot be created or written.
+
+    Nothing is created: a probe file is written, synced and removed in the run directory, or in
+    its nearest existing parent when it does not exist yet (a full disk, a read-only filesystem,
+    a path through a file all show there).
+    """
+    d = Path(run_dir).absolute()
+    base = d
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise RunDirError(f"Cannot create the run directory {run_dir}: {base} is a file. Choose another "
+                          f"hydra.run.dir (or name=<new name>).")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".resnet_repro-probe.", suffix=".tmp")
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            Path(probe).unlink(missing_ok=True)
+    except OSError as ex:
+        where = "" if base == d else f" (its parent {base})"
+        fix = "Free disk space there" if ex.errno == errno.ENOSPC else "Choose a writable hydra.run.dir"
+        raise RunDirError(f"Cannot write the run directory {run_dir}{where}: {ex.strerror or ex}. {fix}, or run "
+                          f"elsewhere (hydra.run.dir=<dir>); nothing was written.") from None
+
+
 class RunRecord:
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, *, create: bool = True):
         self.dir = Path(run_dir)
+        if not create:
+            return
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as ex:
@@ -155,11 +218,25 @@ class RunRecord:
     # --- config -----------------------------------------------------------------------------
     def saved_config(self) -> dict | None:
         p = self.path(CONFIG_FILE)
-        return yaml.safe_load(p.read_text()) if p.is_file() else None
+        if not p.is_file():
+            return None
+        try:
+            cfg = yaml.safe_load(p.read_text())  # safe: a Python tag is refused, never run
+        except (yaml.YAMLError, UnicodeDecodeError) as ex:
+            raise RunDirError(
+                f"{p} cannot be read as a config ({_first_line(ex)}): it is not a file this tool wrote. Restore "
+                f"it, or move the run directory aside and rerun; nothing was changed."
+            ) from None
+        if not isinstance(cfg, dict):
+            raise RunDirError(f"{p} is not a config (it holds {type(cfg).__name__}). Restore it, or move the run "
+                              f"directory aside and rerun; nothing was changed.")
+        return cfg
 
-    def check_same_run(self, cfg: dict, checkpoint_cfg: dict | None = None) -> None:
-        """Refuse to resume a run of another config: config.yaml's, and the checkpoint's own copy."""
-        for where, old in (("config.yaml", self.saved_config()), ("checkpoint.pt", checkpoint_cfg)):
+    def check_same_run(self, cfg: dict, checkpoint_cfg: dict | None = None, summary_cfg: dict | None = None) -> None:
+        """Refuse to resume a run of another config: config.yaml's, the checkpoint's own copy, and
+        the keys the summary states (``summary_cfg``, dotted), so a record outlives lost files."""
+        for where, old in (("config.yaml", self.saved_config()), ("checkpoint.pt", checkpoint_cfg),
+                           ("summary.json", summary_cfg)):
             if old is None:
                 continue
             a, b = flat(old), flat(cfg)
@@ -174,14 +251,35 @@ class RunRecord:
 
     def write_config(self, cfg: dict) -> None:
         text = yaml.safe_dump(cfg, sort_keys=False)
-        atomic_write(self.path(CONFIG_FILE), lambda f: f.write(text.encode()))
+        with self._writing(CONFIG_FILE):
+            atomic_write(self.path(CONFIG_FILE), lambda f: f.write(text.encode()))
+
+    @contextlib.contextmanager
+    def _writing(self, name: str):
+        """Turn a failed write of a record file (full disk, read-only) into one clear error."""
+        try:
+            yield
+        except (OSError, RuntimeError) as ex:
+            problem = _write_problem(ex, self.dir)
+            if problem is None:
+                raise
+            raise RunDirError(
+                f"Cannot write {self.path(name)} ({problem}). Free disk space or make {self.dir} writable, then "
+                f"rerun the same command to resume{self._intact()}."
+            ) from None
+
+    def _intact(self) -> str:
+        kept = [f.name for f in (self.path(CHECKPOINT_FILE), self.path(PREVIOUS_CHECKPOINT_FILE)) if f.is_file()]
+        if not kept:
+            return ": there is no checkpoint yet"
+        return f": {' and '.join(kept)} from before {'are' if len(kept) > 1 else 'is'} intact"
 
     # --- metrics history and the other per-iteration tables --------------------------------
     def append_rows(self, name: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
         """Append rows to the CSV table ``name`` (header written first), then fsync."""
         p = self.path(name)
         new = not p.is_file() or p.stat().st_size == 0
-        with open(p, "a", newline="") as f:
+        with self._writing(name), open(p, "a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=columns)
             if new:
                 w.writeheader()
@@ -198,7 +296,8 @@ class RunRecord:
         with open(p, newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("iter") and int(r["iter"]) <= last_iter]
         text = _csv_text(rows, columns)
-        atomic_write(p, lambda fh: fh.write(text.encode()))
+        with self._writing(name):
+            atomic_write(p, lambda fh: fh.write(text.encode()))
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         self.append_rows(METRICS_FILE, METRIC_COLUMNS, [row])
@@ -218,7 +317,8 @@ class RunRecord:
 
     def write_summary(self, summary: dict) -> None:
         text = json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n"
-        atomic_write(self.path(SUMMARY_FILE), lambda f: f.write(text.encode()))
+        with self._writing(SUMMARY_FILE):
+            atomic_write(self.path(SUMMARY_FILE), lambda f: f.write(text.encode()))
 
     # --- checkpoint -------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
@@ -226,24 +326,42 @@ class RunRecord:
         p = self.path(CHECKPOINT_FILE)
         try:
             atomic_write(p, lambda f: torch.save(state, f), keep_previous=self.path(PREVIOUS_CHECKPOINT_FILE))
-        except OSError as ex:
+        except (OSError, RuntimeError) as ex:
+            problem = _write_problem(ex, self.dir)
+            if problem is None:
+                raise
             kept = [f.name for f in (p, self.path(PREVIOUS_CHECKPOINT_FILE)) if f.is_file()]
             raise CheckpointError(
-                f"Cannot write the checkpoint {p} ({ex.strerror or ex}). Free disk space or make {self.dir} "
+                f"Cannot write the checkpoint {p} ({problem}). Free disk space or make {self.dir} "
                 f"writable, then rerun to resume; "
                 + (f"{' and '.join(kept)} from before {'are' if len(kept) > 1 else 'is'} intact." if kept
                    else "there is no earlier checkpoint.")
             ) from None
 
     def _load(self, p: Path) -> dict:
+        if p.stat().st_size == 0:
+            raise CheckpointError(f"Checkpoint {p} is empty (0 bytes): its write was cut short.")
         try:
             ckpt = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as ex:
-            raise CheckpointError(
-                f"Checkpoint {p} is truncated or corrupt ({type(ex).__name__}: {str(ex).splitlines()[0][:200]})."
-            ) from None
+            text = _ANSI.sub("", str(ex))
+            refused = re.findall(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", text, flags=re.IGNORECASE)
+            if refused:  # the safe loader refused it: nothing in it was run
+                raise CheckpointError(
+                    f"Checkpoint {p} refused: it holds objects that are not tensors ({', '.join(dict.fromkeys(refused))}); "
+                    f"it was not loaded."
+                ) from None
+            if "Weights only load failed" in text:  # torch's text ends on advice to load it unsafely: never relayed
+                why = text.partition("WeightsUnpickler error:")[2].strip().splitlines()
+                reason = f"UnpicklingError: {why[0].strip()[:200]}" if why else "UnpicklingError"
+            else:
+                reason = _first_line(ex)
+            raise CheckpointError(f"Checkpoint {p} is truncated or corrupt ({reason}).") from None
         if not isinstance(ckpt, dict) or "iteration" not in ckpt:
             raise CheckpointError(f"Checkpoint {p} is not a resnet_repro checkpoint.")
+        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"Checkpoint {p} is incomplete: it has no {', '.join(missing)}.")
         return ckpt
 
     def load_checkpoint(self) -> dict | None:
@@ -254,6 +372,7 @@ class RunRecord:
         clear error. Loading never unpickles code (``weights_only=True``).
         """
         p, prev = self.path(CHECKPOINT_FILE), self.path(PREVIOUS_CHECKPOINT_FILE)
+        self.check_checkpoint_paths()
         if not p.is_file() and not prev.is_file():
             return None
         if p.is_file():
@@ -275,8 +394,21 @@ class RunRecord:
                             problem, prev.name, ckpt["iteration"])
                 return ckpt
         raise CheckpointError(
-            f"{problem} Delete it to restart this run from scratch, or choose another run directory."
+            f"{problem} Move the run directory aside to start this run again, or choose another run directory; "
+            f"nothing was changed."
         )
+
+    def check_checkpoint_paths(self) -> None:
+        """Refuse checkpoint paths that exist but are not regular files (a directory, a socket, ...):
+        taking them for "no checkpoint" would restart the run over its record."""
+        for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
+            p = self.path(name)
+            if os.path.lexists(p) and not stat.S_ISREG(os.stat(p).st_mode if p.exists() else 0):
+                kind = "a directory" if p.is_dir() else "a broken link" if not p.exists() else "not a regular file"
+                raise CheckpointError(
+                    f"{p} is {kind}, not a checkpoint file. Move it aside (a run's checkpoint is a file); "
+                    f"nothing was changed."
+                )
 
     # --- one process per run directory --------------------------------------------------------
     def lock(self) -> None:
@@ -298,10 +430,7 @@ class RunRecord:
                 return
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunDirError(
-                f"{self.dir} is in use by {holder} ({LOCK_FILE}). Wait for that run to finish or stop "
-                f"it, or give this run its own directory (name=<new name> or hydra.run.dir=<dir>)."
-            ) from None
+            raise self._in_use(holder) from None
         old = os.pread(fd, 200, 0).decode(errors="replace").strip()
         if old:
             log.info("Took over the lock of %s, which is no longer running (%s).", self.dir, old)
@@ -311,6 +440,27 @@ class RunRecord:
         self._lock_fd = fd
         for stale in self.dir.glob(".*.tmp"):  # temp files of a write that a kill cut short
             stale.unlink(missing_ok=True)
+
+    def _in_use(self, holder: str) -> RunDirError:
+        return RunDirError(
+            f"{self.dir} is in use by {holder} ({LOCK_FILE}). Wait for that run to finish or stop "
+            f"it, or give this run its own directory (name=<new name> or hydra.run.dir=<dir>)."
+        )
+
+    def check_not_in_use(self) -> None:
+        """Refuse when a live process holds ``run.lock``, without taking it (nothing is written)."""
+        p = self.path(LOCK_FILE)
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            return  # no lock file: nobody runs here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as ex:
+            if ex.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise self._in_use(os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process") from None
+        finally:
+            os.close(fd)  # closing releases the probe's shared lock
 
     def unlock(self) -> None:
         fd = getattr(self, "_lock_fd", None)

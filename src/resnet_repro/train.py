@@ -29,15 +29,33 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from .config import Config, iteration_schedule, register_configs, to_config, to_dict
+from .config import (
+    Config,
+    iteration_schedule,
+    register_configs,
+    to_config,
+    to_dict,
+    unreachable,
+    unreachable_message,
+)
 from .data import Splits, load_splits
 from .data.pipeline import DeviceBatches, eval_batches, normalize, pixel_mean
 from .diagnostics import GRAD_NORM_COLUMNS, LAYER_STATS_COLUMNS, conv_grad_norms, layer_response_std
-from .errors import CheckpointError, Diverged, Preempted, ResnetReproError
+from .errors import CheckpointError, Diverged, Preempted, ResnetReproError, RunDirError
 from .fastpath import FastPath, TrainStep, device_sync, match_optimizer_strides
 from .loggers import WandbMirror
 from .models import build_model, count_params
-from .record import GRAD_NORMS_FILE, LAYER_STATS_FILE, RunRecord, git_commit, library_versions
+from .record import (
+    CHECKPOINT_FILE,
+    GRAD_NORMS_FILE,
+    LAYER_STATS_FILE,
+    METRICS_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
+    SUMMARY_FILE,
+    RunRecord,
+    git_commit,
+    library_versions,
+)
 from .schedule import LRSchedule
 from .sweep import mark_job_ended  # also registers the job_name resolver used by hydra.sweep.subdir
 
@@ -58,10 +76,23 @@ def pick_device(name: str, job_num: int | None = None) -> torch.device:
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ResnetReproError(f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto.")
-    return dev
+    check_device(name)
+    return torch.device(name)
+
+
+def check_device(name: str) -> None:
+    """Refuse a ``trainer.device`` this machine does not have, naming the ones it has."""
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ResnetReproError(f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto.")
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise ResnetReproError(f"trainer.device={name} but this machine has {count} CUDA device(s) ({have}). "
+                                   f"Use one of those, or auto.")
+    elif name == "mps" and not torch.backends.mps.is_available():
+        raise ResnetReproError("trainer.device=mps but no MPS device is available. Use trainer.device=cpu or auto.")
 
 
 clock = time.perf_counter  # the loop's timer (a name of its own, so tests can watch when it is read)
@@ -132,49 +163,91 @@ class Window:
         self.loss, self.wrong, self.seen = s["loss"].to(device), s["wrong"].to(device), s["seen"]
 
 
-def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num: int | None = None) -> dict:
+def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num: int | None = None,
+          sweep_dir: str | Path | None = None) -> dict:
     """Run (or resume) one training run in ``run_dir``; return its summary.
 
-    ``group`` (the sweep id) and ``job_num`` come from a multirun: W&B groups the sweep's runs,
-    and on several GPUs the jobs spread over them by number.
+    ``group`` (the sweep id), ``job_num`` and ``sweep_dir`` come from a multirun: W&B groups the
+    sweep's runs (and is not tried again once a job of the sweep could not start it), and on
+    several GPUs the jobs spread over them by number.
     """
     rec = RunRecord(run_dir)
     rec.lock()  # one process per run directory
     try:
-        with _stop_on_sigterm() as stop:
-            return _train(cfg, rec, stop, group=group, job_num=job_num)
+        with _stop_on_signals() as stop:
+            return _train(cfg, rec, stop, group=group, job_num=job_num, sweep_dir=sweep_dir)
     finally:
         rec.unlock()
 
 
 @contextmanager
-def _stop_on_sigterm():
-    """While training: SIGTERM asks the loop to checkpoint and stop (``stop["signal"]`` is set)."""
+def _stop_on_signals():
+    """While training, SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to finish its step,
+    checkpoint and stop (``stop["signal"]`` is set). A second Ctrl-C stops at once, as usual."""
     stop: dict = {}
     if threading.current_thread() is not threading.main_thread():
         yield stop  # signal handlers can only be set from the main thread
         return
 
     def handler(signum, _frame):
+        if signum == signal.SIGINT and stop.get("signal") == signal.SIGINT:
+            raise KeyboardInterrupt
         stop["signal"] = signum
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
-def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None) -> dict:
+def check_record(rec: RunRecord, cfg_dict: dict, ckpt: dict | None, old: dict, *, checkpoint_known: bool = True) -> None:
+    """Refuse a run directory whose record belongs to another config or cannot be resumed.
+
+    The config is compared with ``config.yaml``, the checkpoint's copy and what ``summary.json``
+    states, so deleting checkpoints (or the config) never lets another run overwrite a record. A
+    record of trained iterations without a checkpoint is never retrained over. Before a start
+    (``checkpoint_known=False``) the checkpoint is not loaded, only looked for.
+    """
+    rec.check_same_run(cfg_dict, ckpt.get("config") if ckpt else None, summary_config(old))
+    done = old.get("iterations") or 0
+    has_ckpt = ckpt is not None if checkpoint_known else any(
+        rec.path(f).is_file() for f in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE))
+    if not has_ckpt and done and old.get("status") != "completed":
+        raise RunDirError(
+            f"{rec.dir} holds {done} trained iterations ({SUMMARY_FILE}, {METRICS_FILE}) but no checkpoint to "
+            f"resume from ({CHECKPOINT_FILE} is gone). Training again would overwrite that record: move the "
+            f"directory aside first, or give this run its own directory (name=<new name>)."
+        )
+
+
+def summary_config(summary: dict) -> dict | None:
+    """The config keys a summary states, as a nested config dict (None without a summary)."""
+    if not summary:
+        return None
+    keys = {"model": {"name": "model", "depth": "depth", "residual": "residual"},
+            "dataset": {"name": "dataset", "protocol": "protocol"}, "trainer": {"batch_size": "batch_size"}}
+    out: dict = {"seed": summary["seed"]} if "seed" in summary else {}
+    for group, fields in keys.items():
+        out[group] = {k: summary[f] for k, f in fields.items() if f in summary}
+    return out
+
+
+def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None,
+           sweep_dir: str | Path | None = None) -> dict:
     cfg_dict = to_dict(cfg)
     ckpt = rec.load_checkpoint()
-    if ckpt is not None:  # only a directory with a checkpoint holds a run to resume
-        rec.check_same_run(cfg_dict, ckpt.get("config"))
     old = rec.read_summary() or {}
+    check_record(rec, cfg_dict, ckpt, old)
     schedule = iteration_schedule(cfg)  # epochs, when the schedule counts them, as iterations
-    if ckpt is not None and ckpt["iteration"] >= schedule.iterations and old.get("status") == "completed":
-        log.info("%s is already complete (%d iterations); nothing to do.", rec.dir, ckpt["iteration"])
+    done = ckpt["iteration"] if ckpt is not None else old.get("iterations") or 0
+    if done >= schedule.iterations and old.get("status") == "completed":
+        gone = "" if ckpt is not None else "; its checkpoint is gone, so it can be read but not extended"
+        log.info("%s is already complete (%d iterations)%s. Nothing to do.", rec.dir, done, gone)
         return old
+    for key, values in unreachable(cfg).items():
+        log.warning("%s", unreachable_message(cfg, key, values, refused=False))
 
     t = cfg.trainer
     if t.num_threads:
@@ -227,7 +300,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
             rec.truncate_rows(name, cols, 0)
     else:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"Checkpoint {rec.path('checkpoint.pt')} has an unknown format. Delete it to restart the run.")
+            raise CheckpointError(f"Checkpoint {rec.path('checkpoint.pt')} has an unknown format. Move the run directory aside to start this run again; nothing was changed.")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         match_optimizer_strides(opt)
@@ -280,7 +353,7 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         summary.update(ckpt.get("results") or {k: v for k, v in old.items() if k.startswith(("final_", "best_"))
                                                 or k in ("wall_time_s", "train_time_s", "images_per_s")})
     wandb = WandbMirror(cfg.logger, rec.dir, name=rec.dir.name, group=group,
-                        job_type=cfg.experiment_name, config=cfg_dict)
+                        job_type=cfg.experiment_name, config=cfg_dict, sweep_dir=sweep_dir)
     summary["wandb"] = wandb.record()
     rec.write_summary(summary)
     log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in fast.describe().items()))
@@ -322,12 +395,13 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
     try:
         model.train()
         while it < total:
-            if stop:  # SIGTERM (preemption), checked between whole steps (their rows and evals done)
+            if stop:  # SIGTERM or Ctrl-C, checked between whole steps (their rows and evals done)
                 if ckpt_iter != it:
                     checkpoint()
+                name = "SIGINT (Ctrl-C)" if stop["signal"] == signal.SIGINT else signal.Signals(stop["signal"]).name
                 raise Preempted(
-                    f"stopped by SIGTERM at iteration {it}; checkpoint written to {rec.path('checkpoint.pt')}. "
-                    f"Rerun the same command to resume."
+                    f"stopped by {name} at iteration {it}; checkpoint written to {rec.path('checkpoint.pt')}. "
+                    f"Rerun the same command to resume.", signum=stop["signal"]
                 )
             if (new_lr := sched.lr(it)) != lr:
                 lr = new_lr
@@ -391,11 +465,11 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         summary.update(status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=it)
         try:
             rec.write_summary(summary)  # the local record first: W&B may hang or fail
-        except OSError as wex:  # e.g. the disk is full: the original error is the one to report
+        except (OSError, RunDirError) as wex:  # e.g. the disk is full: the original error is the one to report
             log.warning("Could not update %s: %s", rec.path("summary.json"), wex)
         wandb.finish(summary, exit_code=1, files=MIRRORED_FILES)
         summary["wandb"] = wandb.record()
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, RunDirError):
             rec.write_summary(summary)
         raise
     finally:
@@ -431,7 +505,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         summary = train(
             to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir,
             group=f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}" if multirun else None,
-            job_num=hc.job.num if multirun else None,
+            job_num=hc.job.num if multirun else None, sweep_dir=hc.sweep.dir if multirun else None,
         )
     except BaseException as ex:
         if multirun:
@@ -459,7 +533,11 @@ def main() -> None:
         sys.exit(2)
     except Preempted as ex:
         print(f"resnet-train: {ex}", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)  # the exit status SIGTERM itself would give
+        sys.exit(128 + ex.signum)  # the exit status the signal itself would give (143, or 130 for Ctrl-C)
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one that would not wait
+        print("resnet-train: interrupted (Ctrl-C). Rerun the same command to resume from the last checkpoint "
+              "(one Ctrl-C finishes the step and writes a checkpoint first).", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except Exception as ex:
         msg = explain(ex)
         if msg is None:

@@ -14,7 +14,8 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf, open_dict, read_write
 
 from resnet_repro.config import to_config
-from resnet_repro.errors import ConfigError
+from resnet_repro.errors import ConfigError, ResnetReproError
+from resnet_repro.preflight import check_can_start
 from resnet_repro.sweep import Manifest, excluded, job_name
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class ResnetSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         jobs = self.jobs(arguments)
-        depths = []
+        depths, configs = [], []
         for overrides in jobs:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with read_write(cfg), open_dict(cfg):
@@ -61,8 +62,14 @@ class ResnetSweeper(Sweeper):
             except ConfigError as ex:
                 raise ConfigError(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
             depths.append(c.model.depth)
+            configs.append(c)
         names = job_names(jobs, depths)
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        for c, name, overrides in zip(configs, names, jobs, strict=True):  # before Hydra writes anything
+            try:
+                check_can_start(c, sweep_dir / name)
+            except ResnetReproError as ex:
+                raise type(ex)(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
         Manifest(sweep_dir).set_jobs([{"name": n, "overrides": " ".join(o)} for n, o in zip(names, jobs, strict=True)])
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info("Sweep of %d jobs in %s", len(jobs), sweep_dir)
