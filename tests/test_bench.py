@@ -10,7 +10,7 @@ import torch
 
 from resnet_repro.speed import Timings, interpolate_in_depth
 
-from .conftest import REPO
+from .conftest import CI_LIMIT_S, REPO
 
 
 def _bench():
@@ -29,7 +29,7 @@ def test_throughput_benchmark_small_cpu_form(tmp_path):
          "--variants", "residual", "plain", "--batch", "32", "--iters", "2", "--windows", "2", "--warmup", "1",
          "--synthetic-per-batch", "200", "--share", "1", "2", "--numerics", "4", "--numerics-every", "2",
          "--json", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        cwd=tmp_path, capture_output=True, text=True, timeout=CI_LIMIT_S,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "model         ours img/s  eager img/s  fp32 img/s  baseline img/s   ratio  warm-up s" in r.stdout

@@ -36,6 +36,7 @@ from resnet_repro.fastpath import FastPath, TrainStep, cudagraph_skips
 from resnet_repro.models import resnet_cifar
 from resnet_repro.train import evaluate, train
 
+from .conftest import CI_LIMIT_S
 from .test_train import smoke_cfg
 
 pytestmark = pytest.mark.cuda
@@ -227,7 +228,7 @@ def _start(device: torch.device, run: Path) -> subprocess.Popen:
 def test_kill_and_resume_is_bit_identical_when_deterministic(device, tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "cut"
     p = _start(device, ref)
-    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    assert p.wait(timeout=CI_LIMIT_S) == 0, p.stderr.read()[-3000:]
     p = _start(device, run)
     deadline = time.monotonic() + 240
     while not (run / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
@@ -237,7 +238,7 @@ def test_kill_and_resume_is_bit_identical_when_deterministic(device, tmp_path):
     done = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
     assert 0 < done < 80
     p = _start(device, run)
-    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    assert p.wait(timeout=CI_LIMIT_S) == 0, p.stderr.read()[-3000:]
     a = torch.load(ref / "checkpoint.pt", weights_only=True)
     b = torch.load(run / "checkpoint.pt", weights_only=True)
     assert a["device_type"] == b["device_type"] == device.type

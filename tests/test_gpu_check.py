@@ -12,14 +12,14 @@ import subprocess
 from resnet_repro import study as st
 from resnet_repro.report import write_report
 
-from .conftest import REPO
+from .conftest import CI_LIMIT_S, REPO
 
 
 def test_the_gpu_script_rehearses_on_the_cpu(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "study"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     r = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--rehearse", "--out", str(out), "--study-out", str(runs)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=CI_LIMIT_S)
     log = (out / "gpu_check.log").read_text()
     assert r.returncode == 0, log[-4000:]
     files = sorted(p.name for p in out.iterdir())

@@ -3,13 +3,13 @@
 import nbclient
 import nbformat
 
-from .conftest import REPO
+from .conftest import CI_LIMIT_S, REPO
 
 
 def test_degradation_notebook_executes_on_a_tiny_sweep(tiny_sweep, monkeypatch):
     monkeypatch.setenv("RESNET_SWEEP", str(tiny_sweep))
     nb = nbformat.read(REPO / "analysis" / "degradation.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+    nbclient.NotebookClient(nb, timeout=CI_LIMIT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(REPO / "analysis")}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from .conftest import run_cli
+from .conftest import CI_LIMIT_S, run_cli
 
 
 @pytest.mark.realdata
@@ -13,7 +13,7 @@ def test_resnet20_learns_on_real_cifar10(data_root, tmp_path, capsys):
     r = run_cli(
         f"dataset.root={data_root}", "dataset.download=false", "trainer.device=cpu",
         "trainer.progress=false", "schedule.iterations=200", "trainer.log_every=50",
-        "trainer.eval_every=200", cwd=tmp_path, timeout=900,
+        "trainer.eval_every=200", cwd=tmp_path, timeout=CI_LIMIT_S,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "runs" / "cifar10" / "resnet20-seed0"

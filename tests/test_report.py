@@ -17,6 +17,7 @@ from resnet_repro.errors import ResnetReproError
 from resnet_repro.report import table6, table6_markdown, verdict, write_report
 from resnet_repro.results import collect
 
+from .conftest import CI_LIMIT_S
 from .test_results import (
     DONE_RESNET,
     SWEEP_NAME,
@@ -262,7 +263,7 @@ REPORT_FILES = ("table6.md", "table6.csv", "runs.csv", "fig6.png", "fig6.pdf", "
 
 def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "resnet_repro.report", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=CI_LIMIT_S)
 
 
 def listing(d: Path) -> set[str]:

@@ -13,7 +13,7 @@ from hydra_plugins.resnet_repro_sweeper.resnet_sweeper import ResnetSweeper
 from resnet_repro.sweep import MANIFEST_COLUMNS, Manifest, job_name
 
 from . import wandb_file
-from .conftest import run_cli
+from .conftest import CI_LIMIT_S, run_cli
 
 TINY = ["experiment=smoke", "trainer.progress=false", "trainer.batch_size=8", "schedule.iterations=4",
         "schedule.milestones=[2]", "trainer.log_every=2", "trainer.eval_every=4"]
@@ -49,7 +49,7 @@ def test_degradation_preset_is_the_nine_runs_of_figure_6():
 def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
     extra = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
              "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]}[launcher]
-    r = run_cli("-m", *TINY, "model.depth=8,14", "seed=0,1", *extra, cwd=tmp_path, timeout=600)
+    r = run_cli("-m", *TINY, "model.depth=8,14", "seed=0,1", *extra, cwd=tmp_path, timeout=CI_LIMIT_S)
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     manifest = pd.read_csv(sweep / "manifest.csv")
@@ -68,7 +68,7 @@ def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
 
 
 def test_a_diverging_job_is_marked_and_the_others_finish(tmp_path):
-    r = run_cli("-m", *TINY, "optimizer.lr=1e30,0.1,0.05", cwd=tmp_path, timeout=300)
+    r = run_cli("-m", *TINY, "optimizer.lr=1e30,0.1,0.05", cwd=tmp_path, timeout=CI_LIMIT_S)
     assert r.returncode == 2
     assert "resnet-train: error: training diverged at iteration 2" in r.stderr
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
@@ -114,7 +114,7 @@ def _assert_wandb_mirrors_local(run: Path):
 def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
     r = run_cli("-m", *TINY, "logger=wandb", "logger.mode=offline", "logger.tags=[smoke,test]", "seed=0,1",
-                *extra, cwd=tmp_path, timeout=600, env={"WANDB_SILENT": "true"})
+                *extra, cwd=tmp_path, timeout=CI_LIMIT_S, env={"WANDB_SILENT": "true"})
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     ids = set()
@@ -260,3 +260,10 @@ def test_job_outcomes_in_the_manifest(tmp_path, caplog):
     runs[0].sweep.dir = str(tmp_path / "blocked" / "sweep")
     mark_job_ended(runs[0], None)
     assert "Could not update the sweep manifest" in caplog.text
+
+
+def test_the_tiny_sweep_fixture_runs(tiny_sweep_result):
+    """The shared tiny sweep (conftest) ran; when it did not, this is the one test that says why."""
+    sweep, why = tiny_sweep_result
+    assert why is None, why
+    assert (sweep / "manifest.csv").is_file()
