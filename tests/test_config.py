@@ -122,3 +122,15 @@ def test_cli_prints_one_clear_line_and_exits_2(tmp_path):
         "(20, 32, 44, 56, 110, 1202, ...). Nearest valid: 20 or 26."
     ]
     assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()
+
+
+def test_the_warm_up_follows_the_paper_in_every_entry_point():
+    """schedule.warmup=auto (the default): on for the CIFAR nets of depth >= 110, as the paper did."""
+    assert cfg_of("model.depth=110").schedule.warmup is True  # no preset needed
+    assert cfg_of("model.n=18", "model.residual=false").schedule.warmup is True
+    assert cfg_of("model.depth=56").schedule.warmup is False
+    assert cfg_of("model=resnet152").schedule.warmup is False  # an ImageNet net: not the CIFAR rule
+    assert cfg_of("model.depth=110", "schedule.warmup=false").schedule.warmup is False
+    assert cfg_of("model.depth=20", "schedule.warmup=true").schedule.warmup is True
+    with pytest.raises(ConfigError, match=r"schedule.warmup='maybe' is not valid. Valid choices: auto, true, false"):
+        cfg_of("schedule.warmup=maybe")

@@ -161,59 +161,84 @@ def test_table6_markdown_of_a_net_without_params_shows_a_dash(tmp_path):
     assert "nan" not in md
 
 
-def degradation_runs(plain_train: dict, resnet_val: dict) -> list[dict]:
-    """Two seeds per net; the seeds' errors are the given value ± 1 (so the means are the values)."""
+def degradation_runs(plain_train: dict, resnet_val: dict, iterations_total: int = 64_000) -> list[dict]:
+    """Two seeds per net; the seeds' errors are the given value ± 1 (so the means are the values).
+    Plain nets' validation error is 20 ± 1, ResNets' training error 1 ± 0.2. At 64,000 iterations the
+    records claim the paper's whole schedule."""
     out = []
     for residual, values in ((False, plain_train), (True, resnet_val)):
         for depth, v in values.items():
             for seed, delta in ((0, -1.0), (1, 1.0)):
-                train, val = (v + delta, 20.0 + delta) if not residual else (3.0 + delta, v + delta)
+                train, val = (v + delta, 20.0 + delta) if not residual else (1.0 + delta / 5, v + delta)
                 out.append(dict(depth=depth, residual=residual, seed=seed, final_train_err=train,
-                                final_val_err=val, iterations_total=40))
+                                final_val_err=val, iterations_total=iterations_total, iterations=iterations_total))
     return out
 
 
-def test_verdict_reproduced_quotes_the_numbers(tmp_path):
-    runs = fabricate(tmp_path / SWEEP_NAME, degradation_runs({20: 5.0, 56: 9.0}, {20: 9.0, 56: 5.0}))
-    text = verdict(runs)
-    first = text.splitlines()[0]
-    assert "the degradation problem is reproduced" in first
-    assert "NOT" not in text
-    assert "plain-56 9.00%" in text and "plain-20 5.00%" in text
-    assert "ResNet-56 5.00%" in text and "ResNet-20 9.00%" in text
-    assert "plain-56 9.00% training error > plain-20 5.00% (Δ +4.00 ± 1.41 s.e." in text
-    assert "ResNet-56 5.00% validation error < ResNet-20 9.00% (Δ -4.00 ± 1.41 s.e." in text
-    assert "Based on 8 finished runs (2 seed(s) per net), 40 iterations each" in text
+PAPER_LIKE = ({20: 5.0, 32: 9.0, 56: 13.0}, {20: 13.0, 32: 9.0, 56: 5.0})
 
 
-def test_verdict_not_reproduced(tmp_path):
-    runs = fabricate(tmp_path / SWEEP_NAME, degradation_runs({20: 9.0, 56: 5.0}, {20: 7.0, 56: 9.0}))
-    text = verdict(runs)
-    assert "the degradation problem is NOT reproduced" in text.splitlines()[0]
-    assert "plain-56 5.00% training error <= plain-20 9.00%" in text
-    assert "ResNet-56 9.00% validation error >= ResNet-20 7.00%" in text
+def test_verdict_on_the_papers_schedule_judges_each_claim_with_its_numbers(tmp_path):
+    text = verdict(fabricate(tmp_path / SWEEP_NAME, degradation_runs(*PAPER_LIKE)))
+    lines = text.splitlines()
+    assert lines[0] == "Verdict: the degradation problem is reproduced."
+    assert lines[1].startswith("Recipe: the paper's schedule (64,000 iterations")
+    assert lines[2].startswith("(1) Deeper plain nets have higher training error (every adjacent pair of depths): "
+                               "reproduced. training error: plain-20 5.00% → plain-32 9.00% (Δ +4.00 ± 1.41 s.e.); "
+                               "plain-32 9.00% → plain-56 13.00% (Δ +4.00 ± 1.41 s.e.).")
+    assert lines[3].startswith("(2) At every depth the ResNet's training and validation error are below the plain "
+                               "net's: reproduced. depth 20 training: ResNet 1.00% vs plain 5.00% (Δ -4.00 ± 1.02 s.e.); "
+                               "depth 20 validation: ResNet 13.00% vs plain 20.00% (Δ -7.00 ± 1.41 s.e.)")
+    assert lines[4].startswith("(3) Deeper ResNets have lower validation error (every adjacent pair of depths): "
+                               "reproduced. validation error: ResNet-20 13.00% → ResNet-32 9.00% (Δ -4.00 ± 1.41 s.e.)")
+    assert "Based on 12 finished runs (2 seed(s) per net), 64,000 iterations each" in text
 
 
-@pytest.mark.parametrize(("plain_train", "resnet_val"), [
-    ({20: 5.0, 56: 9.0}, {20: 5.0, 56: 9.0}),   # plain degrades, but ResNets do not improve
-    ({20: 9.0, 56: 5.0}, {20: 9.0, 56: 7.0}),   # ResNets improve, but no degradation
+@pytest.mark.parametrize(("plain_train", "resnet_val", "failing"), [
+    ({20: 5.0, 32: 13.0, 56: 9.0}, PAPER_LIKE[1], 1),   # one adjacent pair of plain nets the other way
+    (PAPER_LIKE[0], {20: 30.0, 32: 26.0, 56: 22.0}, 2),  # ResNets above the plain nets' validation error
+    (PAPER_LIKE[0], {20: 5.0, 32: 9.0, 56: 13.0}, 3),   # deeper ResNets worse
 ])
-def test_verdict_needs_both_halves(tmp_path, plain_train, resnet_val):
-    text = verdict(fabricate(tmp_path / SWEEP_NAME, degradation_runs(plain_train, resnet_val)))
-    assert "NOT reproduced" in text.splitlines()[0]
+def test_verdict_not_reproduced_names_the_failing_claim(tmp_path, plain_train, resnet_val, failing):
+    lines = verdict(fabricate(tmp_path / SWEEP_NAME, degradation_runs(plain_train, resnet_val))).splitlines()
+    assert lines[0] == "Verdict: the degradation problem is NOT reproduced: see the claims below."
+    assert f"({failing}) " in lines[1 + failing] and ": not reproduced." in lines[1 + failing]
+    assert "(the other way)" in lines[1 + failing] or failing == 2
 
 
 def test_verdict_within_the_noise_of_the_seeds_is_inconclusive(tmp_path):
     # ResNets: 7 ± 1.41 vs 9 ± 1.41 over two seeds each: Δ -2.00 is within 2 s.e. (2.83)
     text = verdict(fabricate(tmp_path / SWEEP_NAME, degradation_runs({20: 5.0, 56: 9.0}, {20: 9.0, 56: 7.0})))
-    assert text.splitlines()[0].startswith("Verdict: the degradation problem is inconclusive")
-    assert "within the noise of the seeds" in text
+    assert text.splitlines()[0].startswith("Verdict: inconclusive: a difference is within the noise of the seeds")
+    assert "(3) Deeper ResNets have lower validation error (every adjacent pair of depths): inconclusive." in text
+    assert "(within the noise)" in text
+
+
+def test_a_short_sweep_is_too_short_to_judge_and_says_what_differs(tmp_path):
+    text = verdict(fabricate(tmp_path / SWEEP_NAME, degradation_runs(*PAPER_LIKE, iterations_total=40)))
+    lines = text.splitlines()
+    assert lines[0] == ("Verdict: too short to judge: these runs are not on the paper's schedule (the numbers below "
+                        "are as measured).")
+    assert lines[1] == ("Recipe: not the paper's schedule: 40 iterations (the paper: 64,000); lr lowered at 20, 30 "
+                        "(the paper: 32,000, 48,000); batch 32 (the paper: 128).")
+    assert all(": too short to judge. " in ln for ln in lines[2:5])
+    assert "plain-20 5.00% → plain-32 9.00%" in text  # the numbers, as measured
+
+
+def test_an_unfinished_net_makes_its_claims_too_short_to_judge(tmp_path):
+    runs = [r for r in degradation_runs(*PAPER_LIKE) if not (r["depth"] == 56 and not r["residual"])]
+    runs += [dict(depth=56, residual=False, seed=s, status="running", final_train_err=None, final_val_err=None,
+                  iterations=1000, iterations_total=64_000) for s in (0, 1)]
+    lines = verdict(fabricate(tmp_path / SWEEP_NAME, runs)).splitlines()
+    assert lines[0] == "Verdict: too short to judge: nets it compares have not finished."
+    assert ": too short to judge. " in lines[2] and ": too short to judge. " in lines[3]
+    assert lines[4].startswith("(3) ") and ": reproduced. " in lines[4]
 
 
 def test_verdict_with_one_seed_says_there_is_no_noise_estimate(tmp_path):
-    runs = [r for r in degradation_runs({20: 5.0, 56: 9.0}, {20: 9.0, 56: 7.0}) if r["seed"] == 0]
+    runs = [r for r in degradation_runs(*PAPER_LIKE) if r["seed"] == 0]
     text = verdict(fabricate(tmp_path / SWEEP_NAME, runs))
-    assert "the degradation problem is reproduced" in text.splitlines()[0]
+    assert text.splitlines()[0] == "Verdict: the degradation problem is reproduced."
     assert "s.e." not in text and "one seed per net, so there is no noise estimate" in text
 
 
@@ -227,11 +252,126 @@ def test_the_same_net_and_seed_twice_is_refused(tmp_path):
     assert len(collect([tmp_path / "a", tmp_path / "a" / SWEEP_NAME]).runs) == len(runs)  # each run once
 
 
+def test_two_sweeps_that_differ_in_a_list_value_are_refused_in_one_line(tmp_path):
+    import yaml
+
+    fabricate(tmp_path / "a" / SWEEP_NAME, degradation_runs({20: 5.0}, {20: 9.0}))
+    fabricate(tmp_path / "b" / SWEEP_NAME, degradation_runs({56: 9.0}, {56: 5.0}))
+    for cfg in (tmp_path / "b").rglob("config.yaml"):
+        c = yaml.safe_load(cfg.read_text())
+        c["schedule"]["milestones"] = [8000, 12000]
+        cfg.write_text(yaml.safe_dump(c))
+    with pytest.raises(ResnetReproError) as e:
+        write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "rep")
+    assert "do not share one recipe (schedule.milestones: [32000, 48000], [8000, 12000])" in str(e.value)
+    assert "\n" not in str(e.value)
+    r = subprocess.run([sys.executable, "-m", "resnet_repro.report", str(tmp_path / "a"), str(tmp_path / "b"), "-o",
+                        str(tmp_path / "rep")], capture_output=True, text=True, timeout=CI_LIMIT_S)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_verdict_with_one_depth_gives_no_verdict(tmp_path):
     runs = fabricate(tmp_path / SWEEP_NAME, degradation_runs({20: 5.0}, {20: 9.0}))
     text = verdict(runs)
-    assert "reproduced" not in text
-    assert "not assessed" in text
+    assert text.splitlines()[0] == "Verdict: the degradation problem is reproduced on the claims it could assess (1 of 3)."
+    assert "(1) Deeper plain nets have higher training error (every adjacent pair of depths): not assessed." in text
+    assert "(3) Deeper ResNets have lower validation error (every adjacent pair of depths): not assessed." in text
+
+
+def test_a_short_sweeps_report_says_so_at_the_top_of_every_file(tmp_path):
+    sweep = tmp_path / SWEEP_NAME
+    fabricate(sweep, degradation_runs(*PAPER_LIKE, iterations_total=40))
+    files = write_report(sweep, tmp_path / "rep")
+    short = "Recipe: not the paper's schedule: 40 iterations (the paper: 64,000)"
+    assert files["table6_md"].read_text().startswith(short)
+    assert "| paper, 64k iterations: test error (%), reference only |" in files["table6_md"].read_text()
+    assert "a reference they cannot be compared with, not a comparison" in files["table6_md"].read_text()
+    assert files["verdict"].read_text().splitlines()[1].startswith(short)
+    assert files["report"].read_text().splitlines()[2].startswith(f"**{short}")
+    full = tmp_path / "full" / SWEEP_NAME
+    fabricate(full, degradation_runs(*PAPER_LIKE))
+    files = write_report(full, tmp_path / "rep_full")
+    assert files["table6_md"].read_text().startswith("Recipe: the paper's schedule")
+    assert "| paper: test error (%) |" in files["table6_md"].read_text()
+
+
+def test_figure6_widens_its_axis_to_data_above_20_percent_and_says_so(tmp_path):
+    from resnet_repro.report import build_figure6, recipe
+
+    sweep = tmp_path / SWEEP_NAME
+    fabricate(sweep, degradation_runs(*PAPER_LIKE, iterations_total=40))  # metric rows at 42.5-53%
+    runs, history = collect(sweep)
+    fig = build_figure6(history, runs)
+    axes = fig.axes
+    assert axes[0].get_ylim() == (0.0, 60.0) and all(ax.lines for ax in axes)
+    texts = " ".join(t.get_text() for t in fig.texts) + fig._suptitle.get_text()
+    assert "axis widened to 0-60%: these curves reach 53%, above the paper's 0-20%" in texts
+    assert "40 iterations: not the paper's schedule" in texts
+    out = tmp_path / "fig"
+    out.mkdir()
+    from resnet_repro.report import figure6
+
+    png = figure6(history, runs, out, recipe(runs))[0]
+    img = (mpimg.imread(png)[..., :3] * 255).astype(int)
+    half = img.shape[1] // 2
+    for panel in (img[:, :half], img[:, half:]):  # the curves' colours in both panels
+        blue = (abs(panel - np.array([31, 119, 180])).sum(-1) < 40).sum()
+        assert blue > 50
+
+
+def test_figure6_keeps_the_papers_axis_when_the_data_fit(tmp_path):
+    from resnet_repro.report import build_figure6
+
+    sweep = tmp_path / SWEEP_NAME
+    runs = degradation_runs(*PAPER_LIKE)
+    write_manifest(sweep, [{"depth": r["depth"], "residual": r["residual"], "seed": r["seed"]} for r in runs])
+    for r in runs:
+        write_run(sweep / run_name(r["depth"], r["residual"], r["seed"]), metrics=metric_rows(base=15.0), **r)
+    runs, history = collect(sweep)
+    fig = build_figure6(history, runs)
+    assert fig.axes[0].get_ylim() == (0.0, 20.0)
+    assert "the paper's axis (0-20%)" in " ".join(t.get_text() for t in fig.texts)
+    assert "64,000 iterations, the paper's schedule" in fig._suptitle.get_text()
+
+
+def test_figure7_shows_every_finished_depth_with_legends_integer_ticks_and_markers(tmp_path):
+    from resnet_repro.report import build_figure7
+    from resnet_repro.results import collect_layer_stats
+
+    sweep = tmp_path / SWEEP_NAME
+    write_manifest(sweep, [{"depth": d, "residual": r, "seed": 0} for d in (20, 32, 56, 110) for r in (True, False)])
+    for d in (20, 32, 56, 110):
+        for r in (True, False):
+            write_run(sweep / run_name(d, r, 0), depth=d, residual=r, seed=0, layer_stats=True,
+                      metrics=metric_rows())
+    fig = build_figure7(collect_layer_stats(sweep))
+    top, bottom = fig.axes
+    for ax in (top, bottom):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == [f"{v}-{d}" for v in ("plain", "ResNet") for d in (20, 32, 56, 110)]
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+    markers = {line.get_label(): (line.get_marker(), line.get_markerfacecolor()) for line in top.lines}
+    assert markers["plain-20"][0] != markers["ResNet-20"][0]  # told apart without the dashes
+    assert "final weights, iteration 40" in top.get_title()
+
+
+def test_gradient_norms_of_finished_runs_relative_to_the_weights(tmp_path):
+    from resnet_repro.report import GRAD_CAPTION, build_figure_grad_norms
+    from resnet_repro.results import collect_grad_norms
+
+    sweep = tmp_path / SWEEP_NAME
+    write_manifest(sweep, [{"depth": 20, "residual": r, "seed": 0} for r in (True, False)])
+    write_run(sweep / run_name(20, True, 0), depth=20, residual=True, seed=0, grad_norms=(1, 10), metrics=metric_rows())
+    write_run(sweep / run_name(20, False, 0), depth=20, residual=False, seed=0, grad_norms=(1, 10), status="running",
+              metrics=metric_rows())
+    norms = collect_grad_norms(sweep)
+    fig = build_figure_grad_norms(norms)
+    labels = {line.get_label() for ax in fig.axes for line in ax.lines}
+    assert labels == {"ResNet-20"}  # the unfinished plain run is left out, as everywhere else
+    (rel, raw) = (fig.axes[0], fig.axes[len(fig.axes) // 2])
+    assert "‖g‖ / ‖W‖" in rel.get_ylabel() and "‖∂loss/∂W‖" in raw.get_ylabel()
+    assert "weights before its update" in rel.get_title()
+    assert GRAD_CAPTION in " ".join(t.get_text() for t in fig.texts)
 
 
 def test_write_report_of_runs_in_every_state(tmp_path):
@@ -291,6 +431,9 @@ def test_report_cli_writes_every_file(cli_report, tiny_sweep):
     assert after == before  # -o: nothing written into the sweep
     assert f"wrote {len(list(out.iterdir()))} files to {out}" in r.stdout
     assert (out / "verdict.txt").read_text() in r.stdout
+    # a real 40-iteration sweep: never judged against the paper's 64k-iteration numbers
+    assert r.stdout.startswith("Verdict: too short to judge: these runs are not on the paper's schedule")
+    assert "Recipe: not the paper's schedule: 40 iterations (the paper: 64,000)" in (out / "report.md").read_text()
     t = pd.read_csv(out / "table6.csv")
     assert t["net"].tolist() == ["plain-8", "plain-14", "ResNet-8", "ResNet-14"]
     assert (t["seeds"] == 2).all() and (t["unfinished"] == 0).all()
@@ -300,9 +443,9 @@ def test_report_cli_writes_every_file(cli_report, tiny_sweep):
 
 
 @pytest.mark.parametrize(("name", "size"), [
-    ("fig6.png", (1650, 630)),        # (11.0, 4.2) in at 150 dpi
+    ("fig6.png", (1650, 705)),        # (11.0, 4.7) in at 150 dpi: the paper's panels and a caption
     ("fig7.png", (1650, 1050)),       # (11.0, 7.0) in
-    ("grad_norms.png", (1230, 600)),  # two panels (iterations 1 and 10): (3.6 * 2 + 1, 4.0) in
+    ("grad_norms.png", (1230, 1200)),  # iterations 1 and 10, relative and raw: (3.6 * 2 + 1, 3.6 * 2 + 0.8) in
 ])
 def test_report_figures_have_their_size_and_are_not_blank(cli_report, name, size):
     out, r, _, _ = cli_report

@@ -36,14 +36,17 @@ def overrides(depth: int, residual: bool, seed: int) -> str:
 
 def make_config(depth: int, residual: bool, seed: int, *, lr: float = 0.1, iterations: int = 40,
                 shortcut: str = "A") -> dict:
+    """A run's config.yaml; at 64,000 iterations, the paper's whole schedule (milestones, batch, warm-up)."""
     n = (depth - 2) // 6
+    paper = iterations == 64_000
     return {
         "model": {"name": "resnet_cifar", "n": n, "depth": depth, "residual": residual,
                   "shortcut": shortcut, "num_classes": 10},
         "dataset": {"name": "cifar10", "protocol": "paper", "val_size": 5000, "augment": True},
         "optimizer": {"name": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 1e-4},
-        "schedule": {"name": "paper", "iterations": iterations, "milestones": [20, 30], "gamma": 0.1},
-        "trainer": {"device": "cpu", "batch_size": 32},
+        "schedule": {"name": "paper", "iterations": iterations, "gamma": 0.1,
+                     "milestones": [32000, 48000] if paper else [20, 30], "warmup": depth >= 110},
+        "trainer": {"device": "cpu", "batch_size": 128 if paper else 32},
         "logger": {"name": "local"},
         "diagnostics": {"layer_stats": "end", "grad_norms": [1, 10]},
         "seed": seed,
@@ -112,10 +115,10 @@ def write_run(run_dir: Path, *, depth: int, residual: bool, seed: int, status: s
                 f.write(f"{iterations},{i},m{i},{1.0 + i / 10},{0.9 + i / 10}\n")
     if grad_norms:
         with open(run_dir / "grad_norms.csv", "w", newline="") as f:
-            f.write("iter,layer,module,grad_norm\n")
+            f.write("iter,layer,module,grad_norm,weight_norm\n")
             for it in grad_norms:
                 for i in range(1, n_layers + 1):
-                    f.write(f"{it},{i},c{i},{0.01 * i * it}\n")
+                    f.write(f"{it},{i},c{i},{0.01 * i * it},{1.0 + i}\n")
     return run_dir
 
 

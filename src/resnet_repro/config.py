@@ -86,7 +86,8 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=lambda: [32000, 48000])
     gamma: float = 0.1
     # ResNet-110 warm-up: lr warmup_lr until the training error is below warmup_until_error.
-    warmup: bool = False
+    # auto: on for the CIFAR nets of depth >= 110, as the paper did; true | false. Resolved to a bool.
+    warmup: Any = "auto"
     warmup_lr: float = 0.01
     warmup_until_error: float = 0.8
 
@@ -183,14 +184,25 @@ def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, se
     return f"{kind}{d}{tag}-seed{seed}"
 
 
-def needs_warmup(n: int | None, depth: int | None) -> bool:
-    """The paper warms up its 110-layer net (and deeper ones) with lr 0.01."""
-    return _depth_or_default(n, depth) >= 110
+WARMUP_FROM_DEPTH = 110  # the paper warms up its 110-layer net (and the 1202-layer one) with lr 0.01
+WARMUPS = ("auto", "true", "false")
+
+
+def resolve_warmup(cfg: Config) -> None:
+    """``schedule.warmup``: auto -> on for CIFAR nets of depth >= 110 (the paper's rule); a bool stays."""
+    w = cfg.schedule.warmup
+    word = str(w).lower()
+    if word not in WARMUPS:
+        raise ConfigError(f"schedule.warmup={w!r} is not valid. Valid choices: {', '.join(WARMUPS)} (auto: on for "
+                          f"depth >= {WARMUP_FROM_DEPTH}, as the paper did for ResNet-110).")
+    if word == "auto":
+        cfg.schedule.warmup = cfg.model.name in CIFAR_MODELS and cfg.model.depth >= WARMUP_FROM_DEPTH
+    else:
+        cfg.schedule.warmup = word == "true"
 
 
 if not OmegaConf.has_resolver("run_name"):
     OmegaConf.register_new_resolver("run_name", run_name)
-    OmegaConf.register_new_resolver("needs_warmup", needs_warmup)
 
 
 def _valid_depths_hint() -> str:
@@ -298,6 +310,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"optimizer.momentum={o.momentum} is not valid: it must be in [0, 1).")
 
     s = cfg.schedule
+    resolve_warmup(cfg)
     _choice("schedule.unit", s.unit, SCHEDULE_UNITS)
     _positive("schedule.iterations", s.iterations)
     if list(s.milestones) != sorted(s.milestones) or any(x <= 0 for x in s.milestones):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 LAYER_STATS_COLUMNS = ["iter", "layer", "module", "std", "channel_std"]
-GRAD_NORM_COLUMNS = ["iter", "layer", "module", "grad_norm"]
+GRAD_NORM_COLUMNS = ["iter", "layer", "module", "grad_norm", "weight_norm"]
 
 
 def conv3x3_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
@@ -76,15 +76,17 @@ def layer_response_std(model: nn.Module, batches) -> list[dict]:
 
 
 def conv_grad_norms(model: nn.Module) -> list[dict]:
-    """L2 norm of each 3x3 conv's weight gradient (after ``backward``), one device read for all."""
+    """L2 norms of each 3x3 conv's weight gradient (after ``backward``) and of its weight, one
+    device read for all. A conv followed by BN is scale-invariant, so its effective step is
+    ``grad_norm / weight_norm``; the raw gradient norm alone misleads where weights have grown."""
     layers = conv3x3_layers(model)
     norms = torch.stack([
-        conv.weight.grad.detach().norm() if conv.weight.grad is not None
-        else torch.zeros((), device=conv.weight.device)
+        torch.stack([conv.weight.grad.detach().norm() if conv.weight.grad is not None
+                     else torch.zeros((), device=conv.weight.device), conv.weight.detach().norm()])
         for _, conv, _ in layers
     ]).cpu().tolist()
-    return [{"layer": i, "module": _conv_name(name), "grad_norm": v}
-            for i, ((name, _, _), v) in enumerate(zip(layers, norms, strict=True), start=1)]
+    return [{"layer": i, "module": _conv_name(name), "grad_norm": g, "weight_norm": w}
+            for i, ((name, _, _), (g, w)) in enumerate(zip(layers, norms, strict=True), start=1)]
 
 
 def _conv_name(bn_name: str) -> str:

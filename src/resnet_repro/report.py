@@ -15,12 +15,15 @@ import argparse
 import math
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from .config import CIFAR_MODELS, WARMUP_FROM_DEPTH
 from .errors import ResnetReproError
 from .record import RUNTIME_KEYS
 from .results import Results, collect, collect_grad_norms, collect_layer_stats
@@ -31,7 +34,6 @@ from .sweep import MANIFEST_FILE
 PAPER_TABLE6 = {20: (0.27, 8.75), 32: (0.46, 7.51), 44: (0.66, 7.17), 56: (0.85, 6.97),
                 110: (1.7, 6.43), 1202: (19.4, 7.93)}
 PAPER_NOTES = {110: "6.61 ± 0.16 mean of 5 runs (6.43 best)"}
-FIG7_DEPTHS = (20, 56, 110)  # the nets of the paper's Fig. 7
 VARIANTS = {"plain": "plain", "resnet": "ResNet"}
 PANEL_TITLES = {"plain": "plain nets", "resnet": "residual nets (ResNets)"}
 FIGSIZE, DPI = (11.0, 4.2), 150
@@ -72,8 +74,10 @@ def check_poolable(runs: pd.DataFrame) -> None:
     """Refuse to pool finished runs of different recipes, or the same net and seed twice."""
     done = runs[runs["status"] == "completed"]
     recipe = [c for c in done.columns if "." in c and c not in POOLED_KEYS]
-    differ = {c: sorted(map(str, done[c].dropna().unique())) for c in recipe
-              if done[c].astype(str).nunique() > 1}
+    # compared as text: list values ([32000, 48000]) cannot be hashed; a key a run lacks (another
+    # version of the schema) is no difference
+    text = {c: done[c].dropna().map(str) for c in recipe}
+    differ = {c: sorted(v.unique()) for c, v in text.items() if v.nunique() > 1}
     if differ:
         shown = "; ".join(f"{k}: {', '.join(v[:4])}" for k, v in list(differ.items())[:4])
         raise ResnetReproError(
@@ -89,6 +93,98 @@ def check_poolable(runs: pd.DataFrame) -> None:
             f"{_label(r['variant'], r['depth'])} seed {r['seed']} finished more than once ({runs_}): "
             f"a mean over seeds would count it twice. Report the sweeps separately, or remove one of them."
         )
+
+
+# --- the recipe, against the paper's ------------------------------------------------------------
+# He et al. 2016, §4.2: SGD, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, stop at
+# 64k, momentum 0.9, weight decay 1e-4; ResNet-110 warms up (lr 0.01 until 80% training error).
+PAPER_ITERATIONS, PAPER_MILESTONES = 64_000, (32_000, 48_000)
+PAPER_SCHEDULE = (("optimizer.lr", "lr", 0.1), ("trainer.batch_size", "batch", 128),
+                  ("optimizer.momentum", "momentum", 0.9), ("optimizer.weight_decay", "weight decay", 1e-4),
+                  ("schedule.gamma", "lr factor at a milestone", 0.1))
+
+
+def _num(v):
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1000 else f"{v:g}"
+
+
+def _milestones(run: pd.Series) -> tuple[int, ...] | None:
+    """A run's milestones counted in iterations (an epoch schedule converted with its steps per epoch)."""
+    ms = run.get("schedule.milestones")
+    if not isinstance(ms, (list, tuple)):
+        return None
+    if run.get("schedule.unit") == "epochs" and run.get("schedule.iterations"):
+        per_epoch = run["iterations_total"] / run["schedule.iterations"]
+        return tuple(int(round(m * per_epoch)) for m in ms)
+    return tuple(int(m) for m in ms)
+
+
+@dataclass
+class Recipe:
+    """How the finished runs' recipe compares with the paper's.
+
+    ``differs``: schedule items that are not the paper's (each says the paper's value); with any,
+    the runs are not at the paper's schedule and cannot be compared with its numbers. ``notes``:
+    other differences that leave the schedule the paper's (precision, protocol).
+    """
+
+    differs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    iterations: int | None = None  # every finished run's length, when they share one
+
+    @property
+    def paper_schedule(self) -> bool:
+        return not self.differs
+
+    def headline(self) -> str:
+        if self.paper_schedule:
+            text = ("the paper's schedule (64,000 iterations, lr 0.1 divided by 10 at 32,000 and 48,000, batch 128, "
+                    "momentum 0.9, weight decay 1e-4, warm-up for depth >= 110)")
+        else:
+            text = "not the paper's schedule: " + "; ".join(self.differs)
+        return f"Recipe: {text}." + (f" Also: {'; '.join(self.notes)}." if self.notes else "")
+
+    def short(self) -> str:
+        """One line for a figure."""
+        its = self.iterations
+        if self.paper_schedule:
+            return "64,000 iterations, the paper's schedule"
+        head = f"{its:,} iterations" if its else "mixed lengths"
+        return f"{head}: not the paper's schedule ({len(self.differs)} difference{'s' if len(self.differs) > 1 else ''})"
+
+
+def recipe(runs: pd.DataFrame) -> Recipe:
+    """Compare the finished runs' recipe (every run's, when none finished) with the paper's."""
+    done = runs[runs["status"] == "completed"]
+    done = done if len(done) else runs
+    r = Recipe()
+    its = sorted(set(int(v) for v in done["iterations_total"].dropna()))
+    r.iterations = its[0] if len(its) == 1 else None
+    if its != [PAPER_ITERATIONS]:
+        r.differs.append(f"{' / '.join(f'{v:,}' for v in its) or 'unknown'} iterations (the paper: 64,000)")
+    ms = sorted({m for m in (_milestones(row) for _, row in done.iterrows()) if m is not None})
+    if ms and ms != [PAPER_MILESTONES]:
+        shown = " / ".join(", ".join(f"{m:,}" for m in v) or "none" for v in ms)
+        r.differs.append(f"lr lowered at {shown} (the paper: 32,000, 48,000)")
+    for key, word, paper in PAPER_SCHEDULE:
+        vals = sorted(set(float(v) for v in done.get(key, pd.Series(dtype=float)).dropna()))
+        if vals and vals != [paper]:
+            r.differs.append(f"{word} {' / '.join(_num(v) for v in vals)} (the paper: {_num(paper)})")
+    if "schedule.warmup" in done:
+        wrong = []
+        for _, row in done.dropna(subset=["schedule.warmup", "depth"]).iterrows():
+            want = row.get("model") in CIFAR_MODELS and int(row["depth"]) >= WARMUP_FROM_DEPTH
+            if bool(row["schedule.warmup"]) != want:
+                wrong.append(f"{_label(row['variant'], row['depth'])} {'with' if row['schedule.warmup'] else 'without'}")
+        if wrong:
+            r.differs.append(f"warm-up: {', '.join(sorted(set(wrong)))} (the paper: for depth >= 110 only)")
+    precisions = sorted(set(done.get("precision", pd.Series(dtype=str)).dropna()) - {"fp32"})
+    if precisions:
+        r.notes.append(f"{'/'.join(precisions)} autocast (the paper trained in fp32)")
+    protocols = sorted(set(done["protocol"].dropna()) - {"paper"})
+    if protocols:
+        r.notes.append(f"dataset.protocol={'/'.join(protocols)} (the paper's analysis split is 45k/5k)")
+    return r
 
 
 # --- Table 6 --------------------------------------------------------------------------------
@@ -126,12 +222,17 @@ def _pm(m: float, s: float) -> str:
     return f"{m:.2f}" if s is None or math.isnan(s) else f"{m:.2f} ± {s:.2f}"
 
 
-def table6_markdown(t: pd.DataFrame, schedule: str = "") -> str:
+def table6_markdown(t: pd.DataFrame, schedule: str = "", rec: Recipe | None = None) -> str:
+    """Table 6 as markdown; with ``rec``, headed by how the recipe compares with the paper's, and
+    the paper's column labelled a reference only when the runs used another schedule."""
+    top = f"{rec.headline()}\n\n" if rec is not None else ""
     if t.empty:
-        return "No finished runs to tabulate.\n"
+        return top + "No finished runs to tabulate.\n"
+    comparable = rec is None or rec.paper_schedule
+    paper_head = "paper: test error (%)" if comparable else "paper, 64k iterations: test error (%), reference only"
     split = t["split"].iloc[0]
     head = (f"| net | params | seeds | ours: {split_word(split)} error (%) | ours: training error (%) "
-            f"| paper: test error (%) |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+            f"| {paper_head} |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
     lines = []
     for r in t.itertuples():
         params = f"{r.params / 1e6:.2f}M" if pd.notna(r.params) and r.params else "—"
@@ -144,6 +245,9 @@ def table6_markdown(t: pd.DataFrame, schedule: str = "") -> str:
     note = (f"\nOur column is the final {split_word(split)} error (mean ± std over seeds, std with n-1)"
             + (f"; {schedule}" if schedule else "") + ". The paper's column is its CIFAR-10 test error; "
             "it lists no plain nets in Table 6 (they appear in its Fig. 6).\n")
+    if not comparable:
+        note += ("These runs did not train on the paper's schedule, so the paper's column is a reference they "
+                 "cannot be compared with, not a comparison: see the recipe above.\n")
     if split == "test" and "paper" in set(t.get("protocol", pd.Series(dtype=str)).dropna()):
         note += ("Our nets trained on 45k images (the paper protocol holds 5k out for validation); the paper's "
                  "final models most likely trained on all 50k (dataset.protocol=full).\n")
@@ -151,7 +255,7 @@ def table6_markdown(t: pd.DataFrame, schedule: str = "") -> str:
         note += ("Validation error (on images held out of the training set: 5k of CIFAR-10's 50k under the "
                  "paper protocol) is not the paper's test error (the 10k test batch): compare trends and "
                  "gaps, not the last decimal.\n")
-    return head + "\n".join(lines) + "\n" + note
+    return top + head + "\n".join(lines) + "\n" + note
 
 
 # --- Figure 6 -------------------------------------------------------------------------------
@@ -175,12 +279,27 @@ def _depth_colors(depths) -> dict:
     return {d: cmap(i % 10) for i, d in enumerate(sorted(set(int(d) for d in depths)))}
 
 
-def figure6(history: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
-    """The paper's Fig. 6: training error thin dashed, eval error bold; plain and residual panels."""
+PAPER_FIG6_TOP = 20.0  # the paper's Fig. 6 shows errors from 0 to 20%
+
+
+def figure6(history: pd.DataFrame, runs: pd.DataFrame, out: Path, rec: Recipe | None = None) -> list[Path]:
+    return _save(build_figure6(history, runs, rec), out / "fig6")
+
+
+def build_figure6(history: pd.DataFrame, runs: pd.DataFrame, rec: Recipe | None = None) -> Figure:
+    """The paper's Fig. 6: training error thin dashed, eval error bold; plain and residual panels.
+
+    The paper's 0-20% axis when the curves fit in it; otherwise the axis widens to the data and the
+    caption says so. The schedule is stated on the figure; an empty panel says why.
+    """
+    rec = rec or recipe(runs)
     split = eval_split(runs)
     train, evals = _curves(history, runs, "train_err"), _curves(history, runs, f"{split}_err")
     colors = _depth_colors([k[1] for k in (*train, *evals)] or [0])
-    fig = Figure(figsize=FIGSIZE)
+    highest = max((float(pd.Series(m + (0 if pd.isna(sd).all() else pd.Series(sd).fillna(0))).max())
+                   for _, m, sd in (*train.values(), *evals.values()) if len(m)), default=0.0)
+    top = PAPER_FIG6_TOP if highest <= PAPER_FIG6_TOP else min(100.0, math.ceil(highest / 10) * 10)
+    fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] + 0.5))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, variant in zip(axes, ("plain", "resnet"), strict=True):
         keys = sorted({k for k in (*train, *evals) if k[0] == variant}, key=lambda k: k[1])
@@ -189,83 +308,128 @@ def figure6(history: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
             for curves, lw, ls, suffix in ((train, 0.9, "--", None), (evals, 2.2, "-", label)):
                 if key not in curves:
                     continue
-                x, m, s = curves[key]
+                x, m, sd = curves[key]
                 ax.plot(x / 1e4, m, color=c, lw=lw, ls=ls, label=suffix)
-                if len(x) and not pd.isna(s).all():
-                    ax.fill_between(x / 1e4, m - s, m + s, color=c, alpha=0.15, lw=0)
+                if len(x) and not pd.isna(sd).all():
+                    ax.fill_between(x / 1e4, m - sd, m + sd, color=c, alpha=0.15, lw=0)
         ax.set_title(PANEL_TITLES[variant])
         ax.set_xlabel("iter. (1e4)")
-        ax.set_ylim(0, 20)
+        ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
         if keys:
             ax.legend(loc="upper right", fontsize=8, title=None)
         else:
-            ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, color="gray")
+            unfinished = runs[(runs["variant"] == variant) & (runs["status"] != "completed")]
+            why = f"no finished {PANEL_TITLES[variant]}" + (f" ({len(unfinished)} unfinished)" if len(unfinished) else "")
+            ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="gray")
     axes[0].set_ylabel("error (%)")
     fig.suptitle(f"{dataset_title(runs)}: training error (dashed) and {split_word(split)} error (bold); "
-                 f"mean over seeds, band = ±1 std", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out / "fig6")
+                 f"mean over seeds, band = ±1 std\n{rec.short()}", fontsize=10)
+    caption = ("the paper's axis (0-20%)" if top == PAPER_FIG6_TOP else
+               f"axis widened to 0-{top:.0f}%: these curves reach {highest:.0f}%, above the paper's 0-20%")
+    fig.text(0.5, 0.01, f"Finished runs only; {caption}.", ha="center", va="bottom", fontsize=8, color="dimgray")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
 
 
 # --- Figure 7 and gradient norms --------------------------------------------------------------
-def _final_profiles(stats: pd.DataFrame, value: str) -> dict:
-    """{(variant, depth): per-layer mean over seeds} with the final weights of completed runs."""
+def _final_profiles(stats: pd.DataFrame, value: str) -> tuple[dict, set]:
+    """({(variant, depth): per-layer mean over seeds}, the iterations the weights are from), with
+    the final weights of completed runs."""
     if stats.empty:
-        return {}
+        return {}, set()
     last = stats[(stats["status"] == "completed") & (stats["iter"] == stats["iterations_total"])]
     out = {}
     for key, g in last.groupby(["variant", "depth"]):
         out[key] = g.groupby("layer")[value].mean().sort_index()
-    return out
+    return out, set(int(i) for i in last["iter"])
 
 
-def figure7(stats: pd.DataFrame, out: Path, depths=FIG7_DEPTHS) -> list[Path]:
-    """The paper's Fig. 7: std of each 3x3 layer's response, in layer order (top) and sorted (bottom)."""
-    prof = _final_profiles(stats, "std")
-    if any(k[1] in depths for k in prof):
-        prof = {k: v for k, v in prof.items() if k[1] in depths}
+def _weights_at(iters: set) -> str:
+    if len(iters) == 1:
+        return f"final weights, iteration {next(iter(iters)):,}"
+    return "final weights of each run" if iters else "no finished runs"
+
+
+# plain and residual told apart by marker (open circles vs filled triangles) as well as by dashes
+VARIANT_STYLE = {"plain": {"ls": "--", "marker": "o", "mfc": "white"}, "resnet": {"ls": "-", "marker": "^"}}
+
+
+def figure7(stats: pd.DataFrame, out: Path) -> list[Path]:
+    return _save(build_figure7(stats), out / "fig7")
+
+
+def build_figure7(stats: pd.DataFrame) -> Figure:
+    """The paper's Fig. 7: std of each 3x3 layer's response, in layer order (top) and sorted
+    (bottom), for every finished depth."""
+    prof, iters = _final_profiles(stats, "std")
     colors = _depth_colors([k[1] for k in prof] or [0])
     fig = Figure(figsize=(FIGSIZE[0], 7.0))
     top, bottom = fig.subplots(2, 1)
     for key in sorted(prof, key=lambda k: (k[0], k[1])):
         p, c = prof[key], colors[int(key[1])]
-        ls = "--" if key[0] == "plain" else "-"
-        top.plot(p.index, p.to_numpy(), ls=ls, color=c, lw=1.4, marker=".", ms=3, label=_label(*key))
-        bottom.plot(range(1, len(p) + 1), sorted(p.to_numpy(), reverse=True), ls=ls, color=c, lw=1.4, marker=".", ms=3)
+        style = {**VARIANT_STYLE.get(key[0], {}), "color": c, "lw": 1.3, "ms": 4, "label": _label(*key)}
+        top.plot(p.index, p.to_numpy(), **style)
+        bottom.plot(range(1, len(p) + 1), sorted(p.to_numpy(), reverse=True), **style)
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
     for ax in (top, bottom):
         ax.set_ylabel("std")
         ax.grid(alpha=0.3)
-    if prof:
-        top.legend(fontsize=8, ncol=2)
-    top.set_title("Std of layer responses (3x3 layers, after BN, before addition and ReLU); plain dashed")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if prof:
+            ax.legend(fontsize=8, ncol=2)
+        else:
+            ax.text(0.5, 0.5, "no finished runs recorded layer statistics", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")
+    top.set_title(f"Std of layer responses (3x3 layers, after BN, before addition and ReLU), {_weights_at(iters)}; "
+                  f"plain: open circles, dashed", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out / "fig7")
+    return fig
 
 
-def figure_grad_norms(norms: pd.DataFrame, out: Path, max_panels: int = 4) -> list[Path]:
-    """Per-layer gradient norms of the 3x3 convs at the recorded early iterations, plain vs residual."""
-    iters = sorted(norms["iter"].unique())[:max_panels]
-    colors = _depth_colors(norms["depth"])
-    fig = Figure(figsize=(3.6 * len(iters) + 1, 4.0))
-    axes = fig.subplots(1, len(iters), squeeze=False, sharey=True)
-    for ax, i in zip(axes[0], iters, strict=True):
-        g = norms[norms["iter"] == i]
-        for (variant, depth), gg in sorted(g.groupby(["variant", "depth"]), key=lambda kv: kv[0]):
-            p = gg.groupby("layer")["grad_norm"].mean().sort_index()
-            ax.plot(p.index, p.to_numpy(), ls="--" if variant == "plain" else "-",
-                    color=colors[int(depth)], lw=1.3, label=_label(variant, depth))
-        ax.set_yscale("log")
-        ax.set_title(f"iteration {i}")
-        ax.set_xlabel("layer index (input → output)")
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("‖∂loss/∂W‖ of each 3x3 conv")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle("Gradient norms per layer early in training (plain dashed, residual solid)", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out / "grad_norms")
+GRAD_CAPTION = ("A 3x3 conv followed by BN is scale-invariant: its effective step is ‖g‖/‖W‖, so raw gradient "
+                "norms mislead where the weights have grown. Finished runs only.")
+
+
+def figure_grad_norms(norms: pd.DataFrame, out: Path) -> list[Path]:
+    return _save(build_figure_grad_norms(norms), out / "grad_norms")
+
+
+def build_figure_grad_norms(norms: pd.DataFrame, max_panels: int = 4) -> Figure:
+    """Per-layer gradient norms of the 3x3 convs at the recorded early iterations, plain vs residual,
+    of finished runs: relative to the weight's norm (top, the effective step) and raw (bottom)."""
+    norms = norms[norms["status"] == "completed"] if "status" in norms else norms
+    relative = "weight_norm" in norms and norms["weight_norm"].notna().any()
+    iters = sorted(norms["iter"].unique())[:max_panels] or [0]
+    colors = _depth_colors(norms["depth"].dropna() if len(norms) else [0])
+    rows = [("relative", "‖g‖ / ‖W‖ of each 3x3 conv")] if relative else []
+    rows.append(("grad_norm", "‖∂loss/∂W‖ of each 3x3 conv"))
+    fig = Figure(figsize=(3.6 * len(iters) + 1, 3.6 * len(rows) + 0.8))
+    axes = fig.subplots(len(rows), len(iters), squeeze=False, sharey="row")
+    for r, (value, ylabel) in enumerate(rows):
+        for ax, i in zip(axes[r], iters, strict=True):
+            g = norms[norms["iter"] == i]
+            for (variant, depth), gg in sorted(g.groupby(["variant", "depth"]), key=lambda kv: kv[0]):
+                v = gg["grad_norm"] / gg["weight_norm"] if value == "relative" else gg["grad_norm"]
+                p = v.groupby(gg["layer"]).mean().sort_index()
+                ax.plot(p.index, p.to_numpy(), **{**VARIANT_STYLE.get(variant, {}), "ms": 3},
+                        color=colors[int(depth)], lw=1.2, label=_label(variant, depth))
+            ax.set_yscale("log")
+            ax.set_title(f"iteration {i}: weights before its update", fontsize=9)
+            ax.set_xlabel("layer index (input → output)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3, which="both")
+            if g.empty:
+                ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes, color="gray")
+        axes[r][0].set_ylabel(ylabel)
+        if len(norms):
+            axes[r][-1].legend(fontsize=7)
+    note = "" if relative else " These runs recorded no weight norms (an older record): raw norms only."
+    fig.suptitle("Gradient norms per layer early in training (plain: open circles, dashed)", fontsize=10)
+    fig.text(0.5, 0.01, GRAD_CAPTION + note, ha="center", va="bottom", fontsize=8, color="dimgray", wrap=True)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
 
 
 def _save(fig: Figure, stem: Path) -> list[Path]:
@@ -278,8 +442,15 @@ def _save(fig: Figure, stem: Path) -> list[Path]:
 
 
 # --- the verdict ----------------------------------------------------------------------------
+# Each of the paper's claims is reproduced, not reproduced, inconclusive (a difference within two
+# standard errors of the seeds), too short to judge (not the paper's schedule, or a net it needs
+# has not finished) or not assessed (fewer nets ran than the claim compares).
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, TOO_SHORT, NOT_ASSESSED = (
+    "reproduced", "not reproduced", "inconclusive", "too short to judge", "not assessed")
+
+
 def _delta(hi, lo, col: str) -> tuple[float, float | None]:
-    """Difference of two nets' mean ``col`` (deeper minus shallower) and its standard error."""
+    """Difference of two nets' mean ``col`` (``hi`` minus ``lo``) and its standard error."""
     d = getattr(hi, f"{col}_mean") - getattr(lo, f"{col}_mean")
     if hi.seeds < 2 or lo.seeds < 2:
         return d, None
@@ -298,82 +469,124 @@ def _pm_delta(d: float, se: float | None) -> str:
     return f"Δ {d:+.2f}" + (f" ± {se:.2f} s.e." if se is not None else "")
 
 
-# How each half of the verdict reads: plain nets on training error (deeper should be worse),
-# ResNets on eval error (deeper should be better).
-_HALVES = {
-    "plain": ("Plain nets", "train_error", True, ">", "<=",
-              {"yes": "the deeper plain net trains worse (degradation).",
-               "no": "no degradation in training error."}),
-    "resnet": ("Residual nets", "error", False, "<", ">=",
-               {"yes": "the deeper residual net is better.", "no": "depth does not help here."}),
-}
+def _outcome(judged: list[str]) -> str:
+    if "no" in judged:
+        return NOT_REPRODUCED
+    return REPRODUCED if all(j == "yes" for j in judged) else INCONCLUSIVE
 
 
-def _assess(variant: str, lo, hi, word: str) -> tuple[str, str]:
-    """Outcome and sentence for one half of the verdict, deepest (``hi``) vs shallowest (``lo``)."""
-    title, col, worse_is_deeper, sign_yes, sign_no, texts = _HALVES[variant]
-    d, se = _delta(hi, lo, col)
-    outcome = _judge(d, se, want_positive=worse_is_deeper)
-    what, other = ("training", word) if col == "train_error" else (word, "training")
-    other_col = "error" if col == "train_error" else "train_error"
-    sign = sign_yes if (d > 0) == worse_is_deeper else sign_no
-    text = texts.get(outcome, "the difference is within the noise of the seeds.")
-    return outcome, (
-        f"{title}: {_label(variant, hi.depth)} {getattr(hi, col + '_mean'):.2f}% {what} error {sign} "
-        f"{_label(variant, lo.depth)} {getattr(lo, col + '_mean'):.2f}% ({_pm_delta(d, se)}; {other}: "
-        f"{getattr(hi, other_col + '_mean'):.2f}% vs {getattr(lo, other_col + '_mean'):.2f}%): {text}")
+@dataclass
+class Claim:
+    text: str
+    outcome: str
+    evidence: str
+
+    def line(self, n: int) -> str:
+        return f"({n}) {self.text}: {self.outcome}. {self.evidence}"
+
+
+def _pairs(variant: str, depths: list[int], col: str, by: dict, deeper_higher: bool, word: str) -> tuple[list[str], str]:
+    """Judge every adjacent pair of depths on ``col``; (judgements, the evidence)."""
+    judged, parts = [], []
+    for lo, hi in zip(depths, depths[1:], strict=False):
+        a, b = by[(variant, lo)], by[(variant, hi)]
+        d, se = _delta(b, a, col)
+        j = _judge(d, se, want_positive=deeper_higher)
+        judged.append(j)
+        mark = {"yes": "", "noise": " (within the noise)", "no": " (the other way)"}[j]
+        parts.append(f"{_label(variant, lo)} {getattr(a, col + '_mean'):.2f}% → {_label(variant, hi)} "
+                     f"{getattr(b, col + '_mean'):.2f}% ({_pm_delta(d, se)}){mark}")
+    return judged, f"{word}: " + "; ".join(parts) + "."
+
+
+def claims(t: pd.DataFrame, rec: Recipe) -> list[Claim]:
+    """The paper's three claims about depth, judged on Table 6's finished runs."""
+    word = split_word(t["split"].iloc[0])
+    by = {(r.variant, r.depth): r for r in t.itertuples() if r.seeds}
+    waiting = {(r.variant, r.depth) for r in t.itertuples() if not r.seeds and r.unfinished}
+    plain = sorted(d for v, d in by if v == "plain")
+    res = sorted(d for v, d in by if v == "resnet")
+    out = []
+
+    def settle(judged: list[str] | None, needs: set) -> str:
+        if judged is None:
+            return NOT_ASSESSED
+        if not rec.paper_schedule or needs & waiting:
+            return TOO_SHORT
+        return _outcome(judged)
+
+    # (1) degradation: deeper plain nets train worse, at every step in depth
+    text = "Deeper plain nets have higher training error (every adjacent pair of depths)"
+    if len(plain) >= 2:
+        judged, ev = _pairs("plain", plain, "train_error", by, True, "training error")
+        out.append(Claim(text, settle(judged, {k for k in waiting if k[0] == "plain"}), ev))
+    else:
+        out.append(Claim(text, settle(None, set()), "Fewer than two plain depths finished."))
+    # (2) at every depth the ResNet trains and generalises better than the plain net
+    text = f"At every depth the ResNet's training and {word} error are below the plain net's"
+    both = sorted(set(plain) & set(res))
+    if both:
+        judged, parts = [], []
+        for d in both:
+            p, r = by[("plain", d)], by[("resnet", d)]
+            for col, what in (("train_error", "training"), ("error", word)):
+                delta, se = _delta(r, p, col)
+                judged.append(_judge(delta, se, want_positive=False))
+                parts.append(f"depth {d} {what}: ResNet {getattr(r, col + '_mean'):.2f}% vs plain "
+                             f"{getattr(p, col + '_mean'):.2f}% ({_pm_delta(delta, se)})")
+        needs = {(v, d) for v, d in waiting}
+        out.append(Claim(text, settle(judged, needs), "; ".join(parts) + "."))
+    else:
+        out.append(Claim(text, settle(None, set()), "No depth finished as both a plain net and a ResNet."))
+    # (3) deeper ResNets generalise better
+    text = f"Deeper ResNets have lower {word} error (every adjacent pair of depths)"
+    if len(res) >= 2:
+        judged, ev = _pairs("resnet", res, "error", by, False, f"{word} error")
+        out.append(Claim(text, settle(judged, {k for k in waiting if k[0] == "resnet"}), ev))
+    else:
+        out.append(Claim(text, settle(None, set()), "Fewer than two ResNet depths finished."))
+    return out
 
 
 def verdict(runs: pd.DataFrame) -> str:
-    """Plain-text verdict on the degradation problem, with the numbers behind it.
+    """Plain-text verdict on the paper's claims about depth, with the numbers behind each.
 
-    Plain nets are judged on training error (degradation is a training-error effect), ResNets on
-    eval error, each comparing the deepest and the shallowest finished depth. With several seeds a
-    difference within two standard errors is called noise; with one seed there is no noise estimate.
+    Plain nets are judged on training error (degradation is a training-error effect), the plain
+    vs residual comparison on both errors, ResNets on eval error. With several seeds a difference
+    within two standard errors is inconclusive; with one seed there is no noise estimate. Runs not
+    on the paper's schedule, or nets still unfinished, are too short to judge: their numbers are
+    shown as measured, without a verdict.
     """
     t = table6(runs)
-    if t.empty:
-        return "No finished runs: no verdict.\n"
-    split = t["split"].iloc[0]
-    word = split_word(split)
-    by = {(r.variant, r.depth): r for r in t.itertuples() if r.seeds}
-    plain = sorted(d for v, d in by if v == "plain")
-    res = sorted(d for v, d in by if v == "resnet")
-    lines, outcomes = [], []
-
-    def chain(variant, depths, col):
-        return " → ".join(f"{d}: {getattr(by[(variant, d)], col):.2f}%" for d in depths)
-
-    if len(plain) >= 2:
-        outcome, line = _assess("plain", by[("plain", plain[0])], by[("plain", plain[-1])], word)
-        outcomes.append(outcome)
-        lines.append(line)
-        if len(plain) > 2:
-            lines.append(f"Plain nets by depth (training error): {chain('plain', plain, 'train_error_mean')}.")
+    rec = recipe(runs)
+    if t.empty or not t["seeds"].any():
+        return f"No finished runs: no verdict.\n{rec.headline()}\n"
+    cs = claims(t, rec)
+    outcomes = [c.outcome for c in cs]
+    judged = [o for o in outcomes if o != NOT_ASSESSED]
+    if not judged:
+        head = "no verdict: too few nets finished to compare any depths."
+    elif not rec.paper_schedule:
+        head = "too short to judge: these runs are not on the paper's schedule (the numbers below are as measured)."
+    elif NOT_REPRODUCED in judged:
+        head = "the degradation problem is NOT reproduced: see the claims below."
+    elif TOO_SHORT in judged:
+        head = "too short to judge: nets it compares have not finished."
+    elif INCONCLUSIVE in judged:
+        head = "inconclusive: a difference is within the noise of the seeds; run more seeds."
     else:
-        lines.append("Plain nets: fewer than two depths finished; degradation not assessed.")
-    if len(res) >= 2:
-        both = len(plain) >= 2 and {plain[0], plain[-1]} <= set(res)
-        lo, hi = (plain[0], plain[-1]) if both else (res[0], res[-1])
-        outcome, line = _assess("resnet", by[("resnet", lo)], by[("resnet", hi)], word)
-        outcomes.append(outcome)
-        lines.append(line)
-        if len(res) > 2:
-            lines.append(f"Residual nets by depth ({word} error): {chain('resnet', res, 'error_mean')}.")
-    else:
-        lines.append("Residual nets: fewer than two depths finished; not assessed.")
-    if len(outcomes) == 2:
-        head = ("reproduced: deeper plain nets train worse while deeper ResNets do better."
-                if outcomes == ["yes", "yes"] else
-                "NOT reproduced: see the numbers below." if "no" in outcomes else
-                "inconclusive: a difference is within the noise of the seeds; run more seeds.")
-        lines.insert(0, "Verdict: the degradation problem is " + head)
-    seeds = sorted(set(t["seeds"]))
+        head = "the degradation problem is reproduced" + (
+            "." if len(judged) == 3 else f" on the claims it could assess ({len(judged)} of 3).")
+    lines = [f"Verdict: {head}", rec.headline()]
+    lines += [c.line(i) for i, c in enumerate(cs, start=1)]
+    seeds = sorted(set(t.loc[t["seeds"] > 0, "seeds"]))
     its = runs.loc[runs["status"] == "completed", "iterations_total"].dropna().unique()
+    word = split_word(t["split"].iloc[0])
     lines.append(f"Based on {int(t['seeds'].sum())} finished runs ({'/'.join(map(str, seeds))} seed(s) per net)"
                  + (f", {int(its[0]):,} iterations each" if len(its) == 1 else "")
                  + f"; errors are final {word} errors, training errors over the last logged window"
-                 + ("; one seed per net, so there is no noise estimate." if max(seeds) < 2 else "."))
+                 + ("; one seed per net, so there is no noise estimate." if max(seeds) < 2 else
+                    "; a difference within 2 standard errors is called within the noise."))
     return "\n".join(lines) + "\n"
 
 
@@ -397,14 +610,15 @@ def write_report(paths, out: str | Path | None = None, study: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     t = table6(runs)
+    rec = recipe(runs)
     its = runs["iterations_total"].dropna().unique()
     schedule = f"{int(its[0]):,} iterations per run" if len(its) == 1 else ""
-    md = table6_markdown(t, schedule)
+    md = table6_markdown(t, schedule, rec)
     (out / "table6.md").write_text(md)
     t.to_csv(out / "table6.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)
     files.update(table6_md=out / "table6.md", table6_csv=out / "table6.csv", runs_csv=out / "runs.csv")
-    files["fig6_png"], files["fig6_pdf"] = figure6(history, runs, out)
+    files["fig6_png"], files["fig6_pdf"] = figure6(history, runs, out, rec)
     stats = collect_layer_stats(paths)
     if not stats.empty:
         files["fig7_png"], files["fig7_pdf"] = figure7(stats, out)
@@ -432,6 +646,8 @@ def write_report(paths, out: str | Path | None = None, study: str | None = None,
             files["manifest"] = out / "sweep_manifest.csv"
     status = runs["status"].value_counts().to_dict()
     index = [f"# {dataset_title(runs)} degradation study: {', '.join(Path(p).name for p in paths)}\n",
+             f"**{rec.headline()}**" + ("" if rec.paper_schedule else " The paper's numbers below are a reference "
+                                        "these runs cannot be compared with.") + "\n",
              "Runs: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".\n",
              "## Verdict\n", text, "## Table 6\n", md, "## Figure 6\n", "![Figure 6](fig6.png)\n"]
     if progress is not None:

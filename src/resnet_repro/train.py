@@ -337,6 +337,8 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         "note": splits.note,
         "iterations": it,
         "iterations_total": schedule.iterations,
+        "milestones": list(schedule.milestones),
+        "warmup": bool(cfg.schedule.warmup),
         "batch_size": t.batch_size,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform_cpu(),
