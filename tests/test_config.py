@@ -72,8 +72,8 @@ def test_command_line_spelling_wins_over_preset():
     (["optimizer.weight_decay=inf"], "optimizer.weight_decay=inf is not valid: it must be a finite number >= 0."),
     (["schedule.warmup_lr=nan"], "schedule.warmup_lr=nan is not valid: it must be a finite number > 0."),
     (["schedule.iterations=10", "schedule.milestones=[5,80]"],
-     "schedule.milestones=[5, 80]: 80 is not before schedule.iterations=10, so the lr never drops there. "
-     "Give milestones below 10"),
+     "schedule.milestones=[5, 80]: 80 is past schedule.iterations=10, so the lr never drops there. "
+     "Give milestones up to 10"),
     (["schedule.iterations=10", "schedule.milestones=[5]", "diagnostics.grad_norms=[1,50]"],
      "diagnostics.grad_norms=[1, 50]: 50 is past the run's last iteration (10), so no gradient norms are taken "
      "there. Give iterations in [1, 10]."),

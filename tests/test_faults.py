@@ -281,7 +281,7 @@ def test_a_preset_run_shorter_than_its_milestones_warns_naming_them(tmp_path, ca
     caplog.set_level(logging.WARNING, logger="resnet_repro")
     s = train(smoke_cfg("schedule.iterations=8", "trainer.eval_every=4"), tmp_path / "run")  # the preset's [10, 15]
     assert s["status"] == "completed"
-    assert "schedule.milestones=[10, 15]: 10, 15 are not before schedule.iterations=8, so the lr never drops " \
+    assert "schedule.milestones=[10, 15]: 10, 15 are past schedule.iterations=8, so the lr never drops " \
            "there. This run is not the paper's schedule." in caplog.text
 
 

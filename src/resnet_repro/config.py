@@ -358,11 +358,12 @@ def validate(cfg: Config) -> Config:
 def unreachable(cfg: Config) -> dict[str, list[int]]:
     """Milestones and gradient-norm iterations the run never reaches, by key (empty when none).
 
-    A milestone at iteration m lowers the lr of the steps from m on, so one at or past
-    ``schedule.iterations`` changes nothing; gradient norms are taken at iterations 1..iterations.
+    A milestone at iteration m lowers the lr of the steps from m on, so one past
+    ``schedule.iterations`` is never reached (one at it, the end, is a way to write "no decay");
+    gradient norms are taken at iterations 1..iterations.
     """
     s = cfg.schedule
-    out = {"schedule.milestones": [m for m in s.milestones if m >= s.iterations]}
+    out = {"schedule.milestones": [m for m in s.milestones if m > s.iterations]}
     out["diagnostics.grad_norms"] = [g for g in cfg.diagnostics.grad_norms if g > iteration_schedule(cfg).iterations]
     return {k: v for k, v in out.items() if v}
 
@@ -371,9 +372,9 @@ def unreachable_message(cfg: Config, key: str, values: list[int], *, refused: bo
     """Say which values the run never reaches; with the fix when refused, else as a warning."""
     s, shown, verb = cfg.schedule, ", ".join(map(str, values)), "is" if len(values) == 1 else "are"
     if key == "schedule.milestones":
-        fix = (f"Give milestones below {s.iterations} (the paper: 32000,48000 of 64000)." if refused
+        fix = (f"Give milestones up to {s.iterations} (the paper: 32000,48000 of 64000)." if refused
                else "This run is not the paper's schedule.")
-        return (f"schedule.milestones={list(s.milestones)}: {shown} {verb} not before schedule.iterations="
+        return (f"schedule.milestones={list(s.milestones)}: {shown} {verb} past schedule.iterations="
                 f"{s.iterations}, so the lr never drops there. {fix}")
     total = iteration_schedule(cfg).iterations
     fix = f"Give iterations in [1, {total}]." if refused else "They are left out."
