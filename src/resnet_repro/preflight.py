@@ -8,10 +8,10 @@ Hydra makes a run directory. A sweep's jobs are all checked the same way by the 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
@@ -76,8 +76,12 @@ def preflight(argv: list[str], conf_dir: Path) -> bool:
     Multiruns (``-m``, or a preset that sets ``hydra.mode: MULTIRUN``) are left to the sweeper,
     which validates every job before the first one starts. Returns whether a check ran.
     """
-    args = get_args_parser().parse_args(argv)
-    if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_dir or args.config_path:
+    try:
+        args = _ARGS.parse_args(argv)
+    except argparse.ArgumentError:  # not a command line we read (--version, a malformed flag): Hydra answers it
+        return False
+    if (args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_dir
+            or args.config_path or args.experimental_rerun):
         return False
     parsed = [_parse(o) for o in args.overrides]  # a syntax error, named by its override, in sweeps too
     if args.multirun:
@@ -106,6 +110,29 @@ def preflight(argv: list[str], conf_dir: Path) -> bool:
         GlobalHydra.instance().clear()
     check_can_start(cfg, run_dir)
     return True
+
+
+class _QuietParser(argparse.ArgumentParser):
+    def error(self, message: str):  # Hydra prints its own usage errors: raise, print nothing
+        raise argparse.ArgumentError(None, message)
+
+
+def _hydra_command_line() -> argparse.ArgumentParser:
+    """The flags of Hydra's command line (``--help``, ``-m``, ``--cfg``, ...), to tell a single run's
+    overrides from a question or a sweep for Hydra; Hydra itself parses the line again."""
+    p = _QuietParser(add_help=False, allow_abbrev=False)
+    for flags in (("--help", "-h"), ("--hydra-help",), ("--resolve",), ("--run", "-r"), ("--multirun", "-m"),
+                  ("--shell-completion", "-sc")):
+        p.add_argument(*flags, action="store_true")
+    for flags in (("--cfg", "-c"), ("--package", "-p"), ("--config-path", "-cp"), ("--config-name", "-cn"),
+                  ("--config-dir", "-cd"), ("--experimental-rerun",)):
+        p.add_argument(*flags)
+    p.add_argument("--info", "-i", nargs="?", const="all")
+    p.add_argument("overrides", nargs="*")
+    return p
+
+
+_ARGS = _hydra_command_line()
 
 
 def check_can_start(cfg, run_dir: str | None) -> None:

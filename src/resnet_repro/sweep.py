@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -173,5 +174,10 @@ class ManifestCallback(Callback):
         hc = config.hydra
         if hc.mode != RunMode.MULTIRUN:
             return
-        failed = job_return.status.name == "FAILED"
-        mark_job_ended(hc, job_return._return_value if failed else None)
+        exc = None
+        if job_return.status == JobStatus.FAILED:
+            try:
+                _ = job_return.return_value  # a failed job's return value is its exception, raised
+            except BaseException as ex:  # noqa: BLE001 - whatever ended the job is its outcome
+                exc = ex
+        mark_job_ended(hc, exc)

@@ -3,13 +3,14 @@ job starts, and a sweep manifest listing every job as pending."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins import basic_sweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf, open_dict, read_write
 
@@ -39,13 +40,16 @@ class ResnetSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def split_arguments(self, overrides, max_batch_size):
-        # Hydra's own expansion (looked up at call time: Hydra re-imports its core plugins).
-        batches = basic_sweeper.BasicSweeper.split_arguments(overrides, max_batch_size)
-        kept = [[job for job in batch if not excluded(job, self.exclude)] for batch in batches]
-        return [b for b in kept if b]
+    def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
+        """The jobs of parsed overrides less the ``exclude`` rules' jobs, in batches of at most
+        ``max_batch_size`` (all in one batch without it)."""
+        jobs = [job for job in product(overrides) if not excluded(job, self.exclude)]
+        size = max_batch_size or len(jobs) or 1
+        return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
     def jobs(self, arguments: list[str]) -> list[list[str]]:
+        """Every job's overrides: the product of the swept values (the sweeper's ``params`` first,
+        then the command line's), in Hydra's order."""
         params_conf = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         return [job for batch in self.split_arguments(parser.parse_overrides(params_conf), None) for job in batch]
@@ -86,6 +90,23 @@ class ResnetSweeper(Sweeper):
             for r in results:
                 _ = r.return_value
         return returns
+
+
+def product(overrides: list[Override]) -> list[list[str]]:
+    """The jobs of parsed overrides: one per combination of the swept values, the last key varying
+    fastest (Hydra's basic sweeper's order); a key given again (the command line after the sweeper's
+    ``params``) replaces its values in the first one's place. Ranges and choices sweep; intervals cannot."""
+    axes: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if o.is_interval_sweep():
+                raise ConfigError(f"{o.input_line} is an interval: a grid sweep needs values to list, e.g. "
+                                  f"{key}=0.1,0.05 or {key}=range(1,4).")
+            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*axes.values())]
 
 
 def job_names(jobs: list[list[str]], depths: list[int]) -> list[str]:
