@@ -64,6 +64,9 @@ def test_projection_interpolates_seconds_per_iteration_in_depth():
     assert est and abs(s - (0.010 - 0.018 * 12 / 36)) < 1e-9
     s, est = interpolate_in_depth({20: 0.009}, 56)  # one depth measured: scaled with depth
     assert est and abs(s - 0.009 * 56 / 20) < 1e-9
+    # noise (a loaded machine timed the shallower net slower): a floor, never a negative time
+    assert interpolate_in_depth({8: 0.10, 14: 0.03}, 56) == (0.03, True)
+    assert interpolate_in_depth({20: 0.01, 56: 0.05}, 8)[0] == pytest.approx(0.01 * 8 / 20)
 
     res = {"batch": 128, "rows": [{"variant": "residual", "depth": d, "ours": {"img_per_s": 128 / s, "warmup_s": 30.0}}
                                   for d, s in pts.items()]}

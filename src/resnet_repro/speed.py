@@ -119,7 +119,11 @@ def measure(variant: str, depth: int, device: torch.device, x: torch.Tensor, y: 
 # --- from measurements to estimates ------------------------------------------------------------
 def interpolate_in_depth(points: dict[int, float], depth: int) -> tuple[float, bool]:
     """``points[depth]`` when measured, else linear in depth between (or beyond) the measured
-    depths; one measured depth is scaled in proportion to depth. Returns (value, estimated)."""
+    depths; one measured depth is scaled in proportion to depth. Returns (value, estimated).
+
+    A deeper net never costs less than the deepest measured one below it, nor a shallower one
+    less than the shallowest measured scaled down with depth: noisy measurements (a loaded
+    machine timing the shallower net slower) extrapolate to a floor, never to a negative time."""
     if not points:
         raise ValueError("no measured depths")
     if depth in points:
@@ -127,14 +131,17 @@ def interpolate_in_depth(points: dict[int, float], depth: int) -> tuple[float, b
     pts = sorted(points.items())
     if len(pts) == 1:
         return pts[0][1] * depth / pts[0][0], True
+    floor = 0.0
     if depth < pts[0][0]:
         lo, hi = pts[0], pts[1]
+        floor = pts[0][1] * depth / pts[0][0]
     elif depth > pts[-1][0]:
         lo, hi = pts[-2], pts[-1]
+        floor = pts[-1][1]
     else:
         lo = max((p for p in pts if p[0] < depth), key=lambda p: p[0])
         hi = min((p for p in pts if p[0] > depth), key=lambda p: p[0])
-    return lo[1] + (hi[1] - lo[1]) * (depth - lo[0]) / (hi[0] - lo[0]), True
+    return max(floor, lo[1] + (hi[1] - lo[1]) * (depth - lo[0]) / (hi[0] - lo[0])), True
 
 
 @dataclass
