@@ -211,7 +211,7 @@ def test_fused_sgd_equals_foreach_sgd_on_the_same_gradients(device):
 
 
 # --- kill and resume ----------------------------------------------------------------------------
-CHILD = "import sys; sys.argv = ['resnet-train', *sys.argv[1:]]; from resnet_repro.train import main; main()"
+CHILD = "import sys; sys.argv = ['resnet-train', *sys.argv[1:]]; from resnet_repro.cli import main; main()"
 
 
 def _start(device: torch.device, run: Path) -> subprocess.Popen:

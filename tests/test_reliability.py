@@ -40,7 +40,7 @@ def fsync(fd):
     return real_fsync(fd)
 os.fsync = fsync
 sys.argv = ["resnet-train", *sys.argv[1:]]
-from resnet_repro.train import main
+from resnet_repro.cli import main
 main()
 """
 

@@ -13,6 +13,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -157,6 +158,12 @@ GROUP_SCHEMAS = {
 }
 
 
+def config_dir() -> Path:
+    """``conf/`` shipped inside the package (wheel installs) or at the repository top (checkouts)."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore (``conf/config.yaml`` extends ``base_config``)."""
     cs = ConfigStore.instance()
@@ -199,6 +206,9 @@ def resolve_warmup(cfg: Config) -> None:
         cfg.schedule.warmup = cfg.model.name in CIFAR_MODELS and cfg.model.depth >= WARMUP_FROM_DEPTH
     else:
         cfg.schedule.warmup = word == "true"
+
+
+register_configs()  # on import: every entry point (the CLI, the study, tests) composes with the schemas
 
 
 if not OmegaConf.has_resolver("run_name"):

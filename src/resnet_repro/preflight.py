@@ -25,7 +25,6 @@ from omegaconf.errors import (
 )
 
 from .config import PROTOCOLS, SHORTCUTS, leaf_keys, to_config, unknown_key_message
-from .data import check_protocol
 from .errors import ConfigError
 
 _EXPECTED = {
@@ -102,6 +101,8 @@ def preflight(argv: list[str], conf_dir: Path) -> bool:
                         f"{sweeps[0]} is a sweep over several values: add -m (--multirun) to run one job per value."
                     )
                 cfg = to_config(compose(args.config_name or "config", overrides=overrides), overrides)
+                from .data import check_protocol  # torch: only for a config that is valid so far
+
                 check_protocol(cfg.dataset)
                 run_dir = _run_dir(full)
             except (HydraException, OmegaConfBaseException) as ex:

@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
@@ -33,85 +32,24 @@ import yaml
 
 from .config import flat
 from .errors import CheckpointError, RunDirError
+from .files import (  # noqa: F401 - the record's names, re-exported
+    _UMASK,
+    CHECKPOINT_FILE,
+    CHECKPOINT_KEYS,
+    CONFIG_FILE,
+    GRAD_NORMS_FILE,
+    LAYER_STATS_FILE,
+    LOCK_FILE,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
+    RUNTIME_KEYS,
+    SUMMARY_FILE,
+    _fsync_dir,
+    atomic_write,
+)
 
 log = logging.getLogger("resnet_repro")
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the one before: the fallback when the last is torn
-LOCK_FILE = "run.lock"
-LAYER_STATS_FILE = "layer_stats.csv"
-# What every checkpoint holds (train.py writes them all): one without any of these is refused.
-CHECKPOINT_KEYS = ("format", "config", "iteration", "model", "optimizer", "schedule", "batches", "window",
-                   "torch_rng", "elapsed_s", "train_time_s", "best")
-GRAD_NORMS_FILE = "grad_norms.csv"
-
-METRIC_COLUMNS = [
-    "iter", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
-    "test_loss", "test_err", "time_s", "img_per_s",
-]
-# Keys that may differ when a run is resumed: where and how it runs, not what it computes.
-RUNTIME_KEYS = {
-    "dataset.root", "dataset.download", "trainer.device", "trainer.progress",
-    "trainer.num_threads", "trainer.channels_last", "trainer.compile", "trainer.cuda_graphs",
-    "optimizer.impl", "logger.name", "logger.mode", "logger.project", "logger.entity",
-    "logger.tags", "logger.group", "logger.job_type", "logger.init_timeout",
-    "diagnostics.layer_stats", "diagnostics.layer_stats_images", "diagnostics.grad_norms",
-}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """Hold SIGINT, SIGTERM and SIGUSR2 (submitit's requeue signal) until the block is done."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
-    """Write via ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename over it.
-
-    With ``keep_previous``, the old ``path`` is first renamed there: a kill between the two renames
-    leaves the previous file in place of the missing one, never a torn file.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the record the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        with _signals_deferred():  # the two renames as one step: no interrupt lands between them
-            if keep_previous is not None and path.exists():
-                os.replace(path, keep_previous)
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .config import CIFAR_MODELS, WARMUP_FROM_DEPTH
 from .errors import ResnetReproError
-from .record import RUNTIME_KEYS
+from .files import RUNTIME_KEYS
 from .results import Results, collect, collect_grad_norms, collect_layer_stats
 from .sweep import MANIFEST_FILE
 

@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from .config import flat
-from .record import (
+from .files import (
     CONFIG_FILE,
     GRAD_NORMS_FILE,
     LAYER_STATS_FILE,

@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import DEFAULT_DEPTH
-from .record import SUMMARY_FILE, atomic_write
+from .files import SUMMARY_FILE, atomic_write
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"

@@ -1,9 +1,5 @@
-"""Train one CIFAR ResNet with the paper's recipe and record the run.
-
-    resnet-train                                   # ResNet-20, paper recipe, CIFAR-10 (paper protocol)
-    resnet-train model.depth=56 model.residual=false
-    resnet-train -m model.n=3,5,7,9,18             # a Hydra multirun sweep
-    python -m resnet_repro.train experiment=smoke
+"""Train one CIFAR ResNet with the paper's recipe and record the run (``train``); the command
+line that calls it is ``cli.py`` (``resnet-train``; ``python -m resnet_repro.train`` runs it too).
 """
 
 from __future__ import annotations
@@ -21,19 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import hydra
 import torch
 import torch.nn.functional as F
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from .config import (
     Config,
+    config_dir,  # noqa: F401 - where it was first (tests and scripts import it from here)
     iteration_schedule,
-    register_configs,
-    to_config,
     to_dict,
     unreachable,
     unreachable_message,
@@ -57,17 +48,10 @@ from .record import (
     library_versions,
 )
 from .schedule import LRSchedule
-from .sweep import mark_job_ended  # also registers the job_name resolver used by hydra.sweep.subdir
 
 log = logging.getLogger("resnet_repro")
 CHECKPOINT_FORMAT = 1
 MIRRORED_FILES = ("config.yaml", "summary.json", "metrics.csv", LAYER_STATS_FILE, GRAD_NORMS_FILE)  # to W&B at the end
-
-
-def config_dir() -> Path:
-    """``conf/`` shipped inside the package (wheel installs) or at the repository top (checkouts)."""
-    packaged = Path(__file__).parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
 def pick_device(name: str, job_num: int | None = None) -> torch.device:
@@ -496,61 +480,9 @@ def platform_cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-register_configs()
-
-
-@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> float | None:
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    try:
-        summary = train(
-            to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir,
-            group=f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}" if multirun else None,
-            job_num=hc.job.num if multirun else None, sweep_dir=hc.sweep.dir if multirun else None,
-        )
-    except BaseException as ex:
-        if multirun:
-            if not isinstance(ex, Exception):  # Hydra's job-end callbacks only see Exceptions
-                mark_job_ended(hc, ex)
-            raise  # the sweep records the failure and runs the other jobs
-        if not isinstance(ex, ResnetReproError):
-            raise
-        print(f"resnet-train: error: {ex}", file=sys.stderr)
-        sys.exit(2)
-    return summary.get("final_test_err", summary.get("final_val_err"))
-
-
-def main() -> None:
-    """Console entry point: check every job's config first, then hand over to Hydra."""
-    from .preflight import explain, preflight
-
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # we print our own errors; real bugs keep tracebacks
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS when asked for
-    try:
-        preflight(sys.argv[1:], config_dir())
-        hydra_main()
-    except ResnetReproError as ex:
-        print(f"resnet-train: error: {ex}", file=sys.stderr)
-        sys.exit(2)
-    except Preempted as ex:
-        print(f"resnet-train: {ex}", file=sys.stderr)
-        sys.exit(128 + ex.signum)  # the exit status the signal itself would give (143, or 130 for Ctrl-C)
-    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one that would not wait
-        print("resnet-train: interrupted (Ctrl-C). Rerun the same command to resume from the last checkpoint "
-              "(one Ctrl-C finishes the step and writes a checkpoint first).", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
-    except Exception as ex:
-        msg = explain(ex)
-        if msg is None:
-            raise
-        print(f"resnet-train: error: {msg}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy's: parallel launchers (joblib,
-    # submitit) pickle the task function by reference, which __main__ cannot give them.
-    from resnet_repro.train import main as _main
+    # the command line lives in cli.py (no torch before a run starts); run the imported module's
+    # main, which parallel launchers (joblib, submitit) can pickle by reference
+    from resnet_repro.cli import main
 
-    _main()
+    main()

@@ -16,14 +16,13 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from ..config import Config, flat, iteration_schedule, to_config, to_dict
+from ..config import Config, config_dir, flat, iteration_schedule, to_config, to_dict
 from ..data import test_batch_available
 from ..errors import ResnetReproError
 from ..preflight import explain
 from ..record import CONFIG_FILE, RUNTIME_KEYS, SUMMARY_FILE
 from ..results import find_run_dirs
 from ..sweep import job_name
-from ..train import config_dir
 
 ENDED = ("completed", "diverged")  # a job with such a record is not run again (a divergence is a result)
 

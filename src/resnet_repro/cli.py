@@ -1,0 +1,83 @@
+"""The ``resnet-train`` command line: Hydra's app, answering config errors and ``--help`` before
+torch is imported (training imports it once a run starts).
+
+    resnet-train                                   # ResNet-20, paper recipe, CIFAR-10 (paper protocol)
+    resnet-train model.depth=56 model.residual=false
+    resnet-train -m model.n=3,5,7,9,18             # a Hydra multirun sweep
+    python -m resnet_repro.cli experiment=smoke
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .config import config_dir, to_config
+from .errors import Preempted, ResnetReproError
+from .sweep import mark_job_ended  # also registers the job_name resolver used by hydra.sweep.subdir
+
+
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> float | None:
+    from .train import train  # torch: only once a run starts
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        summary = train(
+            to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir,
+            group=f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}" if multirun else None,
+            job_num=hc.job.num if multirun else None, sweep_dir=hc.sweep.dir if multirun else None,
+        )
+    except BaseException as ex:
+        if multirun:
+            if not isinstance(ex, Exception):  # Hydra's job-end callbacks only see Exceptions
+                mark_job_ended(hc, ex)
+            raise  # the sweep records the failure and runs the other jobs
+        if not isinstance(ex, ResnetReproError):
+            raise
+        print(f"resnet-train: error: {ex}", file=sys.stderr)
+        sys.exit(2)
+    return summary.get("final_test_err", summary.get("final_val_err"))
+
+
+def main() -> None:
+    """Console entry point: check every job's config first, then hand over to Hydra."""
+    from .preflight import explain, preflight
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # we print our own errors; real bugs keep tracebacks
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS when asked for
+    try:
+        preflight(sys.argv[1:], config_dir())
+        hydra_main()
+    except ResnetReproError as ex:
+        print(f"resnet-train: error: {ex}", file=sys.stderr)
+        sys.exit(2)
+    except Preempted as ex:
+        print(f"resnet-train: {ex}", file=sys.stderr)
+        sys.exit(128 + ex.signum)  # the exit status the signal itself would give (143, or 130 for Ctrl-C)
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one that would not wait
+        print("resnet-train: interrupted (Ctrl-C). Rerun the same command to resume from the last checkpoint "
+              "(one Ctrl-C finishes the step and writes a checkpoint first).", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+    except Exception as ex:
+        msg = explain(ex)
+        if msg is None:
+            raise
+        print(f"resnet-train: error: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, not this __main__ copy's: parallel launchers (joblib,
+    # submitit) pickle the task function by reference, which __main__ cannot give them.
+    from resnet_repro.cli import main as _main
+
+    _main()
