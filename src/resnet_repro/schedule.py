@@ -14,7 +14,9 @@ from .config import ScheduleConfig
 class LRSchedule:
     def __init__(self, cfg: ScheduleConfig, base_lr: float):
         self.cfg, self.base_lr = cfg, base_lr
-        self.warming = cfg.warmup
+        # config.validate resolves schedule.warmup=auto by depth; unresolved (a bare schedule, no
+        # net to judge), "auto" means no warm-up
+        self.warming = cfg.warmup is True
         self.warmup_ended_at: int | None = None
 
     def lr(self, iteration: int) -> float:
