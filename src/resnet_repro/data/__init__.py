@@ -1,87 +1,25 @@
-"""Datasets as uint8 tensors, split by protocol, ready to live on the training device."""
+"""Datasets as uint8 tensors, split by protocol, ready to live on the training device.
+
+- ``registry.py``: the datasets' names, shapes and the dataset group's checks (no torch: the
+  command line validates a config before torch is imported);
+- ``splits.py``: reading a dataset and splitting it by protocol (``load_splits``);
+- ``pipeline.py``: the data on the training device, batched augmentation and normalisation;
+- ``cifar.py``, ``fashion_mnist.py``, ``synthetic.py``: the readers.
+
+The names below are imported on first use, so ``import resnet_repro.data.registry`` stays light.
+"""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from pathlib import Path
+import importlib
 
-import torch
-
-from ..config import DatasetConfig
-from ..errors import ConfigError
-from .cifar import BASE_FOLDER, has_test_batch, load_cifar10, load_cifar100
-from .fashion_mnist import load_fashion_mnist
-from .synthetic import make_synthetic
-
-log = logging.getLogger(__name__)
+_LAZY = {name: "splits" for name in ("Splits", "check_protocol", "load_splits", "paper_split", "test_batch_available")}
+__all__ = sorted(_LAZY)
 
 
-@dataclass
-class Splits:
-    """uint8 images (N,3,H,W) and int64 labels per split; ``val``/``test`` may be absent."""
-
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor] | None
-    test: tuple[torch.Tensor, torch.Tensor] | None
-    num_classes: int
-    note: str = ""
-
-    @property
-    def eval_splits(self) -> list[str]:
-        return [s for s in ("val", "test") if getattr(self, s) is not None]
-
-
-def test_batch_available(cfg: DatasetConfig) -> bool:
-    """Whether the run will have a test split (a CIFAR-10 download brings the test batch too)."""
-    if cfg.name == "synthetic":
-        return cfg.num_test > 0
-    if cfg.name in ("cifar100", "fashion_mnist"):  # their test files come with the training files
-        return True
-    if has_test_batch(cfg.root):
-        return True
-    return cfg.download and not (Path(cfg.root) / BASE_FOLDER).exists()
-
-
-def check_protocol(cfg: DatasetConfig) -> None:
-    """Refuse, before any work, a protocol that needs a test split the data does not have."""
-    if cfg.protocol == "full" and not test_batch_available(cfg):
-        where = "dataset.num_test=0" if cfg.name == "synthetic" else f"{cfg.root} has no cifar-10-batches-py/test_batch"
-        raise ConfigError(
-            f"dataset.protocol=full evaluates on the test batch, but {where}. Use "
-            f"dataset.protocol=paper (45k/5k train/validation split, validation error), or point "
-            f"dataset.root at a copy that includes test_batch."
-        )
-
-
-def paper_split(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed, seeded split of ``n`` training images into (train indices, validation indices)."""
-    if not 0 < val_size < n:
-        raise ConfigError(
-            f"dataset.val_size={val_size} is not valid for {n} training images: it must be in [1, {n - 1}]."
-        )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[val_size:].sort().values, perm[:val_size].sort().values
-
-
-def load_splits(cfg: DatasetConfig, num_classes: int = 10) -> Splits:
-    check_protocol(cfg)
-    if cfg.name == "cifar10":
-        x, y, test = load_cifar10(cfg.root, download=cfg.download, verify=cfg.verify)
-    elif cfg.name == "cifar100":
-        x, y, test = load_cifar100(cfg.root, download=cfg.download, verify=cfg.verify)
-    elif cfg.name == "fashion_mnist":
-        x, y, test = load_fashion_mnist(cfg.root, download=cfg.download, verify=cfg.verify)
-    elif cfg.name == "synthetic":
-        x, y = make_synthetic(cfg.num_train, num_classes, seed=1000 + cfg.split_seed)
-        test = make_synthetic(cfg.num_test, num_classes, seed=2000 + cfg.split_seed) if cfg.num_test else None
-    else:
-        raise ConfigError(f"dataset.name={cfg.name!r} is not valid. Valid choices: cifar10, cifar100, fashion_mnist, synthetic.")
-    if cfg.protocol == "full":
-        return Splits(train=(x, y), val=None, test=test, num_classes=num_classes)
-    tr, va = paper_split(len(x), cfg.val_size, cfg.split_seed)
-    note = ""
-    if test is None:
-        note = "no test batch: evaluating on the validation split only; reported errors are validation errors"
-        log.warning("%s", note)
-    return Splits(train=(x[tr], y[tr]), val=(x[va], y[va]), test=test, num_classes=num_classes, note=note)
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
