@@ -11,9 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LAYER_STATS_COLUMNS = ["iter", "layer", "module", "std", "channel_std"]
-GRAD_NORM_COLUMNS = ["iter", "layer", "module", "grad_norm", "weight_norm"]
-
 
 def conv3x3_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
     """(BN module name, 3x3 conv, its BN) for every 3x3 conv-BN layer, in forward order.

@@ -28,6 +28,10 @@ METRIC_COLUMNS = [
     "iter", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
     "test_loss", "test_err", "time_s", "img_per_s",
 ]
+LAYER_STATS_COLUMNS = ["iter", "layer", "module", "std", "channel_std"]
+GRAD_NORM_COLUMNS = ["iter", "layer", "module", "grad_norm", "weight_norm"]
+# The record's per-iteration tables: a resumed run drops their rows past its checkpoint.
+TABLES = {METRICS_FILE: METRIC_COLUMNS, LAYER_STATS_FILE: LAYER_STATS_COLUMNS, GRAD_NORMS_FILE: GRAD_NORM_COLUMNS}
 # Keys that may differ when a run is resumed: where and how it runs, not what it computes.
 RUNTIME_KEYS = {
     "dataset.root", "dataset.download", "trainer.device", "trainer.progress",

@@ -45,6 +45,7 @@ from .files import (  # noqa: F401 - the record's names, re-exported
     PREVIOUS_CHECKPOINT_FILE,
     RUNTIME_KEYS,
     SUMMARY_FILE,
+    TABLES,
     _fsync_dir,
     atomic_write,
 )
@@ -242,6 +243,12 @@ class RunRecord:
 
     def truncate_metrics(self, last_iter: int) -> None:
         self.truncate_rows(METRICS_FILE, METRIC_COLUMNS, last_iter)
+
+    def rewind(self, last_iter: int) -> None:
+        """Drop every table's rows after ``last_iter``: those an interrupted attempt wrote after its
+        last checkpoint (0: every row of an attempt that stopped before its first one)."""
+        for name, columns in TABLES.items():
+            self.truncate_rows(name, columns, last_iter)
 
     # --- summary ----------------------------------------------------------------------------
     def read_summary(self) -> dict | None:

@@ -4,7 +4,6 @@ line that calls it is ``cli.py`` (``resnet-train``; ``python -m resnet_repro.tra
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -13,12 +12,13 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import (
@@ -29,29 +29,30 @@ from .config import (
     unreachable,
     unreachable_message,
 )
-from .data import Splits, load_splits
-from .data.pipeline import DeviceBatches, eval_batches, normalize, pixel_mean
-from .diagnostics import GRAD_NORM_COLUMNS, LAYER_STATS_COLUMNS, conv_grad_norms, layer_response_std
+from .data import load_splits
+from .data.pipeline import DeviceData, eval_batches
+from .diagnostics import conv_grad_norms, layer_response_std
 from .errors import CheckpointError, Diverged, Preempted, ResnetReproError, RunDirError
 from .fastpath import FastPath, TrainStep, device_sync, match_optimizer_strides
-from .loggers import WandbMirror
-from .models import build_model, count_params
-from .record import (
+from .files import (
     CHECKPOINT_FILE,
+    GRAD_NORM_COLUMNS,
     GRAD_NORMS_FILE,
+    LAYER_STATS_COLUMNS,
     LAYER_STATS_FILE,
     METRICS_FILE,
     PREVIOUS_CHECKPOINT_FILE,
     SUMMARY_FILE,
-    RunRecord,
-    git_commit,
-    library_versions,
 )
+from .models import build_model, count_params
+from .record import RunRecord, git_commit, library_versions
 from .schedule import LRSchedule
+from .sinks import RESULT_KEYS, Sinks
+from .state import Progress, TorchRNG
+from .wandb_mirror import WandbMirror
 
 log = logging.getLogger("resnet_repro")
 CHECKPOINT_FORMAT = 1
-MIRRORED_FILES = ("config.yaml", "summary.json", "metrics.csv", LAYER_STATS_FILE, GRAD_NORMS_FILE)  # to W&B at the end
 
 
 def pick_device(name: str, job_num: int | None = None) -> torch.device:
@@ -118,33 +119,6 @@ def evaluate(model, x, y, batch_size: int, mean, fast: FastPath | None = None,
         wrong += (out.argmax(1) != yb).sum()
     model.train()
     return loss_sum.item() / len(x), 100.0 * wrong.item() / len(x)
-
-
-@dataclass
-class Window:
-    """Training loss and error summed on the device between log steps (read only at log steps)."""
-
-    loss: torch.Tensor
-    wrong: torch.Tensor
-    seen: int = 0
-
-    @classmethod
-    def zeros(cls, device) -> Window:
-        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
-
-    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss += loss.detach() * len(y)
-        self.wrong += (out.argmax(1) != y).sum()
-        self.seen += len(y)
-
-    def read(self) -> tuple[float, float]:
-        return self.loss.item() / self.seen, 100.0 * self.wrong.item() / self.seen
-
-    def state_dict(self) -> dict:
-        return {"loss": self.loss.cpu(), "wrong": self.wrong.cpu(), "seen": self.seen}
-
-    def load_state_dict(self, s: dict, device) -> None:
-        self.loss, self.wrong, self.seen = s["loss"].to(device), s["wrong"].to(device), s["seen"]
 
 
 def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num: int | None = None,
@@ -221,252 +195,239 @@ def summary_config(summary: dict) -> dict | None:
 def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None,
            sweep_dir: str | Path | None = None) -> dict:
     cfg_dict = to_dict(cfg)
-    ckpt = rec.load_checkpoint()
-    old = rec.read_summary() or {}
+    ckpt, old = rec.load_checkpoint(), rec.read_summary() or {}
     check_record(rec, cfg_dict, ckpt, old)
-    schedule = iteration_schedule(cfg)  # epochs, when the schedule counts them, as iterations
     done = ckpt["iteration"] if ckpt is not None else old.get("iterations") or 0
-    if done >= schedule.iterations and old.get("status") == "completed":
+    if done >= iteration_schedule(cfg).iterations and old.get("status") == "completed":
         gone = "" if ckpt is not None else "; its checkpoint is gone, so it can be read but not extended"
         log.info("%s is already complete (%d iterations)%s. Nothing to do.", rec.dir, done, gone)
         return old
     for key, values in unreachable(cfg).items():
         log.warning("%s", unreachable_message(cfg, key, values, refused=False))
-
-    t = cfg.trainer
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
-    if t.deterministic:
-        # cuBLAS needs a fixed workspace to be deterministic (set before CUDA starts, in main())
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    device = pick_device(t.device, job_num)
-    if ckpt is not None:
-        check_same_device_type(ckpt, device, rec.path("checkpoint.pt"))
-    fast = FastPath.resolve(t, cfg.optimizer, device)
-    fast.new_job()  # this run's backend flags; compiled code of earlier jobs in the process dropped
-
-    splits: Splits = load_splits(cfg.dataset, cfg.model.num_classes)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device, memory_format=fast.memory_format)
-    n_params = count_params(model)
-    mean = pixel_mean(splits.train[0])
-    size = cfg.dataset.image_size
-    batches = DeviceBatches(*splits.train, t.batch_size, mean, device, augment=cfg.dataset.augment, seed=cfg.seed,
-                            size=size)
-    evals = {s: tuple(v.to(device) for v in getattr(splits, s)) for s in splits.eval_splits}
-    mean = mean.to(device)
-    o = cfg.optimizer
-    opt = fast.optimizer(model.parameters(), o)
-    step = TrainStep(model, opt, fast)  # trains the compiled model when compiling; eval uses the eager one
-    sched = LRSchedule(schedule, o.lr)
-    window = Window.zeros(device)
-    it, elapsed, train_time, best = 0, 0.0, 0.0, {}
+    run = Run.build(cfg, rec, ckpt, job_num)
     rec.write_config(cfg_dict)  # only once setup has succeeded, so a failed start locks nothing
-
-    diag = cfg.diagnostics
-    grad_iters = set(diag.grad_norms)
-    # Fig. 7's fixed batch: the first held-out images (validation, else test, else training).
-    probe_split = next(iter(evals), "train")
-    probe = (evals[probe_split][0] if evals else splits.train[0].to(device))[: diag.layer_stats_images]
-
-    def record_layer_stats() -> None:
-        bs = t.eval_batch_size
-        rows = layer_response_std(model, (normalize(probe[i : i + bs], mean, size) for i in range(0, len(probe), bs)))
-        rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": it, **r} for r in rows])
-
-    def record_grad_norms() -> None:  # a few early iterations only: one device read each
-        rec.append_rows(GRAD_NORMS_FILE, GRAD_NORM_COLUMNS, [{"iter": it + 1, **r} for r in conv_grad_norms(model)])
-
-    tables = ((LAYER_STATS_FILE, LAYER_STATS_COLUMNS), (GRAD_NORMS_FILE, GRAD_NORM_COLUMNS))
-    if ckpt is None:
-        rec.truncate_metrics(0)  # rows of an attempt that stopped before its first checkpoint
-        for name, cols in tables:
-            rec.truncate_rows(name, cols, 0)
-    else:
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"Checkpoint {rec.path('checkpoint.pt')} has an unknown format. Move the run directory aside to start this run again; nothing was changed.")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        match_optimizer_strides(opt)
-        if ckpt.get("scaler"):
-            step.scaler.load_state_dict(ckpt["scaler"])
-        sched.load_state_dict(ckpt["schedule"])
-        batches.load_state_dict(ckpt["batches"])
-        window.load_state_dict(ckpt["window"], device)
-        torch.set_rng_state(ckpt["torch_rng"])
-        it, elapsed, train_time, best = ckpt["iteration"], ckpt["elapsed_s"], ckpt["train_time_s"], ckpt["best"]
-        rec.truncate_metrics(it)
-        for name, cols in tables:
-            rec.truncate_rows(name, cols, it)
-        log.info("Resuming %s from iteration %d", rec.dir, it)
-
-    summary = {
-        "name": cfg.name,
-        "run_dir": str(rec.dir),
-        "status": "running",
-        "model": cfg.model.name,
-        "depth": cfg.model.depth,
-        "n": cfg.model.n,
-        "residual": cfg.model.residual,
-        # ImageNet nets project where the shape changes (option B); pre-activation nets pad (A)
-        "shortcut": None if not cfg.model.residual else {"resnet_cifar": cfg.model.shortcut, "preact_cifar": "A"}.get(
-            cfg.model.name, "B"),
-        "params": n_params,
-        "dataset": cfg.dataset.name,
-        "protocol": cfg.dataset.protocol,
-        "seed": cfg.seed,
-        "eval_splits": splits.eval_splits,
-        "test_available": splits.test is not None,
-        "reported_error": "test" if splits.test is not None else "validation",
-        "note": splits.note,
-        "iterations": it,
-        "iterations_total": schedule.iterations,
-        "milestones": list(schedule.milestones),
-        "warmup": bool(cfg.schedule.warmup),
-        "batch_size": t.batch_size,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform_cpu(),
-        "fast_path": fast.describe(),
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        "started_at": old.get("started_at") or _now(),
-        "resumed_from": it or None,
-        "layer_stats": diag.layer_stats,
-        "layer_stats_split": probe_split if diag.layer_stats != "off" else None,
-        "layer_stats_images": len(probe) if diag.layer_stats != "off" else None,
-    }
-    if ckpt is not None:  # the results as of the checkpoint (an older summary may lag behind it)
-        summary.update(ckpt.get("results") or {k: v for k, v in old.items() if k.startswith(("final_", "best_"))
-                                                or k in ("wall_time_s", "train_time_s", "images_per_s")})
+    run.restore(ckpt)
     wandb = WandbMirror(cfg.logger, rec.dir, name=rec.dir.name, group=group,
                         job_type=cfg.experiment_name, config=cfg_dict, sweep_dir=sweep_dir)
-    summary["wandb"] = wandb.record()
-    rec.write_summary(summary)
-    log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in fast.describe().items()))
-    log.info(
-        "%s: %s %s-%d (n=%s, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
-        cfg.name, cfg.model.name, "ResNet" if cfg.model.residual else "plain", cfg.model.depth, cfg.model.n,
-        summary["shortcut"] or "no", f"{n_params:,}", cfg.dataset.name, cfg.dataset.protocol,
-        len(splits.train[0]), "+".join(splits.eval_splits) or "nothing", device,
-    )
+    sinks = Sinks(rec, wandb, start_summary(run, old, ckpt))
+    run.describe()
+    return _loop(run, sinks, stop)
 
-    ckpt_iter = it if ckpt is not None else None
 
-    def checkpoint() -> None:
-        nonlocal ckpt_iter
-        ckpt_iter = it
-        rec.save_checkpoint({
-            "format": CHECKPOINT_FORMAT,
-            "config": cfg_dict,
-            "device_type": device.type,
-            "iteration": it,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scaler": step.scaler.state_dict(),
-            "schedule": sched.state_dict(),
-            "batches": batches.state_dict(),
-            "window": window.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "elapsed_s": elapsed,
-            "train_time_s": train_time,
-            "best": best,
-            "results": {k: v for k, v in summary.items() if k.startswith(("final_", "best_"))
-                        or k in ("wall_time_s", "train_time_s", "images_per_s")},
+@dataclass
+class Run:
+    """What one run trains with, built from its config on its device."""
+
+    cfg: Config
+    rec: RunRecord
+    device: torch.device
+    fast: FastPath
+    data: DeviceData
+    model: nn.Module
+    step: TrainStep
+    sched: LRSchedule
+    progress: Progress
+    total: int  # the iterations to train, counted as the paper counts them
+    note: str = ""  # the data's caveat, if any (no test batch)
+    lr: float | None = None
+    saved_at: int | None = None  # the iteration of the last checkpoint written or loaded
+    grad_iters: frozenset = field(default_factory=frozenset)  # diagnostics.grad_norms
+
+    @classmethod
+    def build(cls, cfg: Config, rec: RunRecord, ckpt: dict | None, job_num: int | None) -> Run:
+        t = cfg.trainer
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        if t.deterministic:  # cuBLAS needs a fixed workspace to be deterministic (before CUDA starts)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        device = pick_device(t.device, job_num)
+        if ckpt is not None:
+            check_same_device_type(ckpt, device, rec.path(CHECKPOINT_FILE))
+        fast = FastPath.resolve(t, cfg.optimizer, device)
+        fast.new_job()  # this run's backend flags; compiled code of earlier jobs in the process dropped
+        splits = load_splits(cfg.dataset)
+        data = DeviceData(splits, device, batch_size=t.batch_size, augment=cfg.dataset.augment, seed=cfg.seed,
+                          size=cfg.dataset.image_size, probe_images=cfg.diagnostics.layer_stats_images)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model).to(device, memory_format=fast.memory_format)
+        step = TrainStep(model, fast.optimizer(model.parameters(), cfg.optimizer), fast)
+        schedule = iteration_schedule(cfg)  # epochs, when the schedule counts them, as iterations
+        return cls(cfg, rec, device, fast, data, model, step, LRSchedule(schedule, cfg.optimizer.lr),
+                   Progress(device), schedule.iterations, splits.note,
+                   grad_iters=frozenset(cfg.diagnostics.grad_norms))
+
+    def owners(self) -> dict:
+        """The checkpoint's keys and the objects whose state each holds (with ``progress``'s keys)."""
+        return {"model": self.model, "optimizer": self.step.opt, "scaler": self.step.scaler,
+                "schedule": self.sched, "batches": self.data.batches, "torch_rng": TorchRNG()}
+
+    def checkpoint(self, results: dict) -> None:
+        self.saved_at = self.progress.it
+        self.rec.save_checkpoint({
+            "format": CHECKPOINT_FORMAT, "config": to_dict(self.cfg), "device_type": self.device.type,
+            **self.progress.state_dict(), **{k: o.state_dict() for k, o in self.owners().items()},
+            "results": results,
         })
 
-    total, lr = schedule.iterations, None
-    bar = tqdm(total=total, initial=it, disable=not t.progress, dynamic_ncols=True, desc=cfg.name, file=sys.stderr)
-    t0 = clock()
-    t_window, it_window = t0, it
-    try:
-        model.train()
-        while it < total:
-            if stop:  # SIGTERM or Ctrl-C, checked between whole steps (their rows and evals done)
-                if ckpt_iter != it:
-                    checkpoint()
-                name = "SIGINT (Ctrl-C)" if stop["signal"] == signal.SIGINT else signal.Signals(stop["signal"]).name
-                raise Preempted(
-                    f"stopped by {name} at iteration {it}; checkpoint written to {rec.path('checkpoint.pt')}. "
-                    f"Rerun the same command to resume.", signum=stop["signal"]
-                )
-            if (new_lr := sched.lr(it)) != lr:
-                lr = new_lr
-                for g in opt.param_groups:
-                    g["lr"] = lr
-            x, y = batches.next()
-            loss, out = step(x, y, record_grad_norms if it + 1 in grad_iters else None)
-            window.add(loss, out, y)
-            it += 1
-            bar.update()
+    def restore(self, ckpt: dict | None) -> None:
+        """Continue from ``ckpt`` (None: from the start); the record's rows past it are dropped."""
+        if ckpt is not None:
+            if ckpt.get("format") != CHECKPOINT_FORMAT:
+                raise CheckpointError(f"Checkpoint {self.rec.path(CHECKPOINT_FILE)} has an unknown format. Move the run directory aside to start this run again; nothing was changed.")
+            for key, owner in self.owners().items():
+                if key != "scaler" or ckpt.get(key):  # an fp32 run's scaler has no state
+                    owner.load_state_dict(ckpt[key])
+            match_optimizer_strides(self.step.opt)
+            self.progress.load_state_dict(ckpt)
+            self.saved_at = self.progress.it
+            log.info("Resuming %s from iteration %d", self.rec.dir, self.progress.it)
+        self.rec.rewind(self.progress.it)
 
-            is_log, is_eval = it % t.log_every == 0 or it == total, it % t.eval_every == 0 or it == total
+    def set_lr(self) -> None:
+        if (lr := self.sched.lr(self.progress.it)) != self.lr:
+            self.lr = lr
+            for g in self.step.opt.param_groups:
+                g["lr"] = lr
+
+    def evaluate(self) -> dict:
+        """Loss and error of every evaluation split, the best errors so far, and Fig. 7's statistics."""
+        row, p, t, diag = {}, self.progress, self.cfg.trainer, self.cfg.diagnostics
+        for split, (x, y) in self.data.evals.items():
+            loss, err = evaluate(self.model, x, y, t.eval_batch_size, self.data.mean, self.fast, self.data.size)
+            row[f"{split}_loss"], row[f"{split}_err"] = loss, err
+            p.improve(split, err)
+        if self.data.evals:
+            log.info("iter %d: %s", p.it, ", ".join(f"{s} err {row[f'{s}_err']:.2f}%" for s in self.data.evals))
+        if diag.layer_stats == "eval" or (diag.layer_stats == "end" and p.it == self.total):
+            rows = layer_response_std(self.model, self.data.probe_batches(t.eval_batch_size))
+            self.rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": p.it, **r} for r in rows])
+        return row
+
+    def grad_norms_hook(self):
+        """At the iterations ``diagnostics.grad_norms`` names: a hook that records the gradients' norms."""
+        it = self.progress.it + 1  # the step about to run
+        if it not in self.grad_iters:
+            return None
+        return lambda: self.rec.append_rows(GRAD_NORMS_FILE, GRAD_NORM_COLUMNS,
+                                            [{"iter": it, **r} for r in conv_grad_norms(self.model)])
+
+    def preempted(self, signum: int, results: dict) -> Preempted:
+        """Checkpoint (unless this iteration's is written) and say how to resume."""
+        if self.saved_at != self.progress.it:
+            self.checkpoint(results)
+        name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
+        return Preempted(f"stopped by {name} at iteration {self.progress.it}; checkpoint written to "
+                         f"{self.rec.path(CHECKPOINT_FILE)}. Rerun the same command to resume.", signum=signum)
+
+    def describe(self) -> None:
+        cfg, m = self.cfg, self.cfg.model
+        log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in self.fast.describe().items()))
+        log.info(
+            "%s: %s %s-%d (n=%s, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
+            cfg.name, m.name, "ResNet" if m.residual else "plain", m.depth, m.n, shortcut_of(m) or "no",
+            f"{count_params(self.model):,}", cfg.dataset.name, cfg.dataset.protocol, len(self.data.batches.x),
+            "+".join(self.data.evals) or "nothing", self.device,
+        )
+
+
+def _loop(run: Run, sinks: Sinks, stop: dict) -> dict:
+    """Set the lr, take a step, account; at the log/eval cadence read back, evaluate, record, checkpoint."""
+    t, p, total = run.cfg.trainer, run.progress, run.total
+    bar = tqdm(total=total, initial=p.it, disable=not t.progress, dynamic_ncols=True, desc=run.cfg.name, file=sys.stderr)
+    try:
+        run.model.train()
+        p.mark(clock())
+        while p.it < total:
+            if stop:  # SIGTERM or Ctrl-C, checked between whole steps (their rows and evals done)
+                raise run.preempted(stop["signal"], sinks.results())
+            run.set_lr()
+            x, y = run.data.batches.next()
+            loss, out = run.step(x, y, run.grad_norms_hook())
+            p.add(loss, out, y)  # device tensors: no sync
+            bar.update()
+            is_log, is_eval = p.it % t.log_every == 0 or p.it == total, p.it % t.eval_every == 0 or p.it == total
             if not (is_log or is_eval):
                 continue
-            device_sync(device)  # the queued steps finish before the clock is read
-            now = clock()
-            train_time += now - t_window
-            row = {"iter": it, "epoch": batches.epoch, "lr": lr}
-            if is_log and window.seen:
-                row["train_loss"], row["train_err"] = window.read()
-                if not math.isfinite(row["train_loss"]):
-                    rec.append_metrics(row)
-                    wandb.log(row)
-                    raise Diverged(
-                        f"training diverged at iteration {it}: train loss {row['train_loss']}. Lower "
-                        f"optimizer.lr, or warm up with schedule.warmup=true (the paper does for ResNet-110)."
-                    )
-                row["img_per_s"] = (it - it_window) * t.batch_size / max(now - t_window, 1e-9)
-                window = Window.zeros(device)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_err']:.1f}%", lr=f"{lr:g}")
-                if sched.observe_train_error(row["train_err"] / 100, it):
-                    log.info("Warm-up over at iteration %d (train error %.1f%%): lr %g from now on", it, row["train_err"], sched.lr(it))
+            device_sync(run.device)  # sync point: the queued steps finish before the clock is read
+            img_per_s = p.steps_done(clock(), t.batch_size)
+            row = {"iter": p.it, "epoch": run.data.batches.epoch, "lr": run.lr}
+            if is_log and p.seen:
+                row["train_loss"], row["train_err"] = p.read_window()  # reads the device window back
+                check_finite(row, sinks)
+                row["img_per_s"] = img_per_s
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_err']:.1f}%", lr=f"{run.lr:g}")
+                if run.sched.observe_train_error(row["train_err"] / 100, p.it):
+                    log.info("Warm-up over at iteration %d (train error %.1f%%): lr %g from now on", p.it, row["train_err"], run.sched.lr(p.it))
             if is_eval:
-                for split, (ex, ey) in evals.items():
-                    row[f"{split}_loss"], row[f"{split}_err"] = evaluate(model, ex, ey, t.eval_batch_size, mean, fast, size)
-                    if row[f"{split}_err"] < best.get(f"best_{split}_err", float("inf")):
-                        best[f"best_{split}_err"], best[f"best_{split}_iter"] = row[f"{split}_err"], it
-                if evals:
-                    log.info("iter %d: %s", it, ", ".join(f"{s} err {row[f'{s}_err']:.2f}%" for s in evals))
-                if diag.layer_stats == "eval" or (diag.layer_stats == "end" and it == total):
-                    record_layer_stats()
-            end = clock()  # evaluation read its results back: nothing is left queued
-            elapsed += end - t0
-            t0 = t_window = end
-            it_window = it
-            row["time_s"] = elapsed
-            rec.append_metrics(row)
-            wandb.log(row)
-            if is_log and "train_err" in row:
-                summary.update(final_train_loss=row["train_loss"], final_train_err=row["train_err"])
+                row.update(run.evaluate())  # reads its results back: nothing is left queued after it
+            p.window_closed(clock())
+            row["time_s"] = p.elapsed_s
+            sinks.row(row)
+            if "train_err" in row:
+                sinks.summary.update(final_train_loss=row["train_loss"], final_train_err=row["train_err"])
             if is_eval:
-                for split in evals:
-                    summary[f"final_{split}_loss"], summary[f"final_{split}_err"] = row[f"{split}_loss"], row[f"{split}_err"]
-                summary.update(best, iterations=it, wall_time_s=elapsed, train_time_s=train_time,
-                               images_per_s=it * t.batch_size / train_time)
-                checkpoint()
-                rec.write_summary(summary)
+                for split in run.data.evals:
+                    sinks.summary.update({f"final_{split}_{m}": row[f"{split}_{m}"] for m in ("loss", "err")})
+                sinks.summary.update(p.best, iterations=p.it, wall_time_s=p.elapsed_s, train_time_s=p.train_time_s,
+                                     images_per_s=p.it * t.batch_size / p.train_time_s)
+                run.checkpoint(sinks.results())
+                sinks.update()
     except BaseException as ex:
         status = ("interrupted" if isinstance(ex, (KeyboardInterrupt, SystemExit))
                   else "diverged" if isinstance(ex, Diverged) else "failed")
-        summary.update(status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=it)
-        try:
-            rec.write_summary(summary)  # the local record first: W&B may hang or fail
-        except (OSError, RunDirError) as wex:  # e.g. the disk is full: the original error is the one to report
-            log.warning("Could not update %s: %s", rec.path("summary.json"), wex)
-        wandb.finish(summary, exit_code=1, files=MIRRORED_FILES)
-        summary["wandb"] = wandb.record()
-        with contextlib.suppress(OSError, RunDirError):
-            rec.write_summary(summary)
+        sinks.close(False, status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=p.it)
         raise
     finally:
         bar.close()
+    sinks.close(True, status="completed", finished_at=_now(), warmup_ended_at=run.sched.warmup_ended_at)
+    s = sinks.summary
+    log.info("Done: %s", ", ".join(f"{k}={s[k]:.2f}" for k in s if k.startswith("final_") and k.endswith("_err")))
+    return s
 
-    summary.update(status="completed", finished_at=_now(), warmup_ended_at=sched.warmup_ended_at)
-    rec.write_summary(summary)  # the local record first: W&B may hang or fail
-    wandb.finish(summary, files=MIRRORED_FILES)
-    summary["wandb"] = wandb.record()
-    rec.write_summary(summary)
-    log.info("Done: %s", ", ".join(f"{k}={summary[k]:.2f}" for k in summary if k.startswith("final_") and k.endswith("_err")))
+
+def check_finite(row: dict, sinks: Sinks) -> None:
+    """A non-finite training loss ends the run as diverged (its row recorded first)."""
+    if not math.isfinite(row["train_loss"]):
+        sinks.row(row)
+        raise Diverged(
+            f"training diverged at iteration {row['iter']}: train loss {row['train_loss']}. Lower "
+            f"optimizer.lr, or warm up with schedule.warmup=true (the paper does for ResNet-110)."
+        )
+
+
+def shortcut_of(m) -> str | None:
+    """The shortcut a net has: ImageNet nets project where the shape changes (option B),
+    pre-activation nets pad (A); plain nets have none."""
+    if not m.residual:
+        return None
+    return {"resnet_cifar": m.shortcut, "preact_cifar": "A"}.get(m.name, "B")
+
+
+def start_summary(run: Run, old: dict, ckpt: dict | None) -> dict:
+    """The summary a run starts (or resumes) with; the loop adds its results as they come."""
+    cfg, p, data = run.cfg, run.progress, run.data
+    stats = cfg.diagnostics.layer_stats != "off"
+    test = "test" in data.evals
+    summary = {
+        "name": cfg.name, "run_dir": str(run.rec.dir), "status": "running",
+        "model": cfg.model.name, "depth": cfg.model.depth, "n": cfg.model.n, "residual": cfg.model.residual,
+        "shortcut": shortcut_of(cfg.model), "params": count_params(run.model),
+        "dataset": cfg.dataset.name, "protocol": cfg.dataset.protocol, "seed": cfg.seed,
+        "eval_splits": list(data.evals), "test_available": test,
+        "reported_error": "test" if test else "validation", "note": run.note,
+        "iterations": p.it, "iterations_total": run.total, "milestones": list(run.sched.cfg.milestones),
+        "warmup": bool(cfg.schedule.warmup), "batch_size": cfg.trainer.batch_size,
+        "device": str(run.device),
+        "device_name": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else platform_cpu(),
+        "fast_path": run.fast.describe(), "versions": library_versions(), "git_commit": git_commit(),
+        "started_at": old.get("started_at") or _now(), "resumed_from": p.it or None,
+        "layer_stats": cfg.diagnostics.layer_stats,
+        "layer_stats_split": data.probe_split if stats else None,
+        "layer_stats_images": len(data.probe) if stats else None,
+    }
+    if ckpt is not None:  # the results as of the checkpoint (an older summary may lag behind it)
+        summary.update(ckpt.get("results") or {k: v for k, v in old.items() if k.startswith(("final_", "best_"))
+                                                or k in RESULT_KEYS})
     return summary
 
 

@@ -1,4 +1,4 @@
-"""Device-resident batches: the whole uint8 split lives on the training device.
+"""Device-resident data: the whole uint8 dataset lives on the training device (``DeviceData``).
 
 Per iteration: take the next indices of a shuffled epoch, gather, pad-4 random crop and random
 horizontal flip drawn independently per sample, then per-pixel mean subtraction. All of it is
@@ -7,10 +7,15 @@ batched tensor work on the device; no DataLoader, no PIL, no per-image Python, n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .splits import Splits
 
 
 def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
@@ -112,3 +117,25 @@ def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.
     """Normalised, un-augmented batches of an evaluation split, in order."""
     for i in range(0, len(x), batch_size):
         yield normalize(x[i : i + batch_size], mean, size), y[i : i + batch_size]
+
+
+class DeviceData:
+    """A run's data on its training device, moved there once: the training batches, the evaluation
+    splits, the fixed batch whose layer responses Fig. 7 plots, and the normalisation they share
+    (the training split's per-pixel mean, the optional resize).
+    """
+
+    def __init__(self, splits: Splits, device, *, batch_size: int, augment: bool, seed: int,
+                 size: int | None, probe_images: int):
+        mean = pixel_mean(splits.train[0])
+        self.batches = DeviceBatches(*splits.train, batch_size, mean, device, augment=augment, seed=seed, size=size)
+        self.mean, self.size = self.batches.mean, size
+        self.evals = {s: tuple(v.to(device) for v in getattr(splits, s)) for s in splits.eval_splits}
+        # Fig. 7's batch: the first held-out images (validation, else test, else training)
+        self.probe_split = next(iter(self.evals), "train")
+        self.probe = (self.evals[self.probe_split][0] if self.evals else self.batches.x)[:probe_images]
+
+    def probe_batches(self, batch_size: int):
+        """The layer-statistics batch, normalised, in pieces of ``batch_size``."""
+        p = self.probe
+        return (normalize(p[i : i + batch_size], self.mean, self.size) for i in range(0, len(p), batch_size))
