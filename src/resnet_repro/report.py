@@ -630,13 +630,7 @@ def write_report(paths, out: str | Path | None = None, study: str | None = None,
     files["verdict"] = out / "verdict.txt"
     progress = None
     if study is not None:
-        from .study import load_study, progress_markdown, resolve_jobs, states_from_runs
-
-        s = load_study(study)
-        jobs = resolve_jobs(s, list(study_overrides))
-        progress = (f"The {s.name} study ({s.source.name}{', ' + ' '.join(study_overrides) if study_overrides else ''}): "
-                    f"{len(s.seeds)} seeds x {len(s.jobs)} jobs, in the order they run.\n\n"
-                    + progress_markdown(states_from_runs(jobs, runs)))
+        progress = study_progress(study, study_overrides, runs)
         (out / "study.md").write_text(progress)
         files["study"] = out / "study.md"
     for p in paths:
@@ -644,21 +638,38 @@ def write_report(paths, out: str | Path | None = None, study: str | None = None,
             # under another name, so collecting a folder that holds reports never mistakes it for a sweep
             shutil.copyfile(Path(p) / MANIFEST_FILE, out / "sweep_manifest.csv")
             files["manifest"] = out / "sweep_manifest.csv"
+    (out / "report.md").write_text(report_markdown(paths, runs, rec, text, md, progress, files))
+    files["report"] = out / "report.md"
+    return files
+
+
+def study_progress(study: str, study_overrides: list[str], runs: pd.DataFrame) -> str:
+    """``study.md``: the study's jobs in the order they run, each done (by a finished run) or pending."""
+    from .study import load_study, progress_markdown, resolve_jobs, states_from_runs
+
+    s = load_study(study)
+    jobs = resolve_jobs(s, list(study_overrides))
+    return (f"The {s.name} study ({s.source.name}{', ' + ' '.join(study_overrides) if study_overrides else ''}): "
+            f"{len(s.seeds)} seeds x {len(s.jobs)} jobs, in the order they run.\n\n"
+            + progress_markdown(states_from_runs(jobs, runs)))
+
+
+def report_markdown(paths: list, runs: pd.DataFrame, rec: Recipe, verdict_text: str, table_md: str,
+                    progress: str | None, files: dict[str, Path]) -> str:
+    """``report.md``: the recipe line, the run counts, the verdict, Table 6 and the figures written."""
     status = runs["status"].value_counts().to_dict()
     index = [f"# {dataset_title(runs)} degradation study: {', '.join(Path(p).name for p in paths)}\n",
              f"**{rec.headline()}**" + ("" if rec.paper_schedule else " The paper's numbers below are a reference "
                                         "these runs cannot be compared with.") + "\n",
              "Runs: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".\n",
-             "## Verdict\n", text, "## Table 6\n", md, "## Figure 6\n", "![Figure 6](fig6.png)\n"]
+             "## Verdict\n", verdict_text, "## Table 6\n", table_md, "## Figure 6\n", "![Figure 6](fig6.png)\n"]
     if progress is not None:
         index += ["## The study: done and pending\n", progress]
     if "fig7_png" in files:
         index += ["## Figure 7\n", "![Figure 7](fig7.png)\n"]
     if "grad_norms_png" in files:
         index += ["## Gradient norms early in training\n", "![Gradient norms](grad_norms.png)\n"]
-    (out / "report.md").write_text("\n".join(index))
-    files["report"] = out / "report.md"
-    return files
+    return "\n".join(index)
 
 
 def main(argv: list[str] | None = None) -> None:
