@@ -1,20 +1,20 @@
-"""Shared fixtures: the offline data copy, CIFAR-layout pickles written on the fly, CLI runner."""
+"""Shared fixtures: the offline data copy, CIFAR-layout pickles written on the fly, the tiny sweep.
+
+The plain helpers that test modules import by name (run_cli, smoke_cfg, the file writers...) are in
+helpers.py.
+"""
 
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# The one wall-clock bound on a test's subprocess: CI's own limit. A slow or loaded machine makes the
-# suite slower, never red; only a hang fails, and CI would stop it there anyway.
-CI_LIMIT_S = 1800
+# CI_LIMIT_S and run_cli are re-exported here for test_sweep.py, which still imports them from conftest.
+from .helpers import CI_LIMIT_S as CI_LIMIT_S
+from .helpers import REPO, run_cli, write_cifar_pickles
 
 
 def offline_data_root() -> Path | None:
@@ -36,40 +36,10 @@ def data_root() -> Path:
     return root
 
 
-def write_cifar_pickles(root: Path, per_file: int = 20, *, test: bool = False, seed: int = 0,
-                       filenames: bool = True) -> Path:
-    """Write small batches in the official python-pickle layout under root/cifar-10-batches-py."""
-    base = root / "cifar-10-batches-py"
-    base.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + (["test_batch"] if test else [])
-    for name in names:
-        entry = {
-            b"batch_label": name.encode(),
-            b"labels": rng.integers(0, 10, per_file).tolist(),
-            b"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
-        }
-        if filenames:
-            entry[b"filenames"] = [f"img_{i}.png".encode() for i in range(per_file)]
-        with open(base / name, "wb") as f:
-            pickle.dump(entry, f, protocol=2)
-    return base
-
-
 @pytest.fixture
 def cifar_pickles(tmp_path) -> Path:
     write_cifar_pickles(tmp_path)
     return tmp_path
-
-
-def run_cli(*args: str, cwd: Path, timeout: int = CI_LIMIT_S, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m resnet_repro.train`` with Hydra overrides; progress bars off."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "resnet_repro.train", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
-    )
 
 
 TINY_SWEEP_ARGS = (

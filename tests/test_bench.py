@@ -10,7 +10,7 @@ import torch
 
 from resnet_repro.speed import Timings, interpolate_in_depth
 
-from .conftest import CI_LIMIT_S, REPO
+from .helpers import CI_LIMIT_S, REPO
 
 
 def _bench():

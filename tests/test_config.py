@@ -1,21 +1,15 @@
 """Config spelling, sweeps and bad-config errors (checked before any work)."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from resnet_repro.config import run_name, to_config
+from resnet_repro.config import run_name
 from resnet_repro.errors import ConfigError
 from resnet_repro.preflight import preflight
 from resnet_repro.train import config_dir
 
-from .conftest import run_cli
+from .helpers import cfg_of, run_cli
 
 CONF = config_dir()
-
-
-def cfg_of(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_config(compose("config", overrides=list(overrides)), overrides)
 
 
 def test_defaults_are_the_paper_recipe():

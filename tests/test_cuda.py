@@ -36,8 +36,7 @@ from resnet_repro.fastpath import FastPath, TrainStep, cudagraph_skips
 from resnet_repro.models import resnet_cifar
 from resnet_repro.train import evaluate, train
 
-from .conftest import CI_LIMIT_S
-from .test_train import smoke_cfg
+from .helpers import CI_LIMIT_S, smoke_cfg
 
 pytestmark = pytest.mark.cuda
 STAND_IN = os.environ.get("RESNET_REPRO_TEST_DEVICE") == "cpu"

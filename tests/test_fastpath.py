@@ -11,7 +11,7 @@ from resnet_repro.fastpath import FastPath, TrainStep
 from resnet_repro.models import resnet_cifar
 from resnet_repro.train import train
 
-from .test_train import _interrupt_after, smoke_cfg
+from .helpers import interrupt_after, smoke_cfg
 
 
 def test_auto_is_fp32_eager_on_cpu_and_everything_on_cuda():
@@ -89,7 +89,7 @@ def test_compiled_step_matches_eager_on_cpu():
 def test_fp16_resume_restores_the_grad_scaler(tmp_path, monkeypatch):
     ov = ("trainer.precision=fp16", "trainer.eval_every=4", "trainer.log_every=2")
     full = train(smoke_cfg(*ov), tmp_path / "full")
-    _interrupt_after(monkeypatch, 9)
+    interrupt_after(monkeypatch, 9)
     with pytest.raises(KeyboardInterrupt):
         train(smoke_cfg(*ov), tmp_path / "cut")
     monkeypatch.undo()
@@ -189,7 +189,7 @@ def test_resume_on_another_device_type_is_refused_before_any_work(tmp_path, monk
     import resnet_repro.train as train_mod
 
     run = tmp_path / "run"
-    _interrupt_after(monkeypatch, 12)
+    interrupt_after(monkeypatch, 12)
     with pytest.raises(KeyboardInterrupt):
         train(smoke_cfg(), run)
     monkeypatch.undo()

@@ -22,9 +22,7 @@ import torch
 from resnet_repro.errors import CheckpointError
 from resnet_repro.train import train
 
-from .conftest import CI_LIMIT_S, run_cli
-from .test_reliability import _Evil, start, wait_for
-from .test_train import _interrupt_after, smoke_cfg
+from .helpers import CI_LIMIT_S, Evil, interrupt_after, run_cli, smoke_cfg, start, wait_for
 
 SMOKE = ("experiment=smoke", "trainer.progress=false")
 RECORD = ("config.yaml", "metrics.csv", "summary.json", "layer_stats.csv", ".hydra/config.yaml",
@@ -44,7 +42,7 @@ def one_line_error(r: subprocess.CompletedProcess, rc: int = 2) -> str:
 
 def interrupted_run(run: Path, monkeypatch, *ov: str) -> None:
     """A smoke run stopped after step 12: checkpoints at 5 (previous) and 10 (last)."""
-    _interrupt_after(monkeypatch, 12)
+    interrupt_after(monkeypatch, 12)
     with pytest.raises(KeyboardInterrupt):
         train(smoke_cfg("trainer.eval_every=5", *ov), run)
     monkeypatch.undo()
@@ -137,7 +135,7 @@ def test_a_checkpoint_the_safe_loader_refuses_is_named_as_refused(tmp_path, payl
         def __reduce__(self):
             return (os.system, (f"touch {target}",))
 
-    evil = System() if payload == "os.system" else _Evil(str(target))
+    evil = System() if payload == "os.system" else Evil(str(target))
     torch.save({"iteration": 5, "payload": evil}, run / "checkpoint.pt")
     with pytest.raises(CheckpointError) as e:
         train(smoke_cfg(), run)

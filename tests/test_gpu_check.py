@@ -12,7 +12,7 @@ import subprocess
 from resnet_repro import study as st
 from resnet_repro.report import write_report
 
-from .conftest import CI_LIMIT_S, REPO
+from .helpers import CI_LIMIT_S, REPO
 
 
 def test_the_gpu_script_rehearses_on_the_cpu(tmp_path):

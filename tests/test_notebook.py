@@ -3,7 +3,7 @@
 import nbclient
 import nbformat
 
-from .conftest import CI_LIMIT_S, REPO
+from .helpers import CI_LIMIT_S, REPO
 
 
 def test_degradation_notebook_executes_on_a_tiny_sweep(tiny_sweep, monkeypatch):

@@ -2,23 +2,16 @@
 official layouts; epoch schedules turn into iterations; the d2l net learns Fashion-MNIST."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from resnet_repro.config import iteration_schedule, to_config
-from resnet_repro.train import config_dir, train
+from resnet_repro.config import iteration_schedule
+from resnet_repro.train import train
 
-from .conftest import write_cifar_pickles
-from .test_data_family import write_cifar100, write_idx
+from .helpers import cfg_of, write_cifar100, write_cifar_pickles, write_idx
 
 TINY = ["trainer.device=cpu", "trainer.progress=false", "trainer.batch_size=8", "trainer.eval_batch_size=16",
         "trainer.log_every=1", "trainer.eval_every=2", "schedule.unit=iterations", "schedule.iterations=2",
         "schedule.milestones=[1]", "dataset.verify=false", "dataset.download=false",
         "diagnostics.layer_stats_images=8"]
-
-
-def cfg_of(*overrides):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return to_config(compose("config", overrides=list(overrides)), list(overrides))
 
 
 @pytest.mark.parametrize("preset, model, depth, data, extra", [

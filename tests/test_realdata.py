@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from .conftest import CI_LIMIT_S, run_cli
+from .helpers import CI_LIMIT_S, run_cli
 
 
 @pytest.mark.realdata

@@ -5,6 +5,7 @@ docs/reliability.md lists every fault tried here and what happened.
 
 from __future__ import annotations
 
+import ast
 import errno
 import json
 import logging
@@ -23,42 +24,9 @@ import torch
 from resnet_repro.errors import CheckpointError, RunDirError
 from resnet_repro.train import train
 
-from .conftest import CI_LIMIT_S, REPO, run_cli
-from .test_train import _interrupt_after, smoke_cfg
+from .helpers import CI_LIMIT_S, REPO, Evil, interrupt_after, run_cli, smoke_cfg, start, wait_for
 
 TIMING = ["time_s", "img_per_s"]
-RUN_ARGS = ("experiment=smoke", "trainer.progress=false", "trainer.deterministic=true",
-            "schedule.iterations=60", "schedule.milestones=[30,45]", "trainer.log_every=5",
-            "trainer.eval_every=5", "diagnostics.layer_stats=eval")
-# The child: the real CLI, with checkpoint fsyncs slowed down so that a kill can land mid-write.
-CHILD = """
-import os, sys, time
-real_fsync = os.fsync
-def fsync(fd):
-    if ".checkpoint.pt." in os.readlink(f"/proc/self/fd/{fd}"):
-        time.sleep(0.15)
-    return real_fsync(fd)
-os.fsync = fsync
-sys.argv = ["resnet-train", *sys.argv[1:]]
-from resnet_repro.cli import main
-main()
-"""
-
-
-def start(run: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-c", CHILD, *RUN_ARGS, f"hydra.run.dir={run}", *extra],
-                            cwd=run.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(cond, timeout=CI_LIMIT_S) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def final_state(run: Path):
@@ -109,7 +77,7 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     run = tmp_path / "run"
     cfg = smoke_cfg("trainer.eval_every=5", "trainer.log_every=5")
     mp = pytest.MonkeyPatch()
-    _interrupt_after(mp, 12)
+    interrupt_after(mp, 12)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run)
     mp.undo()
@@ -128,7 +96,7 @@ def test_a_kill_between_the_two_renames_falls_back_too(tmp_path):
     run = tmp_path / "run"
     cfg = smoke_cfg("trainer.eval_every=5")
     mp = pytest.MonkeyPatch()
-    _interrupt_after(mp, 12)
+    interrupt_after(mp, 12)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run)
     mp.undo()
@@ -147,21 +115,11 @@ def test_both_checkpoints_unusable_is_a_clear_error_that_keeps_the_record(tmp_pa
     assert (run / "metrics.csv").read_text() == history
 
 
-class _Evil:
-    """Unpickling this would write a file: a checkpoint must never run code."""
-
-    def __init__(self, target: str):
-        self.target = target
-
-    def __reduce__(self):
-        return (Path.write_text, (Path(self.target), "pwned"))
-
-
 def test_a_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     target = tmp_path / "written_by_the_checkpoint"
-    torch.save({"iteration": 5, "payload": _Evil(str(target))}, run / "checkpoint.pt")
+    torch.save({"iteration": 5, "payload": Evil(str(target))}, run / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="checkpoint.pt refused: it holds objects that are not tensors"):
         train(smoke_cfg(), run)
     assert not target.exists()
@@ -284,7 +242,7 @@ def test_a_rerun_sweep_skips_finished_jobs_resumes_interrupted_ones_and_runs_mis
     shutil.rmtree(cut)
     shutil.rmtree(missing)
     mp = pytest.MonkeyPatch()
-    _interrupt_after(mp, 13)
+    interrupt_after(mp, 13)
     with pytest.raises(KeyboardInterrupt):
         train(smoke_cfg("seed=1"), cut)
     mp.undo()
@@ -300,9 +258,9 @@ def test_a_rerun_sweep_skips_finished_jobs_resumes_interrupted_ones_and_runs_mis
 
 def test_reliability_doc_lists_every_test_here():
     doc = (REPO / "docs" / "reliability.md").read_text()
-    from . import test_faults
-
-    tests = [n for n in [*globals(), *vars(test_faults)]
+    faults = ast.parse(Path(__file__).with_name("test_faults.py").read_text())  # read, not imported
+    in_faults = [f.name for f in faults.body if isinstance(f, ast.FunctionDef)]
+    tests = [n for n in [*globals(), *in_faults]
              if n.startswith("test_") and n != "test_reliability_doc_lists_every_test_here"]
     missing = [t for t in tests if t not in doc]
     assert not missing, f"docs/reliability.md does not mention {missing}"

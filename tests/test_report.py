@@ -17,8 +17,8 @@ from resnet_repro.errors import ResnetReproError
 from resnet_repro.report import table6, table6_markdown, verdict, write_report
 from resnet_repro.results import collect
 
-from .conftest import CI_LIMIT_S
-from .test_results import (
+from .helpers import (
+    CI_LIMIT_S,
     DONE_RESNET,
     SWEEP_NAME,
     make_mixed_sweep,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from resnet_repro.record import METRIC_COLUMNS
 from resnet_repro.results import (
@@ -20,164 +18,29 @@ from resnet_repro.results import (
     latest_sweep,
     read_table,
 )
-from resnet_repro.sweep import MANIFEST_COLUMNS
 
-SWEEP_NAME = "2026-01-02_03-04-05-000006"
-
-
-# --- writing run records by hand -------------------------------------------------------------
-def run_name(depth: int, residual: bool, seed: int) -> str:
-    return f"depth={depth},residual={str(residual).lower()},seed={seed}"
-
-
-def overrides(depth: int, residual: bool, seed: int) -> str:
-    return f"model.depth={depth} model.residual={str(residual).lower()} seed={seed}"
-
-
-def make_config(depth: int, residual: bool, seed: int, *, lr: float = 0.1, iterations: int = 40,
-                shortcut: str = "A") -> dict:
-    """A run's config.yaml; at 64,000 iterations, the paper's whole schedule (milestones, batch, warm-up)."""
-    n = (depth - 2) // 6
-    paper = iterations == 64_000
-    return {
-        "model": {"name": "resnet_cifar", "n": n, "depth": depth, "residual": residual,
-                  "shortcut": shortcut, "num_classes": 10},
-        "dataset": {"name": "cifar10", "protocol": "paper", "val_size": 5000, "augment": True},
-        "optimizer": {"name": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 1e-4},
-        "schedule": {"name": "paper", "iterations": iterations, "gamma": 0.1,
-                     "milestones": [32000, 48000] if paper else [20, 30], "warmup": depth >= 110},
-        "trainer": {"device": "cpu", "batch_size": 128 if paper else 32},
-        "logger": {"name": "local"},
-        "diagnostics": {"layer_stats": "end", "grad_norms": [1, 10]},
-        "seed": seed,
-        "experiment_name": "degradation",
-        "name": f"{'resnet' if residual else 'plain'}{depth}-seed{seed}",
-    }
+from .helpers import (
+    CORRUPT,
+    DONE_PLAIN_TEST,
+    DONE_RESNET,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SWEEP_NAME,
+    make_mixed_sweep,
+    metric_rows,
+    run_name,
+    write_manifest,
+    write_run,
+)
 
 
-def metric_rows(iters=(10, 20, 30, 40), eval_every: int = 20, base: float = 50.0, test: bool = False) -> list[dict]:
-    """metrics.csv rows: training columns at every row, eval columns every ``eval_every``."""
-    rows = []
-    for i, it in enumerate(iters):
-        row = {"iter": it, "epoch": 1 + it // 20, "lr": 0.1, "train_loss": 2.0 - 0.1 * i,
-               "train_err": base - 2.5 * i, "time_s": 0.5 * (i + 1), "img_per_s": 640.0 + i}
-        if it % eval_every == 0:
-            row.update(val_loss=2.1 - 0.1 * i, val_err=base + 5 - 2.0 * i)
-            if test:
-                row.update(test_loss=2.2 - 0.1 * i, test_err=base + 6 - 2.0 * i)
-        rows.append(row)
-    return rows
-
-
-def write_run(run_dir: Path, *, depth: int, residual: bool, seed: int, status: str | None = "completed",
-              reported_error: str = "validation", final_train_err: float | None = 10.0,
-              final_val_err: float | None = 12.0, final_test_err: float | None = None,
-              iterations: int = 40, iterations_total: int = 40, params: int = 270_000,
-              error: str | None = None, lr: float = 0.1, shortcut: str = "A",
-              metrics: list[dict] | None = None, partial_line: str | None = None,
-              summary_text: str | None = None, config: bool = True,
-              layer_stats: bool = False, grad_norms: tuple[int, ...] = ()) -> Path:
-    """A run directory as a run leaves it: config.yaml, summary.json, metrics.csv (and the diagnostics)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config:
-        cfg = make_config(depth, residual, seed, lr=lr, iterations=iterations_total, shortcut=shortcut)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    if summary_text is not None:
-        (run_dir / "summary.json").write_text(summary_text)
-    elif status is not None:
-        summary = {
-            "name": f"{'resnet' if residual else 'plain'}{depth}-seed{seed}", "run_dir": str(run_dir),
-            "status": status, "model": "resnet_cifar", "depth": depth, "n": (depth - 2) // 6,
-            "residual": residual, "shortcut": shortcut if residual else None, "params": params,
-            "dataset": "cifar10", "protocol": "paper", "seed": seed, "reported_error": reported_error,
-            "iterations": iterations, "iterations_total": iterations_total,
-            "final_train_err": final_train_err, "final_val_err": final_val_err,
-            "wall_time_s": 12.5, "started_at": "2026-01-02T03:04:05+00:00",
-        }
-        if final_test_err is not None:
-            summary["final_test_err"] = final_test_err
-        if error is not None:
-            summary["error"] = error
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if metrics is not None:
-        with open(run_dir / "metrics.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            w.writeheader()
-            for row in metrics:
-                w.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
-            if partial_line is not None:
-                f.write(partial_line)  # a row being written: no newline yet
-    n_layers = 6 * ((depth - 2) // 6) + 1
-    if layer_stats:
-        with open(run_dir / "layer_stats.csv", "w", newline="") as f:
-            f.write("iter,layer,module,std,channel_std\n")
-            for i in range(1, n_layers + 1):
-                f.write(f"{iterations},{i},m{i},{1.0 + i / 10},{0.9 + i / 10}\n")
-    if grad_norms:
-        with open(run_dir / "grad_norms.csv", "w", newline="") as f:
-            f.write("iter,layer,module,grad_norm,weight_norm\n")
-            for it in grad_norms:
-                for i in range(1, n_layers + 1):
-                    f.write(f"{it},{i},c{i},{0.01 * i * it},{1.0 + i}\n")
-    return run_dir
-
-
-def write_manifest(sweep: Path, jobs: list[dict]) -> Path:
-    """manifest.csv with one row per job (name from depth/residual/seed unless given)."""
-    sweep.mkdir(parents=True, exist_ok=True)
-    with open(sweep / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        w.writeheader()
-        for i, j in enumerate(jobs):
-            name = j.get("name") or run_name(j["depth"], j["residual"], j["seed"])
-            w.writerow({"job": i, "name": name,
-                        "overrides": j.get("overrides") or overrides(j["depth"], j["residual"], j["seed"]),
-                        "status": j.get("status", "completed"), "run_dir": j.get("run_dir", str(sweep / name)),
-                        "started_at": "", "finished_at": "", "final_err": j.get("final_err", ""),
-                        "error": j.get("error", "")})
-    return sweep
-
-
+# --- sweeps written by hand (the run records and the mixed sweep: helpers.py) -------------------
 def simple_sweep(sweep: Path, runs: list[dict]) -> Path:
     """A sweep folder of completed runs: ``runs`` holds write_run keyword arguments."""
     write_manifest(sweep, [{k: r[k] for k in ("depth", "residual", "seed")} for r in runs])
     for r in runs:
         write_run(sweep / run_name(r["depth"], r["residual"], r["seed"]), **r)
-    return sweep
-
-
-# --- a sweep with a run in every state ------------------------------------------------------------
-DONE_RESNET = run_name(20, True, 0)
-DONE_PLAIN_TEST = run_name(20, False, 0)
-FAILED = run_name(56, False, 0)
-RUNNING = run_name(56, True, 0)
-PENDING = run_name(56, False, 1)
-CORRUPT = run_name(32, True, 0)
-HALF_LINE = "30,2,0.1,1.23"
-
-
-def make_mixed_sweep(sweep: Path) -> Path:
-    """Runs completed (validation / test), failed, running (half a line), pending, corrupt summary."""
-    write_manifest(sweep, [
-        {"depth": 20, "residual": True, "seed": 0, "final_err": 8.5},
-        {"depth": 20, "residual": False, "seed": 0, "final_err": 12.0},
-        {"depth": 56, "residual": False, "seed": 0, "status": "failed", "error": "RuntimeError: boom"},
-        {"depth": 56, "residual": True, "seed": 0, "status": "running"},
-        {"depth": 56, "residual": False, "seed": 1, "status": "pending"},
-        {"depth": 32, "residual": True, "seed": 0, "status": "running"},
-    ])
-    write_run(sweep / DONE_RESNET, depth=20, residual=True, seed=0, final_train_err=3.0,
-              final_val_err=8.5, metrics=metric_rows(), lr=0.05)
-    write_run(sweep / DONE_PLAIN_TEST, depth=20, residual=False, seed=0, reported_error="test",
-              final_train_err=4.0, final_val_err=11.0, final_test_err=12.0,
-              metrics=metric_rows(base=40.0, test=True))
-    write_run(sweep / FAILED, depth=56, residual=False, seed=0, status="failed",
-              error="RuntimeError: boom", final_val_err=None, iterations=20,
-              metrics=metric_rows(iters=(10, 20)))
-    write_run(sweep / RUNNING, depth=56, residual=True, seed=0, status="running", final_val_err=30.0,
-              iterations=20, metrics=metric_rows(iters=(10, 20, 25)), partial_line=HALF_LINE)
-    write_run(sweep / CORRUPT, depth=32, residual=True, seed=0, summary_text='{"status": "compl',
-              metrics=metric_rows(iters=(10,)))
     return sweep
 
 

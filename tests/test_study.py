@@ -23,7 +23,7 @@ from resnet_repro.errors import ResnetReproError
 from resnet_repro.speed import Timings
 from resnet_repro.study import runner as study_runner
 
-from .conftest import CI_LIMIT_S, REPO
+from .helpers import CI_LIMIT_S, REPO
 
 TINY = {"name": "tiny", "preset": "smoke", "seeds": [0, 1],
         "jobs": ["model.depth=8 model.residual=false", "model.depth=14 model.residual=false", "model.depth=8"]}

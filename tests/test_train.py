@@ -6,23 +6,16 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 
-from resnet_repro.config import to_config
-from resnet_repro.data.pipeline import DeviceBatches
 from resnet_repro.errors import CheckpointError, DataError, RunDirError
 from resnet_repro.record import METRIC_COLUMNS
-from resnet_repro.train import config_dir, train
+from resnet_repro.train import train
 
-from .conftest import run_cli
+from .helpers import interrupt_after, run_cli, smoke_cfg
 
 TIMING = ["time_s", "img_per_s"]
-
-
-def smoke_cfg(*overrides):
-    ov = ["experiment=smoke", "trainer.progress=false", *overrides]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return to_config(compose("config", overrides=ov), ov)
+# test_sweep.py still imports _interrupt_after (and smoke_cfg) from here; both live in helpers.py.
+_interrupt_after = interrupt_after
 
 
 def test_cli_smoke_run_leaves_a_complete_record(tmp_path):
@@ -70,26 +63,13 @@ def test_cli_multirun_over_depth(tmp_path):
         assert s["status"] == "completed" and s["depth"] == depth
 
 
-def _interrupt_after(monkeypatch, calls):
-    real = DeviceBatches.next
-    count = {"n": 0}
-
-    def next_(self):
-        count["n"] += 1
-        if count["n"] > calls:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(DeviceBatches, "next", next_)
-
-
 @pytest.mark.parametrize("stop_at", [3, 7, 13])  # before the first checkpoint, after, later
 def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_at):
     ov = ("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true",
           "diagnostics.layer_stats=eval", "diagnostics.grad_norms=[1,5,9]")
     full = train(smoke_cfg(*ov), tmp_path / "full")
 
-    _interrupt_after(monkeypatch, stop_at)
+    interrupt_after(monkeypatch, stop_at)
     with pytest.raises(KeyboardInterrupt):
         train(smoke_cfg(*ov), tmp_path / "cut")
     monkeypatch.undo()
