@@ -141,7 +141,7 @@ def check_can_start(cfg, run_dir: str | None) -> None:
     exists; the directory can be written, is not in use, and holds no record of another run."""
     from .config import to_dict
     from .record import RunRecord, check_writable
-    from .train import check_device, check_record
+    from .train import check_device
 
     if cfg.trainer.device != "auto":
         check_device(cfg.trainer.device)
@@ -152,7 +152,7 @@ def check_can_start(cfg, run_dir: str | None) -> None:
     if rec.dir.is_dir():
         rec.check_not_in_use()
         rec.check_checkpoint_paths()
-        check_record(rec, to_dict(cfg), None, rec.read_summary() or {}, checkpoint_known=False)
+        rec.check_resumable(to_dict(cfg), None, rec.read_summary() or {}, checkpoint_known=False)
 
 
 def _run_dir(full) -> str | None:

@@ -188,6 +188,25 @@ class RunRecord:
                     f"this run its own directory (name=<new name> or hydra.run.dir=<dir>), or delete the old run."
                 )
 
+    def check_resumable(self, cfg: dict, ckpt: dict | None, summary: dict, *, checkpoint_known: bool = True) -> None:
+        """Refuse a run directory whose record belongs to another config or cannot be resumed.
+
+        The config is compared with ``config.yaml``, the checkpoint's copy and what ``summary.json``
+        states, so deleting checkpoints (or the config) never lets another run overwrite a record. A
+        record of trained iterations without a checkpoint is never retrained over. Before a start
+        (``checkpoint_known=False``) the checkpoint is not loaded, only looked for.
+        """
+        self.check_same_run(cfg, ckpt.get("config") if ckpt else None, summary_config(summary))
+        done = summary.get("iterations") or 0
+        has_ckpt = ckpt is not None if checkpoint_known else any(
+            self.path(f).is_file() for f in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE))
+        if not has_ckpt and done and summary.get("status") != "completed":
+            raise RunDirError(
+                f"{self.dir} holds {done} trained iterations ({SUMMARY_FILE}, {METRICS_FILE}) but no checkpoint to "
+                f"resume from ({CHECKPOINT_FILE} is gone). Training again would overwrite that record: move the "
+                f"directory aside first, or give this run its own directory (name=<new name>)."
+            )
+
     def write_config(self, cfg: dict) -> None:
         text = yaml.safe_dump(cfg, sort_keys=False)
         with self._writing(CONFIG_FILE):
@@ -413,6 +432,18 @@ class RunRecord:
             os.ftruncate(fd, 0)
             os.close(fd)  # closing releases the flock
             self._lock_fd = None
+
+
+def summary_config(summary: dict) -> dict | None:
+    """The config keys a summary states, as a nested config dict (None without a summary)."""
+    if not summary:
+        return None
+    keys = {"model": {"name": "model", "depth": "depth", "residual": "residual"},
+            "dataset": {"name": "dataset", "protocol": "protocol"}, "trainer": {"batch_size": "batch_size"}}
+    out: dict = {"seed": summary["seed"]} if "seed" in summary else {}
+    for group, fields in keys.items():
+        out[group] = {k: summary[f] for k, f in fields.items() if f in summary}
+    return out
 
 
 def _csv_text(rows: list[dict], columns: list[str]) -> str:

@@ -17,6 +17,7 @@ from .wandb_mirror import WandbMirror
 
 log = logging.getLogger("resnet_repro")
 MIRRORED_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, LAYER_STATS_FILE, GRAD_NORMS_FILE)  # to W&B at the end
+SPLITS = ("train", "val", "test")
 RESULT_KEYS = ("wall_time_s", "train_time_s", "images_per_s")  # with final_* and best_*: what a run found
 
 
@@ -28,10 +29,15 @@ class Sinks:
         self.summary["wandb"] = wandb.record()
         rec.write_summary(self.summary)
 
-    def row(self, row: dict[str, Any]) -> None:
-        """One history row: ``metrics.csv`` and the W&B history."""
+    def row(self, row: dict[str, Any], *, final: bool = True) -> None:
+        """One history row: ``metrics.csv`` and the W&B history; unless ``final=False`` (a diverged
+        step's row), the summary keeps its errors as the latest (``final_*``), written with the next
+        summary."""
         self.rec.append_metrics(row)
         self.wandb.log(row)
+        for split in SPLITS if final else ():
+            if f"{split}_err" in row:
+                self.summary[f"final_{split}_loss"], self.summary[f"final_{split}_err"] = row[f"{split}_loss"], row[f"{split}_err"]
 
     def update(self, **fields: Any) -> None:
         """Update the summary and write it locally (the mirror gets it when the run ends)."""

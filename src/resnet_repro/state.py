@@ -62,6 +62,11 @@ class Progress:
         if err < self.best.get(f"best_{split}_err", float("inf")):
             self.best[f"best_{split}_err"], self.best[f"best_{split}_iter"] = err, self.it
 
+    def results(self, batch_size: int) -> dict:
+        """The summary's view: best errors, iterations, both clocks and the training speed."""
+        return {**self.best, "iterations": self.it, "wall_time_s": self.elapsed_s, "train_time_s": self.train_time_s,
+                "images_per_s": self.it * batch_size / self.train_time_s}
+
     # The checkpoint's keys for this state, as every checkpoint since the first has had them.
     def state_dict(self) -> dict:
         return {"iteration": self.it, "elapsed_s": self.elapsed_s, "train_time_s": self.train_time_s,

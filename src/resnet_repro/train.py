@@ -32,7 +32,7 @@ from .config import (
 from .data import load_splits
 from .data.pipeline import DeviceData, eval_batches
 from .diagnostics import conv_grad_norms, layer_response_std
-from .errors import CheckpointError, Diverged, Preempted, ResnetReproError, RunDirError
+from .errors import CheckpointError, Diverged, Preempted, ResnetReproError
 from .fastpath import FastPath, TrainStep, device_sync, match_optimizer_strides
 from .files import (
     CHECKPOINT_FILE,
@@ -40,9 +40,6 @@ from .files import (
     GRAD_NORMS_FILE,
     LAYER_STATS_COLUMNS,
     LAYER_STATS_FILE,
-    METRICS_FILE,
-    PREVIOUS_CHECKPOINT_FILE,
-    SUMMARY_FILE,
 )
 from .models import build_model, count_params
 from .record import RunRecord, git_commit, library_versions
@@ -160,43 +157,11 @@ def _stop_on_signals():
             signal.signal(sig, h)
 
 
-def check_record(rec: RunRecord, cfg_dict: dict, ckpt: dict | None, old: dict, *, checkpoint_known: bool = True) -> None:
-    """Refuse a run directory whose record belongs to another config or cannot be resumed.
-
-    The config is compared with ``config.yaml``, the checkpoint's copy and what ``summary.json``
-    states, so deleting checkpoints (or the config) never lets another run overwrite a record. A
-    record of trained iterations without a checkpoint is never retrained over. Before a start
-    (``checkpoint_known=False``) the checkpoint is not loaded, only looked for.
-    """
-    rec.check_same_run(cfg_dict, ckpt.get("config") if ckpt else None, summary_config(old))
-    done = old.get("iterations") or 0
-    has_ckpt = ckpt is not None if checkpoint_known else any(
-        rec.path(f).is_file() for f in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE))
-    if not has_ckpt and done and old.get("status") != "completed":
-        raise RunDirError(
-            f"{rec.dir} holds {done} trained iterations ({SUMMARY_FILE}, {METRICS_FILE}) but no checkpoint to "
-            f"resume from ({CHECKPOINT_FILE} is gone). Training again would overwrite that record: move the "
-            f"directory aside first, or give this run its own directory (name=<new name>)."
-        )
-
-
-def summary_config(summary: dict) -> dict | None:
-    """The config keys a summary states, as a nested config dict (None without a summary)."""
-    if not summary:
-        return None
-    keys = {"model": {"name": "model", "depth": "depth", "residual": "residual"},
-            "dataset": {"name": "dataset", "protocol": "protocol"}, "trainer": {"batch_size": "batch_size"}}
-    out: dict = {"seed": summary["seed"]} if "seed" in summary else {}
-    for group, fields in keys.items():
-        out[group] = {k: summary[f] for k, f in fields.items() if f in summary}
-    return out
-
-
 def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None,
            sweep_dir: str | Path | None = None) -> dict:
     cfg_dict = to_dict(cfg)
     ckpt, old = rec.load_checkpoint(), rec.read_summary() or {}
-    check_record(rec, cfg_dict, ckpt, old)
+    rec.check_resumable(cfg_dict, ckpt, old)
     done = ckpt["iteration"] if ckpt is not None else old.get("iterations") or 0
     if done >= iteration_schedule(cfg).iterations and old.get("status") == "completed":
         gone = "" if ckpt is not None else "; its checkpoint is gone, so it can be read but not extended"
@@ -362,16 +327,11 @@ def _loop(run: Run, sinks: Sinks, stop: dict) -> dict:
                 row.update(run.evaluate())  # reads its results back: nothing is left queued after it
             p.window_closed(clock())
             row["time_s"] = p.elapsed_s
-            sinks.row(row)
-            if "train_err" in row:
-                sinks.summary.update(final_train_loss=row["train_loss"], final_train_err=row["train_err"])
+            sinks.row(row)  # metrics.csv and W&B; the summary's final_* errors follow it
             if is_eval:
-                for split in run.data.evals:
-                    sinks.summary.update({f"final_{split}_{m}": row[f"{split}_{m}"] for m in ("loss", "err")})
-                sinks.summary.update(p.best, iterations=p.it, wall_time_s=p.elapsed_s, train_time_s=p.train_time_s,
-                                     images_per_s=p.it * t.batch_size / p.train_time_s)
+                sinks.summary.update(p.results(t.batch_size))
                 run.checkpoint(sinks.results())
-                sinks.update()
+                sinks.update()  # written after the checkpoint: the summary never runs ahead of it
     except BaseException as ex:
         status = ("interrupted" if isinstance(ex, (KeyboardInterrupt, SystemExit))
                   else "diverged" if isinstance(ex, Diverged) else "failed")
@@ -388,7 +348,7 @@ def _loop(run: Run, sinks: Sinks, stop: dict) -> dict:
 def check_finite(row: dict, sinks: Sinks) -> None:
     """A non-finite training loss ends the run as diverged (its row recorded first)."""
     if not math.isfinite(row["train_loss"]):
-        sinks.row(row)
+        sinks.row(row, final=False)
         raise Diverged(
             f"training diverged at iteration {row['iter']}: train loss {row['train_loss']}. Lower "
             f"optimizer.lr, or warm up with schedule.warmup=true (the paper does for ResNet-110)."
