@@ -21,7 +21,6 @@ from omegaconf import DictConfig
 
 from .config import config_dir, to_config
 from .errors import Preempted, ResnetReproError
-from .sweep import mark_job_ended  # also registers the job_name resolver used by hydra.sweep.subdir
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
@@ -36,13 +35,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
             group=f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}" if multirun else None,
             job_num=hc.job.num if multirun else None, sweep_dir=hc.sweep.dir if multirun else None,
         )
-    except BaseException as ex:
+    except ResnetReproError as ex:
         if multirun:
-            if not isinstance(ex, Exception):  # Hydra's job-end callbacks only see Exceptions
-                mark_job_ended(hc, ex)
-            raise  # the sweep records the failure and runs the other jobs
-        if not isinstance(ex, ResnetReproError):
-            raise
+            raise  # the sweeper records the failure in its manifest once the sweep ends, and runs the other jobs
         print(f"resnet-train: error: {ex}", file=sys.stderr)
         sys.exit(2)
     return summary.get("final_test_err", summary.get("final_val_err"))

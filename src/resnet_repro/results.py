@@ -34,7 +34,7 @@ from .files import (
     METRICS_FILE,
     SUMMARY_FILE,
 )
-from .sweep import MANIFEST_FILE
+from .sweep import MANIFEST_FILE, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +114,16 @@ def find_run_dirs(root: str | Path) -> list[Path]:
 
 
 def _manifests(root: Path) -> dict[Path, dict]:
-    """Manifest rows of every sweep at or below ``root``, keyed by the job's run directory."""
+    """Manifest rows of every sweep at or below ``root`` (each job's outcome as its summary tells
+    it now), keyed by the job's run directory."""
     rows = {}
     paths = [root / MANIFEST_FILE] if (root / MANIFEST_FILE).is_file() else []
     paths += [p for p in sorted(root.rglob(MANIFEST_FILE)) if p not in paths]
     for m in paths:
+        manifest = Manifest(m.parent)
         try:
-            with open(m, newline="") as f:
-                for r in csv.DictReader(f):
-                    # a job's folder is its name inside the sweep folder (run_dir may be cwd-relative)
-                    run_dir = m.parent / r["name"] if r.get("name") else Path(r.get("run_dir") or m.parent)
-                    rows[run_dir.resolve()] = {**r, "_sweep": m.parent}
+            for r in manifest.read():
+                rows[manifest.run_dir(r).resolve()] = {**r, "_sweep": m.parent}
         except (OSError, csv.Error):
             log.warning("Skipping unreadable manifest %s", m)
     return rows

@@ -1,29 +1,27 @@
-"""Sweeps: job names, the sweep manifest, and the checks a sweep runs before its first job.
+"""Sweeps: job names, ``exclude`` rules, and the sweep manifest.
 
-The sweep root (``runs/<experiment>/<timestamp>/``) holds ``manifest.csv``: one row per job with
-its number, name, overrides, status and run directory. The sweeper writes every job as
-``pending`` before the first one starts; each job marks itself ``running`` and then its final
-status (the run's own: ``completed``, ``diverged``, ``failed`` or ``interrupted``). Jobs may run in
-parallel processes (joblib, submitit), so every update holds a file lock.
+A job's directory is its name, made here from the overrides that vary across the sweep
+(``job_names``); the project's sweeper gives every job its name as ``hydra.sweep.subdir``.
+
+The sweep root (``runs/<experiment>/<timestamp>/``) holds ``manifest.csv``, written by the sweeper
+alone: one row per job with its number, name, overrides and run directory, listed before the first
+job starts and written once more after the last one ends. A job's outcome (``status``,
+``started_at``, ``finished_at``, ``final_err``, ``error``) is what its run's own ``summary.json``
+says; the manifest's copy is what the summaries said when the sweeper wrote it, plus the error of a
+job that ended without a summary telling why. ``Manifest.read`` gives each job's outcome as its
+summary says now; a job without a summary yet is ``pending``.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from hydra.core.utils import JobStatus
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
 
 from .config import DEFAULT_DEPTH
 from .files import SUMMARY_FILE, atomic_write
@@ -32,6 +30,8 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
 MANIFEST_COLUMNS = ["job", "name", "overrides", "status", "run_dir", "started_at", "finished_at",
                     "final_err", "error"]
+# The columns a job's run tells (its summary.json), as opposed to what the sweeper lists.
+OUTCOME_COLUMNS = ["status", "started_at", "finished_at", "final_err", "error"]
 # Overrides that say where or how a job runs, not what it computes: left out of job names.
 _NOT_IN_NAME = ("experiment", "trainer.progress", "trainer.device", "dataset.root", "dataset.download")
 
@@ -42,7 +42,7 @@ def _split(override: str) -> tuple[str, str]:
 
 
 def job_name(overrides: Iterable[str], n: int | None = None, depth: int | None = None) -> str:
-    """Readable, unique job name from a job's overrides, always showing the depth.
+    """Readable job name from a job's overrides, always showing the depth.
 
     ``["model.depth=56", "model.residual=false", "seed=1"]`` gives ``depth=56,residual=false,seed=1``.
     """
@@ -64,10 +64,26 @@ def job_name(overrides: Iterable[str], n: int | None = None, depth: int | None =
     return ",".join([f"depth={d}", *sorted(items)]).replace("/", "_")
 
 
-if not OmegaConf.has_resolver("job_name"):
-    OmegaConf.register_new_resolver(
-        "job_name", lambda overrides, n, depth: job_name(list(overrides), n, depth)
-    )
+def job_names(jobs: list[list[str]], depths: list[int]) -> list[str]:
+    """Every job's directory name: from the overrides that vary across the sweep, always with the
+    depth (and the seed when given); unique, fixed per job, so a rerun (or a requeue) finds it."""
+    values: dict[str, set] = {}
+    for job in jobs:
+        for o in job:
+            k, _, v = o.partition("=")
+            values.setdefault(k, set()).add(v)
+    varying = {k for k, v in values.items() if len(v) > 1 or any(k not in dict(o.partition("=")[::2] for o in j) for j in jobs)}
+    varying.add("seed")  # always named when given: sweeps of other seeds never share a directory
+    names = []
+    for job, depth in zip(jobs, depths, strict=True):
+        name = job_name([o for o in job if o.partition("=")[0] in varying], depth=depth)
+        names.append(name.replace("'", ""))
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen or names.count(n) > 1:
+            names[i] = f"{n},job={i}"
+        seen[n] = i
+    return names
 
 
 def excluded(job: Sequence[str], exclude: Sequence[dict]) -> bool:
@@ -78,106 +94,121 @@ def excluded(job: Sequence[str], exclude: Sequence[dict]) -> bool:
     )
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def job_outcome(run_dir: str | Path, exc: BaseException | None = None) -> dict | None:
+    """A job's outcome columns as its run's ``summary.json`` tells them, or as the exception that
+    ended the job tells them where the summary does not (none written, or one of an earlier attempt).
+
+    ``finished_at`` is the summary's for a completed run, the time the summary was last written
+    for one that ended otherwise; none when only the exception tells. ``None`` when neither tells
+    anything: the job has not started its record.
+    """
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError covers UnicodeDecodeError
+        summary = None
+    s = summary if isinstance(summary, dict) else {}
+    status, error = s.get("status"), s.get("error")
+    if exc is not None:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            status = "interrupted"
+        elif status not in ("diverged", "failed"):
+            status = "failed"
+        error = f"{type(exc).__name__}: {exc}"
+    if not status:
+        return None
+    told = status == s.get("status") and status in ("completed", "diverged", "failed", "interrupted")
+    return {"status": status, "started_at": s.get("started_at"),
+            "finished_at": (s.get("finished_at") or _written_at(path)) if told else None,
+            "final_err": s.get("final_test_err", s.get("final_val_err")) if status == "completed" else None,
+            "error": error}
+
+
+def _written_at(path: Path) -> str | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    except OSError:
+        return None
+
+
+_PENDING = {**dict.fromkeys(OUTCOME_COLUMNS), "status": "pending"}
 
 
 class Manifest:
+    """A sweep's ``manifest.csv``. Only the sweeper writes it (when the sweep starts and once when
+    it ends), so it needs no lock; its jobs never do."""
+
     def __init__(self, sweep_dir: str | Path):
         self.dir = Path(sweep_dir)
         self.path = self.dir / MANIFEST_FILE
 
-    @contextmanager
-    def _locked(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".manifest.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def read(self) -> list[dict]:
+    def recorded(self) -> list[dict]:
+        """The rows as the sweeper wrote them (none without a manifest)."""
         if not self.path.is_file():
             return []
         with open(self.path, newline="") as f:
             return list(csv.DictReader(f))
+
+    def run_dir(self, row: dict) -> Path:
+        """A job's run directory: its name inside the sweep folder (so a moved sweep still finds its
+        runs), else the ``run_dir`` written."""
+        return self.dir / row["name"] if row.get("name") else Path(row.get("run_dir") or self.dir)
+
+    def read(self) -> list[dict]:
+        """The rows, each job's outcome as its run's ``summary.json`` tells it now; where the run
+        has no readable summary, as the manifest recorded it (``pending`` when it recorded none)."""
+        rows = self.recorded()
+        for r in rows:
+            r.update(job_outcome(self.run_dir(r)) or {})
+            r["status"] = r.get("status") or "pending"
+        return rows
+
+    def set_jobs(self, jobs: list[dict]) -> None:
+        """List a sweep's jobs (``name``, ``overrides``, ``run_dir``), numbered as Hydra numbers them,
+        each with its outcome so far: a sweep rerun in its own directory lists its finished runs as
+        they finished (they are left alone) and the others as they stopped, or as pending."""
+        rows = [{"job": i, **j} for i, j in enumerate(jobs)]
+        self._write([{**r, **(job_outcome(self.run_dir(r)) or _PENDING)} for r in rows])
+
+    def end_jobs(self, ended: dict[int, BaseException | None]) -> None:
+        """Write the outcome of the jobs that ended (by number, each with the exception that ended
+        it, or None): its run's summary, or the exception where the summary does not tell."""
+        rows = self._rows_up_to(max(ended, default=-1))
+        for job, exc in ended.items():
+            rows[job].update(job_outcome(self.run_dir(rows[job]), exc) or _PENDING)
+        self._write(rows)
+
+    def update(self, job: int, **fields: Any) -> None:
+        """Set some columns of one job's row."""
+        rows = self._rows_up_to(job)
+        rows[job].update(fields)
+        self._write(rows)
+
+    def _rows_up_to(self, job: int) -> list[dict]:
+        rows = self.recorded()
+        while len(rows) <= job:  # a job the manifest did not list: added by its number
+            rows.append({"job": len(rows)})
+        return rows
 
     def _write(self, rows: list[dict]) -> None:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS)
         w.writeheader()
         for r in rows:
-            w.writerow({k: r.get(k, "") for k in MANIFEST_COLUMNS})
+            w.writerow({k: "" if r.get(k) is None else r[k] for k in MANIFEST_COLUMNS})
+        self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, lambda f: f.write(buf.getvalue().encode()))
 
-    def set_jobs(self, jobs: list[dict]) -> None:
-        """List a sweep's jobs as ``pending``, numbered as Hydra numbers them.
 
-        A sweep rerun in its own directory lists its jobs afresh; their runs resume or, when
-        finished, are left alone, and each job records its outcome again.
-        """
-        with self._locked():
-            self._write([{"job": i, "status": "pending", **j} for i, j in enumerate(jobs)])
-
-    def update(self, job: int, **fields: Any) -> None:
-        with self._locked():
-            rows = self.read()
-            while len(rows) <= job:  # a job the sweeper did not list (another sweeper): add it
-                rows.append({"job": len(rows), "status": "pending"})
-            rows[job].update({k: "" if v is None else v for k, v in fields.items()})
-            self._write(rows)
+def mark_jobs_ended(sweep_dir: str | Path, ended: dict[int, BaseException | None]) -> None:
+    """``Manifest.end_jobs``, never failing the sweep: a manifest that cannot be written is warned
+    about (every job's own record is complete)."""
+    try:
+        Manifest(sweep_dir).end_jobs(ended)
+    except (OSError, csv.Error) as ex:
+        log.warning("Could not update the sweep manifest in %s (%s); the job's own record is complete.", sweep_dir, ex)
 
 
 def mark_job_ended(hc: Any, exc: BaseException | None) -> None:
-    """Record a job's outcome in the manifest: the run's own status, or the job's exception.
-
-    Bookkeeping never fails the job: a manifest that cannot be written is warned about.
-    """
-    summary_path = Path(hc.runtime.output_dir) / SUMMARY_FILE
-    try:
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    except (OSError, ValueError):
-        summary = {}
-    status = summary.get("status", "completed")
-    error = ""
-    if exc is not None:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            status = "interrupted"
-        elif status not in ("diverged", "failed"):  # a summary from an earlier attempt, or none
-            status = "failed"
-        error = f"{type(exc).__name__}: {exc}"
-    final = summary.get("final_test_err", summary.get("final_val_err")) if status == "completed" else None
-    try:
-        Manifest(hc.sweep.dir).update(int(hc.job.num), status=status, finished_at=_now(), final_err=final, error=error)
-    except OSError as ex:
-        log.warning("Could not update the sweep manifest in %s (%s); the job's own record is complete.", hc.sweep.dir, ex)
-
-
-class ManifestCallback(Callback):
-    """Marks each job of a multirun ``running`` when it starts and with its outcome when it ends."""
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        hc = config.hydra
-        if hc.mode != RunMode.MULTIRUN:
-            return
-        try:
-            Manifest(hc.sweep.dir).update(
-                int(hc.job.num), status="running", started_at=_now(), run_dir=hc.runtime.output_dir,
-                name=Path(hc.runtime.output_dir).name, overrides=" ".join(hc.overrides.task),
-                finished_at=None, final_err=None, error=None,
-            )
-        except OSError as ex:
-            log.warning("Could not update the sweep manifest in %s (%s); the job runs on.", hc.sweep.dir, ex)
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        hc = config.hydra
-        if hc.mode != RunMode.MULTIRUN:
-            return
-        exc = None
-        if job_return.status == JobStatus.FAILED:
-            try:
-                _ = job_return.return_value  # a failed job's return value is its exception, raised
-            except BaseException as ex:  # noqa: BLE001 - whatever ended the job is its outcome
-                exc = ex
-        mark_job_ended(hc, exc)
+    """One job's outcome into its sweep's manifest (``hc``: the job's ``hydra`` config)."""
+    mark_jobs_ended(hc.sweep.dir, {int(hc.job.num): exc})

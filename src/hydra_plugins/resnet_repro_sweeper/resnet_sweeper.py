@@ -1,23 +1,26 @@
 """Hydra's basic sweeper, plus: ``exclude`` rules, every job's config validated before the first
-job starts, and a sweep manifest listing every job as pending."""
+job starts, each job's directory named by ``resnet_repro.sweep.job_names``, and the sweep manifest
+(every job listed before the first starts, every outcome recorded once after the last ends)."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf, open_dict, read_write
 
 from resnet_repro.config import to_config
 from resnet_repro.errors import ConfigError, ResnetReproError
 from resnet_repro.preflight import check_can_start
-from resnet_repro.sweep import Manifest, excluded, job_name
+from resnet_repro.sweep import Manifest, excluded, job_names, mark_jobs_ended
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +77,35 @@ class ResnetSweeper(Sweeper):
                 check_can_start(c, sweep_dir / name)
             except ResnetReproError as ex:
                 raise type(ex)(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
-        Manifest(sweep_dir).set_jobs([{"name": n, "overrides": " ".join(o)} for n, o in zip(names, jobs, strict=True)])
+        Manifest(sweep_dir).set_jobs([{"name": n, "overrides": " ".join(o), "run_dir": os.path.abspath(sweep_dir / n)}
+                                      for n, o in zip(names, jobs, strict=True)])
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info("Sweep of %d jobs in %s", len(jobs), sweep_dir)
-        # Each job's directory is its name: fixed per job, so a rerun (or a requeue) finds it.
+        # Each job's directory is its name: Hydra's hydra.sweep.subdir, set here and nowhere else.
         named = [[*o, f"hydra.sweep.subdir='{n}'"] for n, o in zip(names, jobs, strict=True)]
         size = self.max_batch_size or len(named)
-        returns, start = [], 0
-        for b in range(0, len(named), size):
-            batch = named[b : b + size]
-            results = self.launcher.launch(batch, initial_job_idx=start)
-            start += len(batch)
-            returns.append(results)
-        for results in returns:  # after every job ran: raise the first failure, if any
-            for r in results:
-                _ = r.return_value
+        returns: list[Any] = []
+        try:
+            for start in range(0, len(named), size):
+                returns.append(self.launcher.launch(named[start : start + size], initial_job_idx=start))
+        finally:  # the manifest's record of every job's outcome, once, even when the sweep was stopped
+            ended = [r for results in returns for r in results]
+            mark_jobs_ended(sweep_dir, {i: _failure(r) for i, r in enumerate(ended)}
+                            | {i: None for i in range(len(ended), len(jobs))})
+        for r in ended:  # after every job ran: raise the first failure, if any
+            _ = r.return_value
         return returns
+
+
+def _failure(job_return: JobReturn) -> BaseException | None:
+    """The exception that ended a failed job (Hydra raises it on reading the return value)."""
+    if job_return.status != JobStatus.FAILED:
+        return None
+    try:
+        _ = job_return.return_value
+    except BaseException as ex:  # noqa: BLE001 - whatever ended the job is its outcome
+        return ex
+    return None
 
 
 def product(overrides: list[Override]) -> list[list[str]]:
@@ -107,24 +123,3 @@ def product(overrides: list[Override]) -> list[list[str]]:
         else:
             axes[key] = [f"{key}={o.get_value_element_as_str()}"]
     return [list(job) for job in itertools.product(*axes.values())]
-
-
-def job_names(jobs: list[list[str]], depths: list[int]) -> list[str]:
-    """Names from the overrides that vary across the sweep, always with the depth; unique."""
-    values: dict[str, set] = {}
-    for job in jobs:
-        for o in job:
-            k, _, v = o.partition("=")
-            values.setdefault(k, set()).add(v)
-    varying = {k for k, v in values.items() if len(v) > 1 or any(k not in dict(o.partition("=")[::2] for o in j) for j in jobs)}
-    varying.add("seed")  # always named when given: sweeps of other seeds never share a directory
-    names = []
-    for job, depth in zip(jobs, depths, strict=True):
-        name = job_name([o for o in job if o.partition("=")[0] in varying], depth=depth)
-        names.append(name.replace("'", ""))
-    seen: dict[str, int] = {}
-    for i, n in enumerate(names):
-        if n in seen or names.count(n) > 1:
-            names[i] = f"{n},job={i}"
-        seen[n] = i
-    return names
