@@ -1,16 +1,20 @@
 """Typed (structured) configs for every Hydra group, and the checks that run before any work.
 
 Each group in ``conf/`` is merged onto one of these dataclasses, so a misspelt key or a value of
-the wrong type is refused by OmegaConf. Value-level rules (depth 6n+2, positive lr, ...) live in
-:func:`validate`, which raises :class:`ConfigError` with one message naming the key, the bad value
-and the valid choices.
+the wrong type is refused by OmegaConf. Value-level rules (depth 6n+2, positive lr, ...) are
+checked by :func:`validate`, which raises :class:`ConfigError` with one message naming the key, the
+bad value and the valid choices.
+
+The model and dataset groups' schemas and rules live next to their code, in
+``models/registry.py`` and ``data/registry.py`` (both without torch); this module composes them,
+holds the other groups' and the checks across groups (the model against the dataset, the batch
+against the training split, the warm-up by depth), and registers the schemas with Hydra on import.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,54 +23,31 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from .checks import choice, positive
+from .data.registry import (
+    PROTOCOLS,  # noqa: F401 - re-exported (preflight.py)
+    DatasetConfig,
+    check_dataset,
+    check_val_size,
+    shape,
+    train_split_size,
+)
 from .errors import ConfigError
+from .models.registry import (
+    CIFAR_MODELS,
+    DEFAULT_DEPTH,  # noqa: F401 - re-exported (sweep.py)
+    SHORTCUTS,  # noqa: F401 - re-exported (preflight.py)
+    ModelConfig,
+    check_model,
+    depth_or_default,
+)
 
-PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)
-SHORTCUTS = ("A", "B", "C")
-PROTOCOLS = ("paper", "full")
-DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic")
-CIFAR_MODELS = ("resnet_cifar", "preact_cifar")  # depth 6n+2
-IMAGENET_MODELS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
-MODELS = (*CIFAR_MODELS, *IMAGENET_MODELS)
-# classes, training images and channels of each dataset
-DATASET_SHAPES = {"cifar10": (10, 50_000, 3), "cifar100": (100, 50_000, 3), "fashion_mnist": (10, 60_000, 1)}
 SCHEDULE_UNITS = ("iterations", "epochs")
 LAYER_STATS = ("off", "end", "eval")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "off", "default", "max-autotune")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
-DEFAULT_DEPTH = 20
-MAX_IMAGE_SIZE = 1024  # dataset.image_size: beyond this one batch alone no longer fits a GPU
 DEVICES = "auto, cpu, cuda, cuda:N, mps. N is a GPU's number: 0, 1, ..."
-
-
-@dataclass
-class ModelConfig:
-    name: str = "resnet_cifar"
-    # Depth is written either as the paper's n or as depth = 6n+2; both are filled in once resolved.
-    n: int | None = None
-    depth: int | None = None
-    residual: bool = True
-    shortcut: str = "A"
-    num_classes: int = 10
-    in_channels: int | None = None  # null: the dataset's (1 for Fashion-MNIST, else 3)
-    cifar_stem: bool = False  # ImageNet nets only: a 3x3/1 stem conv and no max-pool
-
-
-@dataclass
-class DatasetConfig:
-    name: str = "cifar10"
-    root: str = "data"
-    download: bool = True
-    verify: bool = True
-    protocol: str = "paper"
-    val_size: int = 5000
-    split_seed: int = 0
-    augment: bool = True
-    image_size: int | None = None  # null: the native size; else resized on the device (bilinear)
-    # synthetic data only: images per split
-    num_train: int = 0
-    num_test: int = 0
 
 
 @dataclass
@@ -170,21 +151,13 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
 
 
-def _depth_or_default(n: int | None, depth: int | None) -> int:
-    if depth is not None:
-        return depth
-    if n is not None:
-        return 6 * n + 2
-    return DEFAULT_DEPTH
-
-
 def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, seed: int,
              model: str = "resnet_cifar") -> str:
     """Readable run name that always shows the depth, e.g. ``resnet56-seed0``, ``plain20-seed1``,
     ``preact-resnet110-seed0``, ``resnet50-seed0`` (the ImageNet net)."""
     kind = ("preact-" if model == "preact_cifar" else "") + ("resnet" if residual else "plain")
     try:
-        d = _depth_or_default(n, depth)
+        d = depth_or_default(n, depth)
     except TypeError:  # bad types are reported by validate(); the name only has to exist
         d = depth if depth is not None else f"n{n}"
     tag = f"-{shortcut}" if residual and shortcut != "A" and model == "resnet_cifar" else ""
@@ -215,85 +188,27 @@ if not OmegaConf.has_resolver("run_name"):
     OmegaConf.register_new_resolver("run_name", run_name)
 
 
-def _valid_depths_hint() -> str:
-    return ", ".join(str(d) for d in PAPER_DEPTHS) + ", ..."
-
-
-def resolve_depth(model: ModelConfig) -> None:
-    """Fill in both spellings of the depth, refusing contradictions and depths that are not 6n+2."""
-    n, depth = model.n, model.depth
-    if n is not None and n < 1:
-        raise ConfigError(
-            f"model.n={n} is not valid: n must be a positive integer (depth = 6n+2; "
-            f"n=3,5,7,9,18 give depths 20,32,44,56,110)."
-        )
-    if depth is not None and (depth < 8 or (depth - 2) % 6 != 0):
-        below = depth - (depth - 2) % 6  # the 6n+2 depths on either side, 8 (n=1) the smallest
-        near = sorted({d for d in (below, below + 6) if d >= 8} or {8})
-        raise ConfigError(
-            f"model.depth={depth} is not a CIFAR ResNet depth: depth must be 6n+2 "
-            f"({_valid_depths_hint()}). Nearest valid: {' or '.join(map(str, near))}."
-        )
-    if n is not None and depth is not None and 6 * n + 2 != depth:
-        raise ConfigError(
-            f"model.n={n} and model.depth={depth} contradict each other: n={n} is the "
-            f"{6 * n + 2}-layer net, depth={depth} is n={(depth - 2) // 6}. Give only one of them."
-        )
-    model.depth = _depth_or_default(n, depth)
-    model.n = (model.depth - 2) // 6
-
-
-def _choice(key: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"{key}={value!r} is not valid. Valid choices: {', '.join(map(str, choices))}."
-        )
-
-
-def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    bound = ">= 0" if allow_zero else "> 0"
-    if not math.isfinite(value):
-        raise ConfigError(f"{key}={value} is not valid: it must be a finite number {bound}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{key}={value} is not valid: it must be {bound}.")
-
-
 def validate(cfg: Config) -> Config:
-    """Check value-level rules and fill derived fields (model.n and model.depth) in place."""
-    m = cfg.model
-    _choice("model.name", m.name, MODELS)
-    if m.name in IMAGENET_MODELS:
-        d = IMAGENET_MODELS[m.name]
-        if m.depth not in (None, d) or m.n is not None:
-            raise ConfigError(
-                f"model.name={m.name} is the {d}-layer ImageNet ResNet; its depth is fixed "
-                f"(model.depth={m.depth}, model.n={m.n} given). Choose another model (model=resnet34, ...)."
-            )
-        m.depth = d
-    else:
-        resolve_depth(m)
-    _choice("model.shortcut", m.shortcut, SHORTCUTS)
-    if m.num_classes < 2:
-        raise ConfigError(f"model.num_classes={m.num_classes} is not valid: it must be >= 2.")
+    """Check value-level rules and fill derived fields (model.n, model.depth, model.in_channels and
+    schedule.warmup) in place. Groups are checked in order, so the first error met is reported."""
+    check_model(cfg.model)
+    check_dataset(cfg.dataset)
+    _check_model_fits_dataset(cfg.model, cfg.dataset)
+    check_val_size(cfg.dataset)
+    _check_optimizer(cfg.optimizer)
+    resolve_warmup(cfg)
+    _check_schedule(cfg.schedule)
+    _check_trainer(cfg.trainer, train_split_size(cfg.dataset))
+    _check_logger(cfg.logger)
+    _check_diagnostics(cfg.diagnostics)
+    return cfg
 
-    d = cfg.dataset
-    _choice("dataset.name", d.name, DATASETS)
-    _choice("dataset.protocol", d.protocol, PROTOCOLS)
+
+def _check_model_fits_dataset(m: ModelConfig, d: DatasetConfig) -> None:
+    """The net's classes and input channels are the dataset's (``in_channels=null``: taken from it)."""
+    classes, _, channels = shape(d, m.num_classes)
     if m.in_channels is None:
-        m.in_channels = DATASET_SHAPES.get(d.name, (0, 0, 3))[2]
-    if d.image_size is not None and not 8 <= d.image_size <= MAX_IMAGE_SIZE:
-        raise ConfigError(
-            f"dataset.image_size={d.image_size} is not valid: it must be in [8, {MAX_IMAGE_SIZE}] "
-            f"(224 is ImageNet's), or null for the native size."
-        )
-    if d.protocol == "paper" and d.val_size < 1:
-        raise ConfigError(
-            f"dataset.val_size={d.val_size} is not valid: the paper protocol holds out a "
-            f"validation split, so it must be >= 1 (the paper uses 5000)."
-        )
-    if d.name == "synthetic" and d.num_train < 1:
-        raise ConfigError(f"dataset.num_train={d.num_train} is not valid for synthetic data: >= 1.")
-    classes, n_images, channels = DATASET_SHAPES.get(d.name, (m.num_classes, d.num_train, 3))
+        m.in_channels = channels
     if m.num_classes != classes:
         raise ConfigError(
             f"model.num_classes={m.num_classes} does not fit dataset.name={d.name}, which has "
@@ -304,25 +219,20 @@ def validate(cfg: Config) -> Config:
             f"model.in_channels={m.in_channels} does not fit dataset.name={d.name}, whose images have "
             f"{channels} channel(s). Leave model.in_channels=null to take the dataset's."
         )
-    if d.protocol == "paper" and d.val_size >= n_images:
-        raise ConfigError(
-            f"dataset.val_size={d.val_size} is not valid: {d.name} has {n_images} training images, "
-            f"so it must be in [1, {n_images - 1}] (the paper uses 5000 of 50000)."
-        )
-    n_train = n_images - d.val_size if d.protocol == "paper" else n_images
 
-    o = cfg.optimizer
-    _choice("optimizer.name", o.name, ("sgd",))
-    _choice("optimizer.impl", o.impl, OPTIMIZER_IMPLS)
-    _positive("optimizer.lr", o.lr)
-    _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+
+def _check_optimizer(o: OptimizerConfig) -> None:
+    choice("optimizer.name", o.name, ("sgd",))
+    choice("optimizer.impl", o.impl, OPTIMIZER_IMPLS)
+    positive("optimizer.lr", o.lr)
+    positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
     if not 0 <= o.momentum < 1:
         raise ConfigError(f"optimizer.momentum={o.momentum} is not valid: it must be in [0, 1).")
 
-    s = cfg.schedule
-    resolve_warmup(cfg)
-    _choice("schedule.unit", s.unit, SCHEDULE_UNITS)
-    _positive("schedule.iterations", s.iterations)
+
+def _check_schedule(s: ScheduleConfig) -> None:
+    choice("schedule.unit", s.unit, SCHEDULE_UNITS)
+    positive("schedule.iterations", s.iterations)
     if list(s.milestones) != sorted(s.milestones) or any(x <= 0 for x in s.milestones):
         raise ConfigError(
             f"schedule.milestones={list(s.milestones)} is not valid: they must be positive "
@@ -330,16 +240,18 @@ def validate(cfg: Config) -> Config:
         )
     if not 0 < s.gamma <= 1:
         raise ConfigError(f"schedule.gamma={s.gamma} is not valid: it must be in (0, 1].")
-    _positive("schedule.warmup_lr", s.warmup_lr)
+    positive("schedule.warmup_lr", s.warmup_lr)
     if not 0 < s.warmup_until_error <= 1:
         raise ConfigError(
             f"schedule.warmup_until_error={s.warmup_until_error} is not valid: it is a "
             f"training error in (0, 1], e.g. 0.8."
         )
 
-    t = cfg.trainer
+
+def _check_trainer(t: TrainerConfig, n_train: int) -> None:
+    """The trainer group's rules, and its batch against the ``n_train`` images of the training split."""
     for key in ("batch_size", "eval_batch_size", "log_every", "eval_every"):
-        _positive(f"trainer.{key}", getattr(t, key))
+        positive(f"trainer.{key}", getattr(t, key))
     if t.batch_size > n_train:
         raise ConfigError(
             f"trainer.batch_size={t.batch_size} is larger than the training split ({n_train} images). "
@@ -348,21 +260,25 @@ def validate(cfg: Config) -> Config:
     if not (t.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", t.device)):
         raise ConfigError(f"trainer.device={t.device!r} is not valid. Valid choices: {DEVICES}")
     if t.num_threads is not None:
-        _positive("trainer.num_threads", t.num_threads)
-    _choice("trainer.precision", t.precision, PRECISIONS)
-    _choice("trainer.compile", t.compile, COMPILE_MODES)
-    _choice("logger.name", cfg.logger.name, ("local", "wandb"))
-    _choice("logger.mode", cfg.logger.mode, ("online", "offline", "disabled"))
-    _positive("logger.init_timeout", cfg.logger.init_timeout)
-    g = cfg.diagnostics
-    _choice("diagnostics.layer_stats", g.layer_stats, LAYER_STATS)
-    _positive("diagnostics.layer_stats_images", g.layer_stats_images)
+        positive("trainer.num_threads", t.num_threads)
+    choice("trainer.precision", t.precision, PRECISIONS)
+    choice("trainer.compile", t.compile, COMPILE_MODES)
+
+
+def _check_logger(lg: LoggerConfig) -> None:
+    choice("logger.name", lg.name, ("local", "wandb"))
+    choice("logger.mode", lg.mode, ("online", "offline", "disabled"))
+    positive("logger.init_timeout", lg.init_timeout)
+
+
+def _check_diagnostics(g: DiagnosticsConfig) -> None:
+    choice("diagnostics.layer_stats", g.layer_stats, LAYER_STATS)
+    positive("diagnostics.layer_stats_images", g.layer_stats_images)
     if any(i < 1 for i in g.grad_norms) or len(set(g.grad_norms)) != len(g.grad_norms):
         raise ConfigError(
             f"diagnostics.grad_norms={list(g.grad_norms)} is not valid: it lists distinct training "
             f"iterations >= 1 at which to record gradient norms, e.g. [1,10,100,1000], or [] for none."
         )
-    return cfg
 
 
 def unreachable(cfg: Config) -> dict[str, list[int]]:
@@ -394,9 +310,7 @@ def unreachable_message(cfg: Config, key: str, values: list[int], *, refused: bo
 
 def train_size(cfg: Config) -> int:
     """Images in the training split the config asks for."""
-    d = cfg.dataset
-    n = DATASET_SHAPES[d.name][1] if d.name in DATASET_SHAPES else d.num_train
-    return n - d.val_size if d.protocol == "paper" else n
+    return train_split_size(cfg.dataset)
 
 
 def iteration_schedule(cfg: Config) -> ScheduleConfig:

@@ -2,29 +2,56 @@
 
 - ``resnet_cifar``: the paper's CIFAR nets, depth 6n+2 (``cifar_resnet.py``);
 - ``preact_cifar``: their pre-activation form (He et al. 2016b, ``preact_resnet.py``);
-- ``resnet18`` ... ``resnet152``: the ImageNet nets of Table 1, torchvision's layout
-  (``imagenet_resnet.py``), optionally with a CIFAR-size stem.
+- ``resnet18`` ... ``resnet152``: the ImageNet nets of Table 1, torchvision's ``ResNet``
+  (``imagenet_resnet.py``), optionally with a CIFAR-size stem;
+- ``layers.py``: the 3x3 conv and He init the CIFAR nets share;
+- ``registry.py``: the model names, their depths and the model group's checks (no torch: the
+  command line validates a config before torch is imported).
+
+The nets below are imported on first use, so ``import resnet_repro.models.registry`` stays light.
 """
 
-from torch import nn
+from __future__ import annotations
 
-from . import imagenet_resnet
-from .cifar_resnet import BasicBlock, CifarResNet, resnet_cifar
-from .preact_resnet import PreActCifarResNet
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = ["BasicBlock", "CifarResNet", "PreActCifarResNet", "build_model", "count_params", "resnet_cifar"]
+from .registry import IMAGENET_MODELS
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .registry import ModelConfig
+
+_LAZY = {
+    "CifarBasicBlock": "cifar_resnet",
+    "CifarResNet": "cifar_resnet",
+    "resnet_cifar": "cifar_resnet",
+    "PreActCifarResNet": "preact_resnet",
+}
+__all__ = sorted([*_LAZY, "build_model", "count_params"])
 
 
-def build_model(cfg) -> nn.Module:
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
     """Build the model described by a resolved ``ModelConfig``."""
+    from . import cifar_resnet, imagenet_resnet, preact_resnet
+
     in_channels = cfg.in_channels or 3
     if cfg.name == "resnet_cifar":
-        return CifarResNet(depth=cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut,
-                           num_classes=cfg.num_classes, in_channels=in_channels)
+        return cifar_resnet.CifarResNet(depth=cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut,
+                                        num_classes=cfg.num_classes, in_channels=in_channels)
     if cfg.name == "preact_cifar":
-        return PreActCifarResNet(depth=cfg.depth, num_classes=cfg.num_classes, in_channels=in_channels,
-                                 residual=cfg.residual)
-    if cfg.name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        return preact_resnet.PreActCifarResNet(depth=cfg.depth, num_classes=cfg.num_classes,
+                                               in_channels=in_channels, residual=cfg.residual)
+    if cfg.name in IMAGENET_MODELS:
         return getattr(imagenet_resnet, cfg.name)(num_classes=cfg.num_classes, in_channels=in_channels,
                                                   residual=cfg.residual, cifar_stem=cfg.cifar_stem)
     raise ValueError(f"unknown model.name {cfg.name!r}")

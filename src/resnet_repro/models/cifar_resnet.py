@@ -1,6 +1,6 @@
 """The CIFAR-10 nets of He et al. 2016, §4.2: depth 6n+2, residual or plain.
 
-Stem: 3x3 conv, 16 filters. Body: three stages of n BasicBlocks (2n 3x3 layers) with 16/32/64
+Stem: 3x3 conv, 16 filters. Body: three stages of n CifarBasicBlocks (2n 3x3 layers) with 16/32/64
 filters on 32/16/8 maps; stages 2 and 3 start with stride 2. Head: global average pool and a
 fully connected layer. BN after every conv, ReLU, He (Kaiming normal) init.
 
@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import conv3x3, he_init
+from .registry import n_of_depth
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+__all__ = ["CifarBasicBlock", "CifarResNet", "PadShortcut", "make_shortcut", "resnet_cifar"]
 
 
 class PadShortcut(nn.Module):
@@ -53,17 +54,7 @@ def make_shortcut(option: str, in_planes: int, out_planes: int, stride: int) -> 
     raise ValueError(f"unknown shortcut option {option!r}; valid: A, B, C")
 
 
-def he_init(model: nn.Module) -> None:
-    """He et al. 2015 init for every conv (std = sqrt(2 / (k*k*c_in))); BN weight 1, bias 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-class BasicBlock(nn.Module):
+class CifarBasicBlock(nn.Module):
     """Two 3x3 conv-BN layers; ``shortcut=None`` makes it a plain (non-residual) block."""
 
     expansion = 1
@@ -94,9 +85,7 @@ class CifarResNet(nn.Module):
         in_channels: int = 3,
     ):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
-        self.depth, self.n = depth, (depth - 2) // 6
+        self.depth, self.n = depth, n_of_depth(depth)  # ValueError unless 6n+2
         self.residual, self.shortcut_option = residual, shortcut
         self.in_planes = 16
         self.conv1 = conv3x3(in_channels, 16)
@@ -112,7 +101,7 @@ class CifarResNet(nn.Module):
         for i in range(blocks):
             s = stride if i == 0 else 1
             sc = make_shortcut(self.shortcut_option, self.in_planes, planes, s) if self.residual else None
-            layers.append(BasicBlock(self.in_planes, planes, s, sc))
+            layers.append(CifarBasicBlock(self.in_planes, planes, s, sc))
             self.in_planes = planes
         return nn.Sequential(*layers)
 

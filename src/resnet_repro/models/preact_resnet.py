@@ -31,7 +31,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cifar_resnet import PadShortcut, conv3x3, he_init
+from .cifar_resnet import PadShortcut
+from .layers import conv3x3, he_init
+from .registry import n_of_depth
 
 __all__ = ["PreActBlock", "PreActCifarResNet", "preact_resnet_cifar"]
 
@@ -69,9 +71,7 @@ class PreActCifarResNet(nn.Module):
     def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3,
                  residual: bool = True):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
-        self.depth, self.n, self.residual = depth, (depth - 2) // 6, residual
+        self.depth, self.n, self.residual = depth, n_of_depth(depth), residual  # ValueError unless 6n+2
         self.in_planes = 16
         self.conv1 = conv3x3(in_channels, 16)
         self.layer1 = self._make_layer(16, self.n, stride=1)

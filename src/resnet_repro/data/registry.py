@@ -1,0 +1,91 @@
+"""The dataset group (``conf/dataset/``): its names, shapes, schema and checks, without torch (the
+command line checks a config before torch is imported)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..checks import choice
+from ..errors import ConfigError
+
+DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic")
+PROTOCOLS = ("paper", "full")
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 1024  # dataset.image_size: beyond this one batch alone no longer fits a GPU
+
+
+class Shape(NamedTuple):
+    classes: int
+    train_images: int
+    channels: int
+
+
+DATASET_SHAPES = {
+    "cifar10": Shape(10, 50_000, 3),
+    "cifar100": Shape(100, 50_000, 3),
+    "fashion_mnist": Shape(10, 60_000, 1),
+}
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar10"
+    root: str = "data"
+    download: bool = True
+    verify: bool = True
+    protocol: str = "paper"
+    val_size: int = 5000
+    split_seed: int = 0
+    augment: bool = True
+    image_size: int | None = None  # null: the native size; else resized on the device (bilinear)
+    # synthetic data only: images per split
+    num_train: int = 0
+    num_test: int = 0
+
+
+def shape(dataset: DatasetConfig, num_classes: int) -> Shape:
+    """Classes, training images and channels; synthetic data has ``num_classes`` classes (the
+    model's), ``dataset.num_train`` images and 3 channels."""
+    return DATASET_SHAPES.get(dataset.name, Shape(num_classes, dataset.num_train, 3))
+
+
+def train_images(dataset: DatasetConfig) -> int:
+    """Images in the training set (synthetic data: ``dataset.num_train``)."""
+    known = DATASET_SHAPES.get(dataset.name)
+    return known.train_images if known else dataset.num_train
+
+
+def train_split_size(dataset: DatasetConfig) -> int:
+    """Images in the training split: the training set, less the validation split (paper protocol)."""
+    n = train_images(dataset)
+    return n - dataset.val_size if dataset.protocol == "paper" else n
+
+
+def check_dataset(dataset: DatasetConfig) -> None:
+    """The dataset group's value-level rules (the held-out split's size: :func:`check_val_size`)."""
+    d = dataset
+    choice("dataset.name", d.name, DATASETS)
+    choice("dataset.protocol", d.protocol, PROTOCOLS)
+    if d.image_size is not None and not MIN_IMAGE_SIZE <= d.image_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"dataset.image_size={d.image_size} is not valid: it must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] "
+            f"(224 is ImageNet's), or null for the native size."
+        )
+    if d.protocol == "paper" and d.val_size < 1:
+        raise ConfigError(
+            f"dataset.val_size={d.val_size} is not valid: the paper protocol holds out a "
+            f"validation split, so it must be >= 1 (the paper uses 5000)."
+        )
+    if d.name == "synthetic" and d.num_train < 1:
+        raise ConfigError(f"dataset.num_train={d.num_train} is not valid for synthetic data: >= 1.")
+
+
+def check_val_size(dataset: DatasetConfig) -> None:
+    """The paper protocol's validation split leaves at least one training image."""
+    d, n_images = dataset, train_images(dataset)
+    if d.protocol == "paper" and d.val_size >= n_images:
+        raise ConfigError(
+            f"dataset.val_size={d.val_size} is not valid: {d.name} has {n_images} training images, "
+            f"so it must be in [1, {n_images - 1}] (the paper uses 5000 of 50000)."
+        )
