@@ -32,8 +32,8 @@ from resnet_repro.config import OptimizerConfig, TrainerConfig
 from resnet_repro.data.pipeline import DeviceBatches, crop_flip, normalize, pixel_mean
 from resnet_repro.data.synthetic import make_synthetic
 from resnet_repro.diagnostics import conv_grad_norms, layer_response_std
-from resnet_repro.fastpath import FastPath, TrainStep, cudagraph_skips
 from resnet_repro.models import resnet_cifar
+from resnet_repro.step import FastPath, TrainStep, cudagraph_skips
 from resnet_repro.train import evaluate, train
 
 from .helpers import CI_LIMIT_S, smoke_cfg

@@ -140,8 +140,8 @@ def check_can_start(cfg, run_dir: str | None) -> None:
     """The checks a run's start makes, before Hydra writes anything into its directory: the device
     exists; the directory can be written, is not in use, and holds no record of another run."""
     from .config import to_dict
+    from .device import check_device
     from .record import RunRecord, check_writable
-    from .train import check_device
 
     if cfg.trainer.device != "auto":
         check_device(cfg.trainer.device)

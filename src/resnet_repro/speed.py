@@ -22,9 +22,10 @@ import torch
 
 from .config import ModelConfig, OptimizerConfig, TrainerConfig
 from .data.pipeline import DeviceBatches, pixel_mean
+from .device import device_sync
 from .errors import ResnetReproError
-from .fastpath import FastPath, TrainStep, cudagraph_skips, device_sync
 from .models import build_model
+from .step import FastPath, TrainStep, cudagraph_skips
 
 
 def timed_windows(step_fn: Callable, device: torch.device, batch: int, warmup: int, iters: int, windows: int,

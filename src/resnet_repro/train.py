@@ -31,9 +31,9 @@ from .config import (
 )
 from .data import load_splits
 from .data.pipeline import DeviceData, eval_batches
+from .device import check_same_device_type, device_sync, pick_device, platform_cpu
 from .diagnostics import conv_grad_norms, layer_response_std
-from .errors import CheckpointError, Diverged, Preempted, ResnetReproError
-from .fastpath import FastPath, TrainStep, device_sync, match_optimizer_strides
+from .errors import CheckpointError, Diverged, Preempted
 from .files import (
     CHECKPOINT_FILE,
     GRAD_NORM_COLUMNS,
@@ -46,57 +46,14 @@ from .record import RunRecord, git_commit, library_versions
 from .schedule import LRSchedule
 from .sinks import RESULT_KEYS, Sinks
 from .state import Progress, TorchRNG
+from .step import FastPath, TrainStep, match_optimizer_strides
 from .wandb_mirror import WandbMirror
 
 log = logging.getLogger("resnet_repro")
 CHECKPOINT_FORMAT = 1
 
 
-def pick_device(name: str, job_num: int | None = None) -> torch.device:
-    """``auto``: CUDA when present; a multirun's jobs spread over the GPUs by job number."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
-    check_device(name)
-    return torch.device(name)
-
-
-def check_device(name: str) -> None:
-    """Refuse a ``trainer.device`` this machine does not have, naming the ones it has."""
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ResnetReproError(f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto.")
-        index = int(name.partition(":")[2] or 0)
-        if index >= count:
-            have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-            raise ResnetReproError(f"trainer.device={name} but this machine has {count} CUDA device(s) ({have}). "
-                                   f"Use one of those, or auto.")
-    elif name == "mps" and not torch.backends.mps.is_available():
-        raise ResnetReproError("trainer.device=mps but no MPS device is available. Use trainer.device=cpu or auto.")
-
-
 clock = time.perf_counter  # the loop's timer (a name of its own, so tests can watch when it is read)
-
-
-def check_same_device_type(ckpt: dict, device: torch.device, path: Path) -> None:
-    """Refuse to resume a checkpoint written on another device type, before any work.
-
-    The sampler's random generator lives on the training device, and a CPU generator's state
-    (5056 bytes) cannot become a CUDA one's (16 bytes); nor would a seed give the same data order
-    there. Checkpoints from before ``device_type`` was recorded are told apart by that size.
-    """
-    saved = ckpt.get("device_type")
-    if saved is None:
-        state = (ckpt.get("batches") or {}).get("generator")
-        saved = {5056: "cpu", 16: "cuda"}.get(state.numel()) if state is not None else None
-    if saved is not None and saved != device.type:
-        raise CheckpointError(
-            f"{path} was written on {saved} and this run is on {device.type}: the data sampler's random "
-            f"stream cannot move between device types. Resume with trainer.device={saved}, or start a new "
-            f"run (name=<new name>)."
-        )
 
 
 @torch.no_grad()
@@ -393,12 +350,6 @@ def start_summary(run: Run, old: dict, ckpt: dict | None) -> dict:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def platform_cpu() -> str:
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

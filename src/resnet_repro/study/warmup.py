@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
+from ..device import pick_device
 from ..errors import ResnetReproError
 from ..speed import measure
-from ..train import pick_device
 from .jobs import Job
 
 

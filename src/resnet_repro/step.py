@@ -1,4 +1,5 @@
-"""The fast path, resolved from config for the device a run lands on.
+"""The training step (``TrainStep``) and the fast path it runs on (``FastPath``): precision, memory
+layout, compilation and the optimizer's kernel, resolved from config for the device a run lands on.
 
 - precision: bf16 autocast on CUDA by default (the fp32 work autocast leaves may use TF32);
   fp16 adds a gradient scaler; fp32 is IEEE fp32 (no TF32, on CUDA either).
@@ -121,12 +122,6 @@ class FastPath:
         return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile,
                 "cuda_graphs": self.cuda_graphs, "optimizer_impl": self.optimizer_impl,
                 "tf32": self.device_type == "cuda" and self.precision != "fp32"}
-
-
-def device_sync(device: torch.device) -> None:
-    """Wait for the work queued on ``device``: steps run asynchronously (CUDA graphs most of all)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def cudagraph_skips() -> int:

@@ -7,8 +7,8 @@ import torch
 
 from resnet_repro.config import OptimizerConfig, TrainerConfig
 from resnet_repro.errors import CheckpointError, ConfigError
-from resnet_repro.fastpath import FastPath, TrainStep
 from resnet_repro.models import resnet_cifar
+from resnet_repro.step import FastPath, TrainStep
 from resnet_repro.train import train
 
 from .helpers import interrupt_after, smoke_cfg
@@ -104,7 +104,7 @@ def test_fp16_resume_restores_the_grad_scaler(tmp_path, monkeypatch):
 
 
 def test_loaded_momentum_buffers_take_the_parameters_layout():
-    from resnet_repro.fastpath import match_optimizer_strides
+    from resnet_repro.step import match_optimizer_strides
 
     model = resnet_cifar(8)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

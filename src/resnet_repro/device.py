@@ -1,0 +1,66 @@
+"""The device a run lands on: picking it, refusing one this machine does not have, naming it,
+and waiting for the work queued on it."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, ResnetReproError
+
+
+def pick_device(name: str, job_num: int | None = None) -> torch.device:
+    """``auto``: CUDA when present; a multirun's jobs spread over the GPUs by job number."""
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
+    check_device(name)
+    return torch.device(name)
+
+
+def check_device(name: str) -> None:
+    """Refuse a ``trainer.device`` this machine does not have, naming the ones it has."""
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ResnetReproError(f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto.")
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise ResnetReproError(f"trainer.device={name} but this machine has {count} CUDA device(s) ({have}). "
+                                   f"Use one of those, or auto.")
+    elif name == "mps" and not torch.backends.mps.is_available():
+        raise ResnetReproError("trainer.device=mps but no MPS device is available. Use trainer.device=cpu or auto.")
+
+
+def check_same_device_type(ckpt: dict, device: torch.device, path: Path) -> None:
+    """Refuse to resume a checkpoint written on another device type, before any work.
+
+    The sampler's random generator lives on the training device, and a CPU generator's state
+    (5056 bytes) cannot become a CUDA one's (16 bytes); nor would a seed give the same data order
+    there. Checkpoints from before ``device_type`` was recorded are told apart by that size.
+    """
+    saved = ckpt.get("device_type")
+    if saved is None:
+        state = (ckpt.get("batches") or {}).get("generator")
+        saved = {5056: "cpu", 16: "cuda"}.get(state.numel()) if state is not None else None
+    if saved is not None and saved != device.type:
+        raise CheckpointError(
+            f"{path} was written on {saved} and this run is on {device.type}: the data sampler's random "
+            f"stream cannot move between device types. Resume with trainer.device={saved}, or start a new "
+            f"run (name=<new name>)."
+        )
+
+
+def device_sync(device: torch.device) -> None:
+    """Wait for the work queued on ``device``: steps run asynchronously (CUDA graphs most of all)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def platform_cpu() -> str:
+    """The CPU's name, for the summary's ``device_name`` on a CPU run."""
+    return platform.processor() or platform.machine()
