@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-# CI_LIMIT_S and run_cli are re-exported here for test_sweep.py, which still imports them from conftest.
-from .helpers import CI_LIMIT_S as CI_LIMIT_S
 from .helpers import REPO, run_cli, write_cifar_pickles
 
 

@@ -13,7 +13,7 @@ from hydra_plugins.resnet_repro_sweeper.resnet_sweeper import ResnetSweeper
 from resnet_repro.sweep import MANIFEST_COLUMNS, Manifest, job_name
 
 from . import wandb_file
-from .conftest import CI_LIMIT_S, run_cli
+from .helpers import CI_LIMIT_S, run_cli
 
 TINY = ["experiment=smoke", "trainer.progress=false", "trainer.batch_size=8", "schedule.iterations=4",
         "schedule.milestones=[2]", "trainer.log_every=2", "trainer.eval_every=4"]
@@ -85,11 +85,14 @@ def test_a_bad_job_stops_the_sweep_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_manifest_lists_pending_jobs_and_takes_updates(tmp_path):
+def test_manifest_lists_pending_jobs_and_takes_their_outcomes(tmp_path):
     m = Manifest(tmp_path)
     m.set_jobs([{"name": "a", "overrides": "seed=0"}, {"name": "b", "overrides": "seed=1"}])
-    m.update(1, status="running")
-    m.update(0, status="completed", final_err=9.5)
+    assert pd.read_csv(tmp_path / "manifest.csv")["status"].tolist() == ["pending", "pending"]
+    for name, summary in (("a", {"status": "completed", "final_val_err": 9.5}), ("b", {"status": "running"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    m.end_jobs({0: None, 1: None})
     rows = pd.read_csv(tmp_path / "manifest.csv")
     assert rows["status"].tolist() == ["completed", "running"] and rows["final_err"].iloc[0] == 9.5
 
@@ -138,7 +141,7 @@ def test_wandb_failing_mid_run_leaves_a_complete_local_record(tmp_path, monkeypa
 
     from resnet_repro.train import train
 
-    from .test_train import smoke_cfg
+    from .helpers import smoke_cfg
 
     real_init = wandb.init
 
@@ -172,7 +175,7 @@ def test_wandb_failing_at_start_is_noted_and_training_goes_on(tmp_path, monkeypa
 
     from resnet_repro.train import train
 
-    from .test_train import smoke_cfg
+    from .helpers import smoke_cfg
 
     def init(*a, **kw):
         raise wandb.errors.UsageError("api_key not configured (no-tty)")
@@ -185,11 +188,11 @@ def test_wandb_failing_at_start_is_noted_and_training_goes_on(tmp_path, monkeypa
 def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
     from resnet_repro.train import train
 
-    from .test_train import _interrupt_after, smoke_cfg
+    from .helpers import interrupt_after, smoke_cfg
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     ov = ("logger=wandb", "logger.mode=offline")
-    _interrupt_after(monkeypatch, 12)
+    interrupt_after(monkeypatch, 12)
     with pytest.raises(KeyboardInterrupt):
         train(smoke_cfg(*ov), tmp_path / "run")
     monkeypatch.undo()
@@ -207,7 +210,7 @@ def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
 def test_auto_device_spreads_jobs_over_gpus(monkeypatch):
     import torch
 
-    from resnet_repro.train import pick_device
+    from resnet_repro.device import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
@@ -231,7 +234,7 @@ def test_slurm_launcher_config_composes_with_requeue():
 
 
 def test_presets_warm_up_resnet110_only():
-    from .test_config import cfg_of
+    from .helpers import cfg_of
 
     assert cfg_of("experiment=degradation", "model.depth=110").schedule.warmup
     assert not cfg_of("experiment=degradation", "model.depth=56").schedule.warmup
@@ -239,26 +242,20 @@ def test_presets_warm_up_resnet110_only():
 
 
 def test_job_outcomes_in_the_manifest(tmp_path, caplog):
-    from types import SimpleNamespace
-
     from resnet_repro.errors import CheckpointError
-    from resnet_repro.sweep import mark_job_ended
+    from resnet_repro.sweep import mark_jobs_ended
 
     Manifest(tmp_path).set_jobs([{"name": "a"}, {"name": "b"}])
-    runs = []
     for name, status in (("a", "running"), ("b", "completed")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps({"status": status, "final_val_err": 9.0}))
-        runs.append(SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path / name)),
-                                    sweep=SimpleNamespace(dir=str(tmp_path)), job=SimpleNamespace(num=len(runs))))
-    mark_job_ended(runs[0], SystemExit(-1))  # preempted or killed: not an Exception
-    mark_job_ended(runs[1], CheckpointError("checkpoint.pt is corrupt"))  # summary is from an earlier attempt
+    mark_jobs_ended(tmp_path, {0: SystemExit(-1),  # preempted or killed: not an Exception
+                               1: CheckpointError("checkpoint.pt is corrupt")})  # summary is from an earlier attempt
     rows = pd.read_csv(tmp_path / "manifest.csv")
     assert rows["status"].tolist() == ["interrupted", "failed"]
     assert rows["error"].iloc[1] == "CheckpointError: checkpoint.pt is corrupt" and rows["final_err"].isna().all()
     (tmp_path / "blocked").write_text("")  # a manifest folder that cannot be made: warned, not raised
-    runs[0].sweep.dir = str(tmp_path / "blocked" / "sweep")
-    mark_job_ended(runs[0], None)
+    mark_jobs_ended(tmp_path / "blocked" / "sweep", {0: None})
     assert "Could not update the sweep manifest" in caplog.text
 
 

@@ -14,8 +14,6 @@ from resnet_repro.train import train
 from .helpers import interrupt_after, run_cli, smoke_cfg
 
 TIMING = ["time_s", "img_per_s"]
-# test_sweep.py still imports _interrupt_after (and smoke_cfg) from here; both live in helpers.py.
-_interrupt_after = interrupt_after
 
 
 def test_cli_smoke_run_leaves_a_complete_record(tmp_path):

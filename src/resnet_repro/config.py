@@ -25,7 +25,6 @@ from omegaconf import MISSING, OmegaConf
 
 from .checks import choice, positive
 from .data.registry import (
-    PROTOCOLS,  # noqa: F401 - re-exported (preflight.py)
     DatasetConfig,
     check_dataset,
     check_val_size,
@@ -35,8 +34,6 @@ from .data.registry import (
 from .errors import ConfigError
 from .models.registry import (
     CIFAR_MODELS,
-    DEFAULT_DEPTH,  # noqa: F401 - re-exported (sweep.py)
-    SHORTCUTS,  # noqa: F401 - re-exported (preflight.py)
     ModelConfig,
     check_model,
     depth_or_default,

@@ -24,8 +24,10 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from .config import PROTOCOLS, SHORTCUTS, leaf_keys, to_config, unknown_key_message
+from .config import leaf_keys, to_config, unknown_key_message
+from .data.registry import PROTOCOLS
 from .errors import ConfigError
+from .models.registry import SHORTCUTS
 
 _EXPECTED = {
     "model.n": "a positive integer (depth = 6n+2: n=3,5,7,9,18 give 20,32,44,56,110)",

@@ -23,9 +23,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .config import CIFAR_MODELS, WARMUP_FROM_DEPTH
+from .config import WARMUP_FROM_DEPTH
 from .errors import ResnetReproError
 from .files import RUNTIME_KEYS
+from .models.registry import CIFAR_MODELS
 from .results import Results, collect, collect_grad_norms, collect_layer_stats
 from .sweep import MANIFEST_FILE
 

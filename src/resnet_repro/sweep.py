@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_DEPTH
 from .files import SUMMARY_FILE, atomic_write
+from .models.registry import depth_of_n, depth_or_default
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
@@ -58,9 +58,9 @@ def job_name(overrides: Iterable[str], n: int | None = None, depth: int | None =
     if o_depth is not None:
         d: Any = o_depth
     elif o_n is not None:
-        d = 6 * int(o_n) + 2 if o_n.isdigit() else f"6*{o_n}+2"
+        d = depth_of_n(int(o_n)) if o_n.isdigit() else f"6*{o_n}+2"
     else:
-        d = depth if depth is not None else (6 * n + 2 if n is not None else DEFAULT_DEPTH)
+        d = depth_or_default(n, depth)
     return ",".join([f"depth={d}", *sorted(items)]).replace("/", "_")
 
 
@@ -178,12 +178,6 @@ class Manifest:
             rows[job].update(job_outcome(self.run_dir(rows[job]), exc) or _PENDING)
         self._write(rows)
 
-    def update(self, job: int, **fields: Any) -> None:
-        """Set some columns of one job's row."""
-        rows = self._rows_up_to(job)
-        rows[job].update(fields)
-        self._write(rows)
-
     def _rows_up_to(self, job: int) -> list[dict]:
         rows = self.recorded()
         while len(rows) <= job:  # a job the manifest did not list: added by its number
@@ -208,7 +202,3 @@ def mark_jobs_ended(sweep_dir: str | Path, ended: dict[int, BaseException | None
     except (OSError, csv.Error) as ex:
         log.warning("Could not update the sweep manifest in %s (%s); the job's own record is complete.", sweep_dir, ex)
 
-
-def mark_job_ended(hc: Any, exc: BaseException | None) -> None:
-    """One job's outcome into its sweep's manifest (``hc``: the job's ``hydra`` config)."""
-    mark_jobs_ended(hc.sweep.dir, {int(hc.job.num): exc})
