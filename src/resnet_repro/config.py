@@ -203,7 +203,7 @@ def validate(cfg: Config) -> Config:
 
 def _check_model_fits_dataset(m: ModelConfig, d: DatasetConfig) -> None:
     """The net's classes and input channels are the dataset's (``in_channels=null``: taken from it)."""
-    classes, _, channels = shape(d, m.num_classes)
+    classes, _, channels = shape(d)
     if m.in_channels is None:
         m.in_channels = channels
     if m.num_classes != classes:

@@ -39,15 +39,16 @@ class DatasetConfig:
     split_seed: int = 0
     augment: bool = True
     image_size: int | None = None  # null: the native size; else resized on the device (bilinear)
-    # synthetic data only: images per split
+    # synthetic data only: images per split, and classes
     num_train: int = 0
     num_test: int = 0
+    num_classes: int = 10
 
 
-def shape(dataset: DatasetConfig, num_classes: int) -> Shape:
-    """Classes, training images and channels; synthetic data has ``num_classes`` classes (the
-    model's), ``dataset.num_train`` images and 3 channels."""
-    return DATASET_SHAPES.get(dataset.name, Shape(num_classes, dataset.num_train, 3))
+def shape(dataset: DatasetConfig) -> Shape:
+    """Classes, training images and channels; synthetic data has ``dataset.num_classes`` classes,
+    ``dataset.num_train`` images and 3 channels."""
+    return DATASET_SHAPES.get(dataset.name, Shape(dataset.num_classes, dataset.num_train, 3))
 
 
 def train_images(dataset: DatasetConfig) -> int:
@@ -79,6 +80,8 @@ def check_dataset(dataset: DatasetConfig) -> None:
         )
     if d.name == "synthetic" and d.num_train < 1:
         raise ConfigError(f"dataset.num_train={d.num_train} is not valid for synthetic data: >= 1.")
+    if d.name == "synthetic" and d.num_classes < 2:
+        raise ConfigError(f"dataset.num_classes={d.num_classes} is not valid for synthetic data: >= 2.")
 
 
 def check_val_size(dataset: DatasetConfig) -> None:

@@ -24,7 +24,6 @@ class Splits:
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor] | None
     test: tuple[torch.Tensor, torch.Tensor] | None
-    num_classes: int
     note: str = ""
 
     @property
@@ -64,7 +63,7 @@ def paper_split(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.T
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
-def load_splits(cfg: DatasetConfig, num_classes: int = 10) -> Splits:
+def load_splits(cfg: DatasetConfig) -> Splits:
     check_protocol(cfg)
     if cfg.name == "cifar10":
         x, y, test = load_cifar10(cfg.root, download=cfg.download, verify=cfg.verify)
@@ -73,15 +72,15 @@ def load_splits(cfg: DatasetConfig, num_classes: int = 10) -> Splits:
     elif cfg.name == "fashion_mnist":
         x, y, test = load_fashion_mnist(cfg.root, download=cfg.download, verify=cfg.verify)
     elif cfg.name == "synthetic":
-        x, y = make_synthetic(cfg.num_train, num_classes, seed=1000 + cfg.split_seed)
-        test = make_synthetic(cfg.num_test, num_classes, seed=2000 + cfg.split_seed) if cfg.num_test else None
+        x, y = make_synthetic(cfg.num_train, cfg.num_classes, seed=1000 + cfg.split_seed)
+        test = make_synthetic(cfg.num_test, cfg.num_classes, seed=2000 + cfg.split_seed) if cfg.num_test else None
     else:
         raise ConfigError(f"dataset.name={cfg.name!r} is not valid. Valid choices: cifar10, cifar100, fashion_mnist, synthetic.")
     if cfg.protocol == "full":
-        return Splits(train=(x, y), val=None, test=test, num_classes=num_classes)
+        return Splits(train=(x, y), val=None, test=test)
     tr, va = paper_split(len(x), cfg.val_size, cfg.split_seed)
     note = ""
     if test is None:
         note = "no test batch: evaluating on the validation split only; reported errors are validation errors"
         log.warning("%s", note)
-    return Splits(train=(x[tr], y[tr]), val=(x[va], y[va]), test=test, num_classes=num_classes, note=note)
+    return Splits(train=(x[tr], y[tr]), val=(x[va], y[va]), test=test, note=note)
