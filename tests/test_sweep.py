@@ -264,3 +264,11 @@ def test_the_tiny_sweep_fixture_runs(tiny_sweep_result):
     sweep, why = tiny_sweep_result
     assert why is None, why
     assert (sweep / "manifest.csv").is_file()
+
+
+def test_a_sweep_ends_with_a_summary_and_the_next_command(tmp_path):
+    r = run_cli("-m", *TINY, "seed=0,1", "hydra.sweep.dir=sw", cwd=tmp_path, timeout=CI_LIMIT_S)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert ("Sweep of 2 jobs: 2 completed, 0 diverged, 0 failed, 0 interrupted. Folder: sw. "
+            "Next: resnet-report sw") in out

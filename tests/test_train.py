@@ -158,3 +158,71 @@ def test_record_files_have_the_usual_mode(tmp_path):
     os.umask(umask)
     for f in ("config.yaml", "summary.json", "checkpoint.pt", "metrics.csv"):
         assert stat.S_IMODE((tmp_path / "run" / f).stat().st_mode) == 0o666 & ~umask, f
+
+
+# --- what a user meets: the console, and a first look that grows into the full run -----------
+def test_the_console_names_the_run_directory_at_the_start_and_on_the_done_line(tmp_path):
+    r = run_cli("experiment=smoke", "trainer.progress=false", "schedule.iterations=4", "schedule.milestones=[2]",
+                "name=look", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out, run_dir = r.stdout + r.stderr, tmp_path / "runs" / "smoke" / "look"
+    assert f"Run directory: {run_dir}" in out
+    (done,) = [line for line in out.splitlines() if "Done: " in line]
+    assert done.endswith(f"Run directory: {run_dir}") and "final_val_err=" in done
+
+
+def test_the_bar_shows_loss_and_error_from_the_first_step(tmp_path, monkeypatch):
+    import resnet_repro.train as train_mod
+
+    shown = []
+    real = train_mod.show
+    monkeypatch.setattr(train_mod, "show", lambda bar, loss, err, lr: shown.append((bar.n, loss, err)) or real(bar, loss, err, lr))
+    train(smoke_cfg("trainer.progress=true", "trainer.log_every=10", "schedule.iterations=20", "schedule.milestones=[10]"),
+          tmp_path / "run")
+    assert [n for n, _, _ in shown] == [1, 2, 4, 8, 10, 20]  # powers of two before the first log step, then each log
+    assert all(loss > 0 and 0 <= err <= 100 for _, loss, err in shown)
+
+
+def test_a_finished_run_continues_when_only_its_iterations_grow(tmp_path):
+    ov = ("trainer.log_every=4", "trainer.eval_every=8")  # the preset's milestones: 10, 15 of 20 iterations
+    full = train(smoke_cfg(*ov), tmp_path / "full")
+    look = train(smoke_cfg(*ov, "schedule.iterations=8"), tmp_path / "look")  # a first look, milestones unreached
+    assert look["status"] == "completed" and look["iterations"] == 8
+    longer = train(smoke_cfg(*ov), tmp_path / "look")
+    assert longer["status"] == "completed" and longer["resumed_from"] == 8 and longer["iterations"] == 20
+    assert longer["started_at"] == look["started_at"] and longer["iterations_total"] == 20
+    a = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns=TIMING)
+    b = pd.read_csv(tmp_path / "look" / "metrics.csv").drop(columns=TIMING)
+    pd.testing.assert_frame_equal(a, b)  # the same run as one trained to 20 from the start
+    assert longer["final_val_err"] == full["final_val_err"]
+    assert yaml.safe_load((tmp_path / "look" / "config.yaml").read_text())["schedule"]["iterations"] == 20
+
+    with pytest.raises(RunDirError, match=r"\(A run continues to more iterations when schedule.iterations is the only key"):
+        train(smoke_cfg(*ov, "schedule.milestones=[12,16]", "schedule.iterations=30"), tmp_path / "look")
+    with pytest.raises(RunDirError, match="already holds a run with a different config"):
+        train(smoke_cfg(*ov, "schedule.iterations=16"), tmp_path / "look")  # shorter: another run
+    for f in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (tmp_path / "look" / f).unlink(missing_ok=True)
+    with pytest.raises(RunDirError, match=r"holds a run of 20 iterations, but its checkpoint is gone, so it cannot be "
+                                          r"continued to 30\. Give the longer run its own directory"):
+        train(smoke_cfg(*ov, "schedule.iterations=30"), tmp_path / "look")
+
+
+def test_the_summary_counters_and_times_mean_one_thing_each(tmp_path, monkeypatch):
+    ov = ("trainer.log_every=2", "trainer.eval_every=4")
+    interrupt_after(monkeypatch, 7)  # stops at 7; the last checkpoint (and evaluation) is at 4
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_cfg(*ov), tmp_path / "run")
+    monkeypatch.undo()
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (s["iterations"], s["iterations_done"], s["evaluated_at"]) == (4, 7, 4)  # kept, run, errors from
+
+    interrupt_after(monkeypatch, 3)  # stops before its first checkpoint: nothing kept
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_cfg(*ov), tmp_path / "fresh")
+    monkeypatch.undo()
+    first = json.loads((tmp_path / "fresh" / "summary.json").read_text())
+    assert first["iterations"] == 0 and first["iterations_done"] == 3
+    (tmp_path / "fresh" / "summary.json").write_text(json.dumps({**first, "started_at": "2026-01-01T00:00:00+00:00"}))
+    again = train(smoke_cfg(*ov), tmp_path / "fresh")  # a fresh start (nothing to resume): a new start time
+    assert again["resumed_from"] is None and again["started_at"] != "2026-01-01T00:00:00+00:00"

@@ -51,6 +51,7 @@ from .files import (  # noqa: F401 - the record's names, re-exported
 )
 
 log = logging.getLogger("resnet_repro")
+EXTENDABLE_KEY = "schedule.iterations"  # the one key a run may change to continue (check_same_run)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -171,9 +172,15 @@ class RunRecord:
                               f"directory aside and rerun; nothing was changed.")
         return cfg
 
-    def check_same_run(self, cfg: dict, checkpoint_cfg: dict | None = None, summary_cfg: dict | None = None) -> None:
+    def check_same_run(self, cfg: dict, checkpoint_cfg: dict | None = None, summary_cfg: dict | None = None,
+                       *, extendable: bool = False) -> None:
         """Refuse to resume a run of another config: config.yaml's, the checkpoint's own copy, and
-        the keys the summary states (``summary_cfg``, dotted), so a record outlives lost files."""
+        the keys the summary states (``summary_cfg``, dotted), so a record outlives lost files.
+
+        One difference is not another run: a larger ``schedule.iterations`` (milestones unchanged)
+        continues the run from its checkpoint (``extendable``: one is there), e.g. a first look of
+        2000 iterations becoming the full 64000-iteration run.
+        """
         for where, old in (("config.yaml", self.saved_config()), ("checkpoint.pt", checkpoint_cfg),
                            ("summary.json", summary_cfg)):
             if old is None:
@@ -181,11 +188,22 @@ class RunRecord:
             a, b = flat(old), flat(cfg)
             # keys only one side has come from another version of the schema: not a difference
             diff = [k for k in sorted(set(a) & set(b)) if k not in RUNTIME_KEYS and a[k] != b[k]]
+            longer = diff == [EXTENDABLE_KEY] and b[EXTENDABLE_KEY] > a[EXTENDABLE_KEY]
+            if longer and extendable:
+                continue
+            if longer:
+                raise RunDirError(
+                    f"{self.dir} holds a run of {a[EXTENDABLE_KEY]} iterations, but its checkpoint is gone, so it "
+                    f"cannot be continued to {b[EXTENDABLE_KEY]}. Give the longer run its own directory "
+                    f"(name=<new name>)."
+                )
             if diff:
                 shown = "; ".join(f"{k}: {a[k]!r} there, {b[k]!r} now" for k in diff[:5])
+                hint = (f" (A run continues to more iterations when {EXTENDABLE_KEY} is the only key that "
+                        f"changes.)" if EXTENDABLE_KEY in diff else "")
                 raise RunDirError(
                     f"{self.dir} already holds a run with a different config (its {where}: {shown}). Give "
-                    f"this run its own directory (name=<new name> or hydra.run.dir=<dir>), or delete the old run."
+                    f"this run its own directory (name=<new name> or hydra.run.dir=<dir>), or delete the old run.{hint}"
                 )
 
     def check_resumable(self, cfg: dict, ckpt: dict | None, summary: dict, *, checkpoint_known: bool = True) -> None:
@@ -196,10 +214,10 @@ class RunRecord:
         record of trained iterations without a checkpoint is never retrained over. Before a start
         (``checkpoint_known=False``) the checkpoint is not loaded, only looked for.
         """
-        self.check_same_run(cfg, ckpt.get("config") if ckpt else None, summary_config(summary))
-        done = summary.get("iterations") or 0
         has_ckpt = ckpt is not None if checkpoint_known else any(
             self.path(f).is_file() for f in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE))
+        self.check_same_run(cfg, ckpt.get("config") if ckpt else None, summary_config(summary), extendable=has_ckpt)
+        done = summary.get("iterations") or 0
         if not has_ckpt and done and summary.get("status") != "completed":
             raise RunDirError(
                 f"{self.dir} holds {done} trained iterations ({SUMMARY_FILE}, {METRICS_FILE}) but no checkpoint to "

@@ -37,9 +37,13 @@ class Progress:
         self.seen += len(y)
         self.it += 1
 
+    def peek(self) -> tuple[float, float]:
+        """(mean training loss, training error %) over the window so far, which goes on (a read-back)."""
+        return self.loss.item() / self.seen, 100.0 * self.wrong.item() / self.seen
+
     def read_window(self) -> tuple[float, float]:
         """(mean training loss, training error %) over the window; the window starts afresh."""
-        loss, err = self.loss.item() / self.seen, 100.0 * self.wrong.item() / self.seen
+        loss, err = self.peek()
         self._zero_window()
         return loss, err
 
@@ -63,8 +67,9 @@ class Progress:
             self.best[f"best_{split}_err"], self.best[f"best_{split}_iter"] = err, self.it
 
     def results(self, batch_size: int) -> dict:
-        """The summary's view: best errors, iterations, both clocks and the training speed."""
-        return {**self.best, "iterations": self.it, "wall_time_s": self.elapsed_s, "train_time_s": self.train_time_s,
+        """The summary's view at an evaluation: best errors, the iterations trained and kept (the
+        checkpoint written with it), the iteration the final_* errors are from, both clocks, the speed."""
+        return {**self.best, "iterations": self.it, "evaluated_at": self.it, "wall_time_s": self.elapsed_s, "train_time_s": self.train_time_s,
                 "images_per_s": self.it * batch_size / self.train_time_s}
 
     # The checkpoint's keys for this state, as every checkpoint since the first has had them.

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -202,3 +203,15 @@ def mark_jobs_ended(sweep_dir: str | Path, ended: dict[int, BaseException | None
     except (OSError, csv.Error) as ex:
         log.warning("Could not update the sweep manifest in %s (%s); the job's own record is complete.", sweep_dir, ex)
 
+
+
+def summary_line(sweep_dir: str | Path) -> str:
+    """How a sweep's jobs ended, where it lives, and the command that reports it (never raises)."""
+    try:
+        rows = Manifest(sweep_dir).read()
+    except (OSError, csv.Error):
+        rows = []
+    counts = Counter(r["status"] for r in rows)
+    shown = ", ".join(f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed", "interrupted"))
+    shown += "".join(f", {n} {s}" for s, n in sorted(counts.items()))  # pending, running
+    return f"Sweep of {len(rows)} jobs: {shown}. Folder: {sweep_dir}. Next: resnet-report {sweep_dir}"

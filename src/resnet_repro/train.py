@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .config import (
     Config,
@@ -133,7 +134,8 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
                         job_type=cfg.experiment_name, config=cfg_dict, sweep_dir=sweep_dir)
     sinks = Sinks(rec, wandb, start_summary(run, old, ckpt))
     run.describe()
-    return _loop(run, sinks, stop)
+    with logging_redirect_tqdm():  # log lines print above the progress bar, not glued onto it
+        return _loop(run, sinks, stop)
 
 
 @dataclass
@@ -243,6 +245,7 @@ class Run:
 
     def describe(self) -> None:
         cfg, m = self.cfg, self.cfg.model
+        log.info("Run directory: %s", self.rec.dir)
         log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in self.fast.describe().items()))
         log.info(
             "%s: %s %s-%d (n=%s, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
@@ -267,6 +270,9 @@ def _loop(run: Run, sinks: Sinks, stop: dict) -> dict:
             loss, out = run.step(x, y, run.grad_norms_hook())
             p.add(loss, out, y)  # device tensors: no sync
             bar.update()
+            if not bar.disable and p.it < t.log_every and p.it & (p.it - 1) == 0:
+                device_sync(run.device)  # sync point: the bar's first numbers, at iterations 1, 2, 4, ... before the first log
+                show(bar, *p.peek(), run.lr)
             is_log, is_eval = p.it % t.log_every == 0 or p.it == total, p.it % t.eval_every == 0 or p.it == total
             if not (is_log or is_eval):
                 continue
@@ -277,7 +283,7 @@ def _loop(run: Run, sinks: Sinks, stop: dict) -> dict:
                 row["train_loss"], row["train_err"] = p.read_window()  # reads the device window back
                 check_finite(row, sinks)
                 row["img_per_s"] = img_per_s
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_err']:.1f}%", lr=f"{run.lr:g}")
+                show(bar, row["train_loss"], row["train_err"], run.lr)
                 if run.sched.observe_train_error(row["train_err"] / 100, p.it):
                     log.info("Warm-up over at iteration %d (train error %.1f%%): lr %g from now on", p.it, row["train_err"], run.sched.lr(p.it))
             if is_eval:
@@ -292,14 +298,22 @@ def _loop(run: Run, sinks: Sinks, stop: dict) -> dict:
     except BaseException as ex:
         status = ("interrupted" if isinstance(ex, (KeyboardInterrupt, SystemExit))
                   else "diverged" if isinstance(ex, Diverged) else "failed")
-        sinks.close(False, status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=p.it)
+        # iterations: those the record keeps (its last checkpoint); iterations_done: where this attempt stopped
+        kept = {} if run.saved_at is None else {"iterations": run.saved_at}
+        sinks.close(False, status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=p.it, **kept)
         raise
     finally:
         bar.close()
     sinks.close(True, status="completed", finished_at=_now(), warmup_ended_at=run.sched.warmup_ended_at)
     s = sinks.summary
-    log.info("Done: %s", ", ".join(f"{k}={s[k]:.2f}" for k in s if k.startswith("final_") and k.endswith("_err")))
+    log.info("Done: %s. Run directory: %s", ", ".join(f"{k}={s[k]:.2f}" for k in s if k.startswith("final_") and k.endswith("_err")),
+             run.rec.dir)
     return s
+
+
+def show(bar: tqdm, loss: float, err: float, lr: float) -> None:
+    """The progress bar's numbers: training loss and error over the current window, the lr."""
+    bar.set_postfix(loss=f"{loss:.3f}", err=f"{err:.1f}%", lr=f"{lr:g}")
 
 
 def check_finite(row: dict, sinks: Sinks) -> None:
@@ -337,7 +351,8 @@ def start_summary(run: Run, old: dict, ckpt: dict | None) -> dict:
         "device": str(run.device),
         "device_name": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else platform_cpu(),
         "fast_path": run.fast.describe(), "versions": library_versions(), "git_commit": git_commit(),
-        "started_at": old.get("started_at") or _now(), "resumed_from": p.it or None,
+        # a resumed run keeps its first start; a fresh start (no checkpoint to resume) is a new one
+        "started_at": (old.get("started_at") if ckpt is not None else None) or _now(), "resumed_from": p.it or None,
         "layer_stats": cfg.diagnostics.layer_stats,
         "layer_stats_split": data.probe_split if stats else None,
         "layer_stats_images": len(data.probe) if stats else None,

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from resnet_repro.config import to_config
 from resnet_repro.errors import ConfigError, ResnetReproError
 from resnet_repro.preflight import check_can_start
-from resnet_repro.sweep import Manifest, excluded, job_names, mark_jobs_ended
+from resnet_repro.sweep import Manifest, excluded, job_names, mark_jobs_ended, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class ResnetSweeper(Sweeper):
             ended = [r for results in returns for r in results]
             mark_jobs_ended(sweep_dir, {i: _failure(r) for i, r in enumerate(ended)}
                             | {i: None for i in range(len(ended), len(jobs))})
+            log.info("%s", summary_line(sweep_dir))
         for r in ended:  # after every job ran: raise the first failure, if any
             _ = r.return_value
         return returns
