@@ -128,3 +128,20 @@ def test_the_warm_up_follows_the_paper_in_every_entry_point():
     assert cfg_of("model.depth=20", "schedule.warmup=true").schedule.warmup is True
     with pytest.raises(ConfigError, match=r"schedule.warmup='maybe' is not valid. Valid choices: auto, true, false"):
         cfg_of("schedule.warmup=maybe")
+
+
+def test_the_readmes_error_examples_print_what_they_show():
+    """Each ``$ resnet-train ...`` example in the README prints the line the README shows under it."""
+    import re
+
+    from .helpers import REPO
+
+    text = (REPO / "README.md").read_text()
+    examples = re.findall(r"^\$ (resnet-train [^\n]+)\n(resnet-train: error: [^\n]+)$", text, flags=re.M)
+    assert len(examples) >= 3
+    for command, shown in examples:
+        args = command.split()[1:]
+        if any(a.startswith("dataset.root=../shared/data") for a in args) and not (REPO.parent / "shared" / "data").is_dir():
+            continue  # the example points at the project's offline data copy
+        r = run_cli(*args, cwd=REPO)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == shown, (command, r.stderr[-2000:])
