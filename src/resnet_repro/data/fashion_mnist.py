@@ -30,7 +30,7 @@ FILES = {
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 NUM_CLASSES, SIZE = 10, 28
 FIX = ("Re-download Fashion-MNIST (delete the folder and set dataset.download=true) or point "
-       "dataset.root at a good copy (e.g. dataset.root=../shared/data).")
+       "dataset.root at a good copy (e.g. dataset.root=/path/to/data).")
 
 
 def _read_idx(path: Path, magic: int, verify: bool) -> np.ndarray:

@@ -19,7 +19,7 @@ def fetch_missing(name: str, where: Path, missing: str, folder: str, download: b
     if not download:
         raise DataError(
             f"{name} not found: {where} lacks {missing}. Point dataset.root at the folder that holds "
-            f"{folder}/ (e.g. dataset.root=../shared/data), or set dataset.download=true on a machine that is online."
+            f"{folder}/ (e.g. dataset.root=/path/to/data), or set dataset.download=true on a machine that is online."
         )
     log.info("%s not found under %s: downloading with torchvision", name, where)
     try:
@@ -27,5 +27,5 @@ def fetch_missing(name: str, where: Path, missing: str, folder: str, download: b
     except Exception as ex:  # network errors come in many types
         raise DataError(
             f"{name} is not under {where} and the download failed ({type(ex).__name__}: {ex}). "
-            f"Point dataset.root at a local copy (e.g. dataset.root=../shared/data)."
+            f"Point dataset.root at a local copy (e.g. dataset.root=/path/to/data)."
         ) from None
