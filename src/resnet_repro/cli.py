@@ -4,7 +4,11 @@ torch is imported (training imports it once a run starts).
     resnet-train                                   # ResNet-20, paper recipe, CIFAR-10 (paper protocol)
     resnet-train model.depth=56 model.residual=false
     resnet-train -m model.n=3,5,7,9,18             # a Hydra multirun sweep
+    resnet-train --cfg job model.depth=56          # the validated config the run would use
     python -m resnet_repro.cli experiment=smoke
+
+``resnet-train --help`` is conf/hydra/help/resnet.yaml. A single run whose start fails before its
+run record begins leaves nothing behind: the run directory and data root it made are removed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from omegaconf import DictConfig
 from .config import config_dir, to_config
 from .errors import Preempted, ResnetReproError
 
+# The directory Hydra runs a single run's job in, once the job has started (for main's clean-up).
+_job: dict[str, str] = {}
+
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
@@ -29,6 +36,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    if not multirun:
+        _job["output_dir"] = hc.runtime.output_dir
     try:
         summary = train(
             to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir,
@@ -45,13 +54,22 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: check every job's config first, then hand over to Hydra."""
-    from .preflight import explain, preflight
+    from .preflight import explain, job_config, preflight
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # we print our own errors; real bugs keep tracebacks
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS when asked for
     try:
-        preflight(sys.argv[1:], config_dir())
-        hydra_main()
+        shown = job_config(sys.argv[1:], config_dir())
+        if shown is not None:
+            _print(shown)
+            return
+        start = preflight(sys.argv[1:], config_dir())
+        try:
+            hydra_main()
+        except BaseException as ex:
+            if start and not (isinstance(ex, SystemExit) and ex.code in (0, None)):
+                start.undo(_job.get("output_dir"))  # a failed start leaves no run directory, no empty data root
+            raise
     except ResnetReproError as ex:
         print(f"resnet-train: error: {ex}", file=sys.stderr)
         sys.exit(2)
@@ -68,6 +86,15 @@ def main() -> None:
             raise
         print(f"resnet-train: error: {msg}", file=sys.stderr)
         sys.exit(2)
+
+
+def _print(text: str) -> None:
+    """Print to stdout; a reader that stops early (``| head``) ends the command quietly."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
 
 
 if __name__ == "__main__":

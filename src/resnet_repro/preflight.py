@@ -9,14 +9,22 @@ Hydra makes a run directory. A sweep's jobs are all checked the same way by the 
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
+import logging
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, NamedTuple
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -24,9 +32,10 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from .config import leaf_keys, to_config, unknown_key_message
+from .config import Config, leaf_keys, to_config, to_dict, unknown_key_message
 from .data.registry import PROTOCOLS
 from .errors import ConfigError
+from .files import LOCK_FILE
 from .models.registry import SHORTCUTS
 
 _EXPECTED = {
@@ -71,48 +80,106 @@ def explain(ex: BaseException) -> str | None:
     return None
 
 
-def preflight(argv: list[str], conf_dir: Path) -> bool:
+def preflight(argv: list[str], conf_dir: Path) -> Start | Literal[False]:
     """Compose and validate a single run's config; raise ConfigError when it is bad.
 
     Multiruns (``-m``, or a preset that sets ``hydra.mode: MULTIRUN``) are left to the sweeper,
-    which validates every job before the first one starts. Returns whether a check ran.
+    which validates every job before the first one starts. Returns the run's :class:`Start` (what
+    existed before it, so that a start that fails can be taken back), or False when no check ran.
     """
-    try:
-        args = _ARGS.parse_args(argv)
-    except argparse.ArgumentError:  # not a command line we read (--version, a malformed flag): Hydra answers it
+    args = _read(argv)
+    if args is None or _for_hydra(args) or args.cfg:
         return False
-    if (args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_dir
-            or args.config_path or args.experimental_rerun):
-        return False
-    parsed = [_parse(o) for o in args.overrides]  # a syntax error, named by its override, in sweeps too
+    for o in args.overrides:
+        _parse(o)  # a syntax error, named by its override, in sweeps too
     if args.multirun:
         return False
+    job = _compose(args, conf_dir, check_data=True)
+    if job is None:
+        return False  # the preset sweeps: the sweeper checks every job
+    check_can_start(job.cfg, job.run_dir)
+    return Start.note(job)
+
+
+def job_config(argv: list[str], conf_dir: Path) -> str | None:
+    """``--cfg job`` (``-c job``) for a single run: its config as the run will use it, as YAML.
+
+    Hydra's ``--cfg job`` prints the composed config before validation, where the depth has one
+    spelling only (``model.depth=56`` shows ``n: null``); this is the validated config instead,
+    with both spellings and the derived fields (``model.in_channels``, ``schedule.warmup``) filled
+    in and every interpolation resolved (so ``--resolve`` changes nothing), in the YAML of the
+    run's ``config.yaml``; ``--package model`` prints one part, as Hydra does. A bad config raises
+    ConfigError, as the run would. Returns None when Hydra answers the command line itself:
+    ``--cfg hydra|all``, a multirun, a package that is not there, or a question such as ``--help``.
+    """
+    args = _read(argv)
+    if args is None or _for_hydra(args) or args.cfg != "job" or args.multirun:
+        return None
+    for o in args.overrides:
+        _parse(o)
+    job = _compose(args, conf_dir, check_data=False)
+    if job is None:
+        return None
+    cfg = to_dict(job.cfg)
+    if args.package in (None, "_global_"):
+        return yaml.safe_dump(cfg, sort_keys=False)
+    part = OmegaConf.select(OmegaConf.create(cfg), args.package)
+    if part is None:
+        return None  # Hydra says the package is not there
+    if not isinstance(part, DictConfig | ListConfig):
+        return f"{part}\n"
+    return f"# @package {args.package}\n" + yaml.safe_dump(OmegaConf.to_container(part), sort_keys=False)
+
+
+class _Job(NamedTuple):
+    cfg: Config
+    run_dir: str | None  # hydra.run.dir; None when only a running Hydra resolves it
+    log_name: str  # Hydra's log file in the run directory (<hydra.job.name>.log)
+
+
+def _read(argv: list[str]) -> argparse.Namespace | None:
+    try:
+        return _ARGS.parse_args(argv)
+    except argparse.ArgumentError:  # not a command line we read (--version, a malformed flag): Hydra answers it
+        return None
+
+
+def _for_hydra(args: argparse.Namespace) -> bool:
+    """A question Hydra answers (``--help``, ``--info``, ...) or a config not in ``conf/``."""
+    return bool(args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir
+                or args.config_path or args.experimental_rerun)
+
+
+def _compose(args: argparse.Namespace, conf_dir: Path, *, check_data: bool) -> _Job | None:
+    """A single run's validated config (None when a preset makes it a multirun), composed from
+    ``conf_dir`` with the command line's overrides; ``check_data`` also checks the data protocol
+    (which imports torch)."""
     hydra_ov = [o for o in args.overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     overrides = [o for o in args.overrides if o not in hydra_ov]
-    sweeps = [p.input_line for p in parsed if p.is_sweep_override() and p.input_line in overrides]
+    sweeps = [o for o in overrides if _parse(o).is_sweep_override()]
     plain = [o for o in overrides if o not in sweeps]
+    name = args.config_name or "config"
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
             try:
-                full = compose(args.config_name or "config", overrides=plain + hydra_ov, return_hydra_config=True)
+                full = compose(name, overrides=plain + hydra_ov, return_hydra_config=True)
                 if full.hydra.mode == RunMode.MULTIRUN:
-                    return False  # the preset sweeps: the sweeper checks every job
+                    return None
                 if sweeps:
                     raise ConfigError(
                         f"{sweeps[0]} is a sweep over several values: add -m (--multirun) to run one job per value."
                     )
-                cfg = to_config(compose(args.config_name or "config", overrides=overrides), overrides)
-                from .data import check_protocol  # torch: only for a config that is valid so far
+                cfg = to_config(compose(name, overrides=overrides), overrides)
+                if check_data:  # imports torch: only for a config that is valid so far
+                    from .data import check_protocol
 
-                check_protocol(cfg.dataset)
-                run_dir = _run_dir(full)
+                    check_protocol(cfg.dataset)
+                return _Job(cfg, _run_dir(full), f"{full.hydra.job.name}.log")
             except (HydraException, OmegaConfBaseException) as ex:
                 raise ConfigError(explain(ex) or str(ex)) from None
     finally:
         GlobalHydra.instance().clear()
-    check_can_start(cfg, run_dir)
-    return True
 
 
 class _QuietParser(argparse.ArgumentParser):
@@ -141,7 +208,6 @@ _ARGS = _hydra_command_line()
 def check_can_start(cfg, run_dir: str | None) -> None:
     """The checks a run's start makes, before Hydra writes anything into its directory: the device
     exists; the directory can be written, is not in use, and holds no record of another run."""
-    from .config import to_dict
     from .device import check_device
     from .record import RunRecord, check_writable
 
@@ -155,6 +221,120 @@ def check_can_start(cfg, run_dir: str | None) -> None:
         rec.check_not_in_use()
         rec.check_checkpoint_paths()
         rec.check_resumable(to_dict(cfg), None, rec.read_summary() or {}, checkpoint_known=False)
+
+
+@dataclass(frozen=True)
+class NewFolder:
+    """A folder that did not exist when the command started, and the nearest folder above it that did."""
+
+    path: Path
+    base: Path
+
+    @classmethod
+    def note(cls, path: str | Path) -> NewFolder | None:
+        """``path`` (resolved) when nothing is there yet, else None: what exists is never taken back."""
+        p = Path(path).resolve()
+        if os.path.lexists(p):
+            return None
+        base = p.parent
+        while not os.path.lexists(base) and base != base.parent:
+            base = base.parent
+        return cls(p, base)
+
+    def remove_empty_parents(self) -> None:
+        """The empty folders this command made above ``path`` (up to ``base``, which stays)."""
+        d = self.path.parent
+        while self.base in d.parents:
+            try:
+                d.rmdir()
+            except OSError:  # not empty (or not ours to remove): the folders above stay too
+                return
+            d = d.parent
+
+
+@dataclass(frozen=True)
+class Start:
+    """A single run's start as the command found it before Hydra wrote anything: its run directory
+    and data root when they did not exist yet, so that a start that fails leaves nothing behind."""
+
+    run_dir: NewFolder | None
+    data_root: NewFolder | None
+    log_name: str = "train.log"
+
+    @classmethod
+    def note(cls, job: _Job) -> Start:
+        root = job.cfg.dataset.root
+        return cls(NewFolder.note(job.run_dir) if job.run_dir is not None else None,
+                   NewFolder.note(root) if root else None, job.log_name)
+
+    def undo(self, output_dir: str | None = None) -> None:
+        """Take back what a failed start made: the run directory when it holds only what Hydra and
+        the start wrote before the run record began (``.hydra/``, the log, ``run.lock``), and the data
+        root when it is still empty. ``output_dir`` is the directory Hydra ran the job in, when the
+        job started: a directory other than the one noted here is left alone."""
+        new = self.run_dir
+        if new is not None and (output_dir is None or Path(output_dir).resolve() == new.path):
+            if _remove_unstarted_run_dir(new.path, {".hydra", self.log_name, LOCK_FILE}):
+                new.remove_empty_parents()
+        new = self.data_root
+        if new is not None and _remove_empty_tree(new.path):
+            new.remove_empty_parents()
+
+
+def _remove_unstarted_run_dir(d: Path, leftovers: set[str]) -> bool:
+    """Remove run directory ``d`` if it holds only ``leftovers`` and no live process holds its lock.
+
+    Anything else there (``config.yaml``, the first file of a run record, or a file of anyone
+    else's) keeps the directory whole. The lock is held while removing, so a run of the same
+    directory started meanwhile by another command is never removed under it.
+    """
+    if d.is_symlink() or not d.is_dir() or not {p.name for p in d.iterdir()} <= leftovers:
+        return False
+    try:
+        fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as ex:
+            if ex.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False  # another process runs here now: its directory
+        if not {p.name for p in d.iterdir()} <= leftovers:
+            return False
+        _close_logs_in(d)  # Hydra's log file handler: nothing is written there once it is gone
+        shutil.rmtree(d, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return not os.path.lexists(d)
+
+
+def _remove_empty_tree(d: Path) -> bool:
+    """Remove ``d`` if it holds nothing but empty folders (a download that failed before writing)."""
+    if d.is_symlink() or not d.is_dir():
+        return False
+    folders = [d]
+    for top, dirs, files in os.walk(d):
+        if files or any(os.path.islink(os.path.join(top, x)) for x in dirs):
+            return False
+        folders += [Path(top, x) for x in dirs]
+    try:
+        for f in reversed(folders):  # the deepest first
+            f.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+def _close_logs_in(d: Path) -> None:
+    """Close and detach the logging file handlers writing into ``d`` (Hydra's ``train.log``)."""
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(d):
+                lg.removeHandler(h)
+                h.close()
 
 
 def _run_dir(full) -> str | None:
