@@ -50,6 +50,7 @@ def test_help_is_the_tools_own(help_run):
     first = text.splitlines()[0]
     assert first.startswith("resnet-train: train") and "He et al. 2016" in first
     assert "powered by Hydra" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100  # a terminal's width
     for needle in ("runs/<experiment>/<name>/", "runs/<experiment>/<timestamp>/<job>/", "resnet-report ",
                    "resnet-eval ", "resnet-train --cfg job", "--hydra-help", "dataset.root=/path/to/data"):
         assert needle in text, needle
