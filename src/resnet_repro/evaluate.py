@@ -296,7 +296,7 @@ def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path,
 
     rec = RunRecord(run_dir, create=False)
     if checkpoint is not None:
-        return rec._load(checkpoint), checkpoint, []
+        return rec.read_checkpoint(checkpoint), checkpoint, []
     with _quiet_log() as records:
         ckpt = rec.load_checkpoint()
     if ckpt is None:  # gone between the check and the load

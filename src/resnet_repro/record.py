@@ -320,7 +320,9 @@ class RunRecord:
                    else "there is no earlier checkpoint.")
             ) from None
 
-    def _load(self, p: Path) -> dict:
+    def read_checkpoint(self, p: Path) -> dict:
+        """One checkpoint file through the safe loader (tensors only), checked for every key a
+        checkpoint holds; a refusal is one line naming the file."""
         if p.stat().st_size == 0:
             raise CheckpointError(f"Checkpoint {p} is empty (0 bytes): its write was cut short.")
         try:
@@ -359,14 +361,14 @@ class RunRecord:
             return None
         if p.is_file():
             try:
-                return self._load(p)
+                return self.read_checkpoint(p)
             except CheckpointError as ex:
                 problem = str(ex)
         else:
             problem = f"Checkpoint {p} is missing (the run was stopped while replacing it)."
         if prev.is_file():
             try:
-                ckpt = self._load(prev)
+                ckpt = self.read_checkpoint(prev)
             except CheckpointError as ex2:
                 problem += f" The previous one is unusable too: {ex2}"
             else:
