@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import logging
+import os
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -312,6 +313,24 @@ def latest_sweep(experiment_dir: str | Path) -> Path:
     if not sweeps:
         raise FileNotFoundError(f"No sweep (a folder with {MANIFEST_FILE}) under {d}. Run a sweep first, e.g. resnet-train -m experiment=degradation.")
     return sweeps[-1]
+
+
+def resolve_sweep(path: str | Path, repo: str | Path | None = None, var: str = "RESNET_SWEEP") -> Path:
+    """The folder a sweep path names, for a notebook (``RESNET_SWEEP=runs/degradation/<time>``).
+
+    An absolute path is taken as it is. A relative one is tried against, in this order, the
+    directory Jupyter was started from (``$PWD``, which the kernel inherits from the shell that
+    ran ``jupyter lab`` or ``jupyter execute``), ``repo`` (the repository root) and the working
+    directory (the notebook's own folder, where Jupyter starts its kernels); the first that is a
+    folder wins. Otherwise FileNotFoundError, on one line, names every path tried.
+    """
+    p = Path(path).expanduser()
+    tried = list(dict.fromkeys(Path(base, p) for base in (os.environ.get("PWD"), repo, Path.cwd()) if base))
+    for candidate in tried:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"{var}={path}: no such sweep folder (tried {', '.join(map(str, tried))}); "
+                            "give an absolute path or a path relative to where you started Jupyter")
 
 
 # --- W&B ----------------------------------------------------------------------------------
