@@ -386,3 +386,18 @@ def test_a_member_frozen_with_finite_weights_keeps_them():
         v, b = p.detach().unflatten(0, (3, -1)), before[name].unflatten(0, (3, -1))
         assert torch.equal(v[0], b[0]), name  # frozen: exactly as it was
         assert not torch.equal(v[1], b[1]) and not torch.equal(v[2], b[2]), name  # the others moved on
+
+
+def test_set_lr_skips_unchanged_numbers_and_keeps_frozen_members_at_zero():
+    stack = StackedCifarResNet.from_members(members(8))
+    opt = StackedSGD(stack.parameters(), k=3, lr=0.1)
+    full = opt._lr_full[0].unflatten(0, (3, -1))
+    assert full.flatten(1)[:, 0].tolist() == pytest.approx([-0.1, -0.1, -0.1])
+    opt.set_lr([0.01, 0.1, 0.1])
+    opt.freeze([1])
+    opt.set_lr([0.01, 0.1, 0.1])  # the same numbers as before the freeze: member 1 stays at 0
+    assert opt.lr.tolist() == pytest.approx([0.01, 0.0, 0.1])
+    assert full.flatten(1)[:, 0].tolist() == pytest.approx([-0.01, 0.0, -0.1])
+    opt.set_lr(torch.tensor([0.2, 0.2, 0.3]))
+    assert opt.lr.tolist() == pytest.approx([0.2, 0.0, 0.3])
+    assert full.flatten(1)[:, 0].tolist() == pytest.approx([-0.2, 0.0, -0.3])

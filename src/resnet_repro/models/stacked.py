@@ -280,9 +280,10 @@ class StackedSGD(torch.optim.Optimizer):
     momentum buffer is what member i's own SGD would hold (:meth:`member_state_dict`).
 
     ``lr`` is a ``(k,)`` tensor (:meth:`set_lr`); it is expanded once per change to full-size
-    per-parameter tensors, so a step is four ``torch._foreach_*`` calls with no Python loop over
-    members or parameters. :meth:`freeze` stops a member (its rate becomes 0 and its gradients are
-    ignored) while the others go on.
+    per-parameter tensors, so a step is four ``torch._foreach_*`` calls, with no Python loop over
+    members (nor over parameters, except to create the momentum buffers on the first step and,
+    while some member is frozen, to mask its gradients). :meth:`freeze` stops a member (its rate
+    becomes 0 and its gradients are ignored) while the others go on.
     """
 
     def __init__(self, params: Iterable[torch.Tensor], k: int, lr: float | Sequence[float] | torch.Tensor,
@@ -312,7 +313,16 @@ class StackedSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def set_lr(self, lr: float | Sequence[float] | torch.Tensor) -> None:
-        """Set every member's rate: a number (all members) or k numbers; frozen members stay at 0."""
+        """Set every member's rate: a number (all members) or k numbers; frozen members stay at 0.
+
+        Plain numbers equal to the last ones given are a no-op (the training loop may call this
+        every step); a tensor is always applied.
+        """
+        key = (tuple(float(v) for v in lr) if isinstance(lr, Sequence)
+               else (float(lr),) if isinstance(lr, (int, float)) else None)
+        if key is not None and key == getattr(self, "_lr_key", None):
+            return
+        self._lr_key = key
         lr = torch.as_tensor(lr, dtype=self.lr.dtype).to(self.lr.device).expand(self.k)
         self.lr.copy_(torch.where(self.active, lr, torch.zeros_like(lr)))
         for full, p in zip(self._lr_full, self.params, strict=True):
