@@ -401,3 +401,62 @@ def test_set_lr_skips_unchanged_numbers_and_keeps_frozen_members_at_zero():
     opt.set_lr(torch.tensor([0.2, 0.2, 0.3]))
     assert opt.lr.tolist() == pytest.approx([0.2, 0.0, 0.3])
     assert full.flatten(1)[:, 0].tolist() == pytest.approx([-0.2, 0.0, -0.3])
+
+
+def test_stacked_batches_give_each_member_its_separate_runs_batches():
+    """Member i of a stacked batch is, bit for bit, the batch its own run draws (order and
+    augmentation from its own seed), across epoch boundaries and a state round trip."""
+    from resnet_repro.data.pipeline import DeviceBatches, StackedBatches, pixel_mean
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (40,), generator=g)
+    mean, seeds = pixel_mean(x), (11, 22, 33)
+    stack = StackedBatches(x, y, 16, mean, "cpu", seeds=seeds)
+    alone = [DeviceBatches(x, y, 16, mean, "cpu", seed=s) for s in seeds]
+    assert all(m.x.data_ptr() == stack.members[0].x.data_ptr() for m in stack.members)  # one copy
+    saved = None
+    for step in range(7):  # 2 batches per epoch: three epoch boundaries
+        if step == 3:
+            saved = stack.state_dict()
+        xb, yb = stack.next()
+        assert xb.shape == (16, 9, 8, 8) and yb.shape == (16, 3)
+        for i, b in enumerate(alone):
+            xi, yi = b.next()
+            assert torch.equal(xb[:, 3 * i : 3 * i + 3], xi) and torch.equal(yb[:, i], yi)
+    assert stack.epoch == alone[0].epoch == 4
+    again = StackedBatches(x, y, 16, mean, "cpu", seeds=seeds)
+    again.load_state_dict(saved)
+    replay = [again.next() for _ in range(4)]
+    fresh = StackedBatches(x, y, 16, mean, "cpu", seeds=seeds)
+    expected = [fresh.next() for _ in range(7)][3:]
+    for (xa, ya), (xe, ye) in zip(replay, expected, strict=True):
+        assert torch.equal(xa, xe) and torch.equal(ya, ye)
+
+
+def test_one_stack_on_the_device_pipeline_equals_its_separate_runs_fp64():
+    """The whole step as runs take it: each member's own seeded init, its own data order and
+    augmentation (``StackedBatches``), the per-member lr; fp64, 20 steps, equal to 1e-10."""
+    from resnet_repro.data.pipeline import DeviceBatches, StackedBatches, pixel_mean
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (48,), generator=g)
+    mean = pixel_mean(x)
+    with default_dtype(torch.float64):
+        nets = members(8)
+        stack = StackedCifarResNet.from_members(copy.deepcopy(nets))
+        opts = [sgd(n, foreach=False) for n in nets]
+        sopt = StackedSGD(stack.parameters(), k=len(nets), lr=0.1)
+        data = StackedBatches(x, y, BATCH, mean, "cpu", seeds=SEEDS)
+        alone = [DeviceBatches(x, y, BATCH, mean, "cpu", seed=s) for s in SEEDS]
+        for step in range(STEPS):
+            lrs = [lr_of(i, step) for i in range(len(nets))]
+            xb, yb = data.next()
+            loss_s, logits_s = stacked_step(stack, sopt, list(xb.double().split(3, dim=1)), list(yb.unbind(1)), lrs)
+            ref = []
+            for net, opt, b, lr in zip(nets, opts, alone, lrs, strict=True):
+                xi, yi = b.next()
+                ref.append(separate_step(net, opt, xi.double(), yi, lr))
+            worst = compare(stack, sopt, nets, opts, loss_s, logits_s, ref)
+            assert all(abs_diff < 1e-10 for abs_diff, _ in worst.values()), (step, worst)

@@ -139,3 +139,36 @@ class DeviceData:
         """The layer-statistics batch, normalised, in pieces of ``batch_size``."""
         p = self.probe
         return (normalize(p[i : i + batch_size], self.mean, self.size) for i in range(0, len(p), batch_size))
+
+
+class StackedBatches:
+    """The training batches of k stacked nets (``models/stacked.py``): member i's images in channels
+    ``C*i .. C*(i+1)-1`` of one ``(B, kC, H, W)`` batch, its labels in column i of ``(B, k)``.
+
+    Each member draws its own order and augmentation from its own generator, seeded as its separate
+    run's, so member i sees exactly the batches its separate run would; the split lives on the
+    device once, shared by every member.
+    """
+
+    def __init__(self, x, y, batch_size: int, mean: torch.Tensor, device, *, seeds, augment: bool = True,
+                 pad: int = 4, size: int | None = None):
+        self.members: list[DeviceBatches] = []
+        for seed in seeds:
+            b = DeviceBatches(x, y, batch_size, mean, device, augment=augment, seed=seed, pad=pad, size=size)
+            x, y, mean = b.x, b.y, b.mean  # already on the device: the next members share them
+            self.members.append(b)
+
+    @property
+    def epoch(self) -> int:
+        return self.members[0].epoch  # the same for every member: one batch size, one split
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = zip(*(m.next() for m in self.members), strict=True)
+        return torch.cat(xs, dim=1), torch.stack(ys, dim=1)
+
+    def state_dict(self) -> dict:
+        return {"members": [m.state_dict() for m in self.members]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for m, s in zip(self.members, state["members"], strict=True):
+            m.load_state_dict(s)
