@@ -31,19 +31,25 @@ _job: dict[str, str] = {}
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | list | None:
     from .train import train  # torch: only once a run starts
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     if not multirun:
         _job["output_dir"] = hc.runtime.output_dir
+    sweep = {"group": f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}", "job_num": hc.job.num,
+             "sweep_dir": hc.sweep.dir} if multirun else {}
     try:
-        summary = train(
-            to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir,
-            group=f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}" if multirun else None,
-            job_num=hc.job.num if multirun else None, sweep_dir=hc.sweep.dir if multirun else None,
-        )
+        if cfg.trainer.stack_members:  # the sweeper made this job a stack of runs (stacking.py)
+            from .stacking import member_configs
+            from .train_stack import train_stack
+
+            members = cfg.trainer.stack_members
+            summaries = train_stack(member_configs(cfg, list(hc.overrides.task)),
+                                    [Path(hc.sweep.dir) / m.name for m in members], **sweep)
+            return [s.get("final_test_err", s.get("final_val_err")) for s in summaries]
+        summary = train(to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir, **sweep)
     except ResnetReproError as ex:
         if multirun:
             raise  # the sweeper records the failure in its manifest once the sweep ends, and runs the other jobs

@@ -72,6 +72,16 @@ class ScheduleConfig:
 
 
 @dataclass
+class StackMember:
+    """A run a stacked job trains (set by the sweeper, ``trainer.stack``): its residual flag, seed and
+    run directory (its job name in the sweep folder)."""
+
+    residual: bool = True
+    seed: int = 0
+    name: str = ""
+
+
+@dataclass
 class TrainerConfig:
     device: str = "auto"
     batch_size: int = 128
@@ -86,6 +96,10 @@ class TrainerConfig:
     channels_last: bool | None = None  # null: on CUDA only
     compile: str = "auto"  # auto (default on CUDA, else off) | off | default | max-autotune
     cuda_graphs: bool = True  # with compile on CUDA: replay the compiled step as CUDA graphs
+    # Stacked runs (stacking.py): a multirun's jobs that differ only in model.residual and seed train
+    # as one grouped net of up to k members. auto: where benchmarks measured it faster | off | k
+    stack: str = "auto"
+    stack_members: list[StackMember] = field(default_factory=list)  # set by the sweeper, per job
 
 
 @dataclass
@@ -260,6 +274,9 @@ def _check_trainer(t: TrainerConfig, n_train: int) -> None:
         positive("trainer.num_threads", t.num_threads)
     choice("trainer.precision", t.precision, PRECISIONS)
     choice("trainer.compile", t.compile, COMPILE_MODES)
+    if not (t.stack in ("auto", "off") or (t.stack.isdigit() and int(t.stack) >= 1)):
+        raise ConfigError(f"trainer.stack={t.stack!r} is not valid. Valid choices: auto, off, or a number of runs "
+                          f"to train as one stacked net, e.g. trainer.stack=4.")
 
 
 def _check_logger(lg: LoggerConfig) -> None:

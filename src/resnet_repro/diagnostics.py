@@ -72,18 +72,27 @@ def layer_response_std(model: nn.Module, batches) -> list[dict]:
     return rows
 
 
-def conv_grad_norms(model: nn.Module) -> list[dict]:
+def conv_grad_norms(model: nn.Module, members: int | None = None) -> list[dict] | list[list[dict]]:
     """L2 norms of each 3x3 conv's weight gradient (after ``backward``) and of its weight, one
     device read for all. A conv followed by BN is scale-invariant, so its effective step is
-    ``grad_norm / weight_norm``; the raw gradient norm alone misleads where weights have grown."""
+    ``grad_norm / weight_norm``; the raw gradient norm alone misleads where weights have grown.
+
+    ``members=k``: the model is a stack of k nets (``models/stacked.py``; member i's filters are
+    dim 0's i-th k-th); the rows of each member, as its own net would give them.
+    """
     layers = conv3x3_layers(model)
-    norms = torch.stack([
-        torch.stack([conv.weight.grad.detach().norm() if conv.weight.grad is not None
-                     else torch.zeros((), device=conv.weight.device), conv.weight.detach().norm()])
-        for _, conv, _ in layers
-    ]).cpu().tolist()
-    return [{"layer": i, "module": _conv_name(name), "grad_norm": g, "weight_norm": w}
-            for i, ((name, _, _), (g, w)) in enumerate(zip(layers, norms, strict=True), start=1)]
+
+    def norms(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        t = torch.zeros_like(like) if t is None else t.detach()
+        return t.norm() if members is None else t.unflatten(0, (members, -1)).flatten(1).norm(dim=1)
+
+    table = torch.stack([torch.stack([norms(conv.weight.grad, conv.weight), norms(conv.weight, conv.weight)])
+                         for _, conv, _ in layers]).cpu()  # (layers, 2) or (layers, 2, k)
+    per_member = [table] if members is None else table.unbind(-1)
+    rows = [[{"layer": i, "module": _conv_name(name), "grad_norm": g, "weight_norm": w}
+             for i, ((name, _, _), (g, w)) in enumerate(zip(layers, t.tolist(), strict=True), start=1)]
+            for t in per_member]
+    return rows[0] if members is None else rows
 
 
 def _conv_name(bn_name: str) -> str:

@@ -36,6 +36,7 @@ TABLES = {METRICS_FILE: METRIC_COLUMNS, LAYER_STATS_FILE: LAYER_STATS_COLUMNS, G
 RUNTIME_KEYS = {
     "dataset.root", "dataset.download", "trainer.device", "trainer.progress",
     "trainer.num_threads", "trainer.channels_last", "trainer.compile", "trainer.cuda_graphs",
+    "trainer.stack", "trainer.stack_members",
     "optimizer.impl", "logger.name", "logger.mode", "logger.project", "logger.entity",
     "logger.tags", "logger.group", "logger.job_type", "logger.init_timeout",
     "diagnostics.layer_stats", "diagnostics.layer_stats_images", "diagnostics.grad_norms",

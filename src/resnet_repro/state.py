@@ -18,23 +18,31 @@ class Progress:
     steps only. A window of steps starts at a mark (``mark``) and closes at a log or eval step.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, window: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """``window``: the (loss, wrong) tensors to sum into; a stacked net's members get views into
+        ``(k,)`` tensors that one step adds to for all of them (``stack.py``)."""
         self.device = device
         self.it, self.elapsed_s, self.train_time_s = 0, 0.0, 0.0
         self.best: dict[str, float | int] = {}  # best_<split>_err and best_<split>_iter
+        self.loss, self.wrong = window or (torch.zeros((), device=device),
+                                           torch.zeros((), device=device, dtype=torch.long))
         self._zero_window()
         self._mark_time, self._mark_it = 0.0, 0
 
     def _zero_window(self) -> None:
-        self.loss = torch.zeros((), device=self.device)
-        self.wrong = torch.zeros((), device=self.device, dtype=torch.long)
+        self.loss.zero_()  # in place: a member's window is a view into its stack's
+        self.wrong.zero_()
         self.seen = 0
 
     def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
         """Account one finished step (no host sync: device tensors only)."""
         self.loss += loss.detach() * len(y)
         self.wrong += (out.argmax(1) != y).sum()
-        self.seen += len(y)
+        self.count(len(y))
+
+    def count(self, images: int) -> None:
+        """One finished step of ``images`` images (its loss and errors summed into the window)."""
+        self.seen += images
         self.it += 1
 
     def peek(self) -> tuple[float, float]:
@@ -82,7 +90,9 @@ class Progress:
         self.it, self.elapsed_s, self.train_time_s = state["iteration"], state["elapsed_s"], state["train_time_s"]
         self.best = dict(state["best"])
         w = state["window"]
-        self.loss, self.wrong, self.seen = w["loss"].to(self.device), w["wrong"].to(self.device), w["seen"]
+        self.loss.copy_(w["loss"])
+        self.wrong.copy_(w["wrong"])
+        self.seen = w["seen"]
 
 
 class TorchRNG:

@@ -140,10 +140,13 @@ class TrainStep:
 
     The training loop and the throughput benchmark both call this, so the benchmark times the
     harness's own step. ``on_grads`` (optional) sees the unscaled gradients before the update.
+    ``loss(out, y)`` gives the loss to backpropagate and the one the step returns (a stacked net's
+    sum and its members' losses); by default both are the cross-entropy.
     """
 
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, fast: FastPath):
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, fast: FastPath, loss=None):
         self.model, self.opt, self.fast = model, opt, fast
+        self.loss = loss or _cross_entropy
         self.scaler = fast.scaler()
         self.call = fast.compiled(model)
 
@@ -152,7 +155,7 @@ class TrainStep:
         fast.step_begin()
         with fast.autocast():
             out = self.call(x.contiguous(memory_format=fast.memory_format))
-            loss = F.cross_entropy(out, y)
+            loss, shown = self.loss(out, y)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if on_grads is not None:
@@ -160,7 +163,12 @@ class TrainStep:
             on_grads()
         self.scaler.step(self.opt)
         self.scaler.update()
-        return loss, out
+        return shown, out
+
+
+def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    loss = F.cross_entropy(out, y)
+    return loss, loss
 
 
 def match_optimizer_strides(opt: torch.optim.Optimizer) -> None:

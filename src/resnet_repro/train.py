@@ -70,7 +70,7 @@ def evaluate(model, x, y, batch_size: int, mean, fast: FastPath | None = None,
         else:
             with fast.autocast():
                 out = model(xb.contiguous(memory_format=fast.memory_format))
-        loss_sum += F.cross_entropy(out.float(), yb, reduction="sum")
+        loss_sum += F.cross_entropy(out.to(loss_sum.dtype), yb, reduction="sum")  # autocast's logits in fp32
         wrong += (out.argmax(1) != yb).sum()
     model.train()
     return loss_sum.item() / len(x), 100.0 * wrong.item() / len(x)
@@ -87,14 +87,14 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
     rec = RunRecord(run_dir)
     rec.lock()  # one process per run directory
     try:
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             return _train(cfg, rec, stop, group=group, job_num=job_num, sweep_dir=sweep_dir)
     finally:
         rec.unlock()
 
 
 @contextmanager
-def _stop_on_signals():
+def stop_on_signals():
     """While training, SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to finish its step,
     checkpoint and stop (``stop["signal"]`` is set). A second Ctrl-C stops at once, as usual."""
     stop: dict = {}
@@ -118,12 +118,8 @@ def _stop_on_signals():
 def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None,
            sweep_dir: str | Path | None = None) -> dict:
     cfg_dict = to_dict(cfg)
-    ckpt, old = rec.load_checkpoint(), rec.read_summary() or {}
-    rec.check_resumable(cfg_dict, ckpt, old)
-    done = ckpt["iteration"] if ckpt is not None else old.get("iterations") or 0
-    if done >= iteration_schedule(cfg).iterations and old.get("status") == "completed":
-        gone = "" if ckpt is not None else "; its checkpoint is gone, so it can be read but not extended"
-        log.info("%s is already complete (%d iterations)%s. Nothing to do.", rec.dir, done, gone)
+    ckpt, old, complete = resume_point(cfg, rec)
+    if complete:
         return old
     for key, values in unreachable(cfg).items():
         log.warning("%s", unreachable_message(cfg, key, values, refused=False))
@@ -136,6 +132,36 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
     run.describe()
     with logging_redirect_tqdm():  # log lines print above the progress bar, not glued onto it
         return _loop(run, sinks, stop)
+
+
+def start_job(cfg: Config, job_num: int | None, ckpts: dict[Path, dict | None]) -> tuple[torch.device, FastPath]:
+    """The job's device and fast path, its process set up for it (threads, backend flags, no
+    compiled code of an earlier job); ``ckpts`` (by path) must come from this device type."""
+    t = cfg.trainer
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    if t.deterministic:  # cuBLAS needs a fixed workspace to be deterministic (before CUDA starts)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    device = pick_device(t.device, job_num)
+    for path, ckpt in ckpts.items():
+        if ckpt is not None:
+            check_same_device_type(ckpt, device, path)
+    fast = FastPath.resolve(t, cfg.optimizer, device)
+    fast.new_job()  # this run's backend flags; compiled code of earlier jobs in the process dropped
+    return device, fast
+
+
+def resume_point(cfg: Config, rec: RunRecord) -> tuple[dict | None, dict, bool]:
+    """(checkpoint, summary, complete) of the record a run continues (refused when not its own);
+    a complete run is said so."""
+    ckpt, old = rec.load_checkpoint(), rec.read_summary() or {}
+    rec.check_resumable(to_dict(cfg), ckpt, old)
+    done = ckpt["iteration"] if ckpt is not None else old.get("iterations") or 0
+    complete = done >= iteration_schedule(cfg).iterations and old.get("status") == "completed"
+    if complete:
+        gone = "" if ckpt is not None else "; its checkpoint is gone, so it can be read but not extended"
+        log.info("%s is already complete (%d iterations)%s. Nothing to do.", rec.dir, done, gone)
+    return ckpt, old, complete
 
 
 @dataclass
@@ -160,15 +186,7 @@ class Run:
     @classmethod
     def build(cls, cfg: Config, rec: RunRecord, ckpt: dict | None, job_num: int | None) -> Run:
         t = cfg.trainer
-        if t.num_threads:
-            torch.set_num_threads(t.num_threads)
-        if t.deterministic:  # cuBLAS needs a fixed workspace to be deterministic (before CUDA starts)
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        device = pick_device(t.device, job_num)
-        if ckpt is not None:
-            check_same_device_type(ckpt, device, rec.path(CHECKPOINT_FILE))
-        fast = FastPath.resolve(t, cfg.optimizer, device)
-        fast.new_job()  # this run's backend flags; compiled code of earlier jobs in the process dropped
+        device, fast = start_job(cfg, job_num, {rec.path(CHECKPOINT_FILE): ckpt})
         splits = load_splits(cfg.dataset)
         data = DeviceData(splits, device, batch_size=t.batch_size, augment=cfg.dataset.augment, seed=cfg.seed,
                           size=cfg.dataset.image_size, probe_images=cfg.diagnostics.layer_stats_images)
@@ -296,18 +314,28 @@ def _loop(run: Run, sinks: Sinks, stop: dict) -> dict:
                 run.checkpoint(sinks.results())
                 sinks.update()  # written after the checkpoint: the summary never runs ahead of it
     except BaseException as ex:
-        status = ("interrupted" if isinstance(ex, (KeyboardInterrupt, SystemExit))
-                  else "diverged" if isinstance(ex, Diverged) else "failed")
-        # iterations: those the record keeps (its last checkpoint); iterations_done: where this attempt stopped
-        kept = {} if run.saved_at is None else {"iterations": run.saved_at}
-        sinks.close(False, status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=p.it, **kept)
+        close_failed(sinks, ex, p.it, run.saved_at)
         raise
     finally:
         bar.close()
-    sinks.close(True, status="completed", finished_at=_now(), warmup_ended_at=run.sched.warmup_ended_at)
+    return close_completed(sinks, run.sched, run.rec)
+
+
+def close_failed(sinks: Sinks, ex: BaseException, done: int, saved_at: int | None) -> None:
+    """End a run that ``ex`` stopped after ``done`` iterations: interrupted, diverged or failed."""
+    status = ("interrupted" if isinstance(ex, (KeyboardInterrupt, SystemExit))
+              else "diverged" if isinstance(ex, Diverged) else "failed")
+    # iterations: those the record keeps (its last checkpoint); iterations_done: where this attempt stopped
+    kept = {} if saved_at is None else {"iterations": saved_at}
+    sinks.close(False, status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=done, **kept)
+
+
+def close_completed(sinks: Sinks, sched: LRSchedule, rec: RunRecord) -> dict:
+    """End a run that trained all its iterations; its summary."""
+    sinks.close(True, status="completed", finished_at=_now(), warmup_ended_at=sched.warmup_ended_at)
     s = sinks.summary
     log.info("Done: %s. Run directory: %s", ", ".join(f"{k}={s[k]:.2f}" for k in s if k.startswith("final_") and k.endswith("_err")),
-             run.rec.dir)
+             rec.dir)
     return s
 
 

@@ -23,7 +23,8 @@ class WandbMirror:
     """Mirrors history rows and the summary of one run into one W&B run (or does nothing)."""
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, *, name: str, group: str | None,
-                 job_type: str, config: dict, sweep_dir: str | Path | None = None):
+                 job_type: str, config: dict, sweep_dir: str | Path | None = None, concurrent: bool = False):
+        """``concurrent``: other runs of this process stay open beside it (a stack's members)."""
         self.cfg, self.dir = cfg, Path(run_dir)
         self.run: Any = None
         self.error: str | None = None
@@ -48,7 +49,7 @@ class WandbMirror:
                 project=cfg.project, entity=cfg.entity, group=cfg.group or group,
                 job_type=cfg.job_type or job_type, name=name, config=config, tags=list(cfg.tags),
                 dir=str(self.dir), id=self.run_id, resume="allow", mode=cfg.mode,
-                reinit="finish_previous", settings=wandb.Settings(init_timeout=cfg.init_timeout),
+                reinit="create_new" if concurrent else "finish_previous", settings=wandb.Settings(init_timeout=cfg.init_timeout),
             )
         except Exception as ex:  # noqa: BLE001 - any W&B failure must leave training alone
             self._fail("start", ex)

@@ -17,10 +17,18 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf, open_dict, read_write
 
+from resnet_repro import stacking
 from resnet_repro.config import to_config
 from resnet_repro.errors import ConfigError, ResnetReproError
 from resnet_repro.preflight import check_can_start
-from resnet_repro.sweep import Manifest, excluded, job_names, mark_jobs_ended, summary_line
+from resnet_repro.sweep import (
+    Manifest,
+    excluded,
+    job_names,
+    job_outcome,
+    mark_jobs_ended,
+    summary_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +88,18 @@ class ResnetSweeper(Sweeper):
         Manifest(sweep_dir).set_jobs([{"name": n, "overrides": " ".join(o), "run_dir": os.path.abspath(sweep_dir / n)}
                                       for n, o in zip(names, jobs, strict=True)])
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        log.info("Sweep of %d jobs in %s", len(jobs), sweep_dir)
-        # Each job's directory is its name: Hydra's hydra.sweep.subdir, set here and nowhere else.
-        named = [[*o, f"hydra.sweep.subdir='{n}'"] for n, o in zip(names, jobs, strict=True)]
+        launches = stacking.plan(configs)  # each entry: one job, or a stack of jobs trained as one net
+        stacked = sum(len(s) for s in launches if len(s) > 1)
+        log.info("Sweep of %d jobs in %s%s", len(jobs), sweep_dir,
+                 f" ({stacked} of them in {sum(len(s) > 1 for s in launches)} stacks, trainer.stack)" if stacked else "")
+        # Each job's directory is its name: Hydra's hydra.sweep.subdir, set here and nowhere else (a
+        # stack's Hydra job runs in its first run's directory and names every run it trains).
+        named = []
+        for s in launches:
+            o = [*jobs[s[0]], f"hydra.sweep.subdir='{names[s[0]]}'"]
+            if len(s) > 1:
+                o.append(stacking.members_override([configs[i] for i in s], [names[i] for i in s]))
+            named.append(o)
         size = self.max_batch_size or len(named)
         returns: list[Any] = []
         try:
@@ -90,17 +107,23 @@ class ResnetSweeper(Sweeper):
                 returns.append(self.launcher.launch(named[start : start + size], initial_job_idx=start))
         finally:  # the manifest's record of every job's outcome, once, even when the sweep was stopped
             ended = [r for results in returns for r in results]
-            mark_jobs_ended(sweep_dir, {i: _failure(r) for i, r in enumerate(ended)}
-                            | {i: None for i in range(len(ended), len(jobs))})
+            outcome = {i: None for i in range(len(jobs))}
+            for s, r in zip(launches, ended, strict=False):
+                for i in s:
+                    outcome[i] = _failure(r, sweep_dir / names[i] if len(s) > 1 else None)
+            mark_jobs_ended(sweep_dir, outcome)
             log.info("%s", summary_line(sweep_dir))
         for r in ended:  # after every job ran: raise the first failure, if any
             _ = r.return_value
         return returns
 
 
-def _failure(job_return: JobReturn) -> BaseException | None:
-    """The exception that ended a failed job (Hydra raises it on reading the return value)."""
+def _failure(job_return: JobReturn, member_dir: Path | None = None) -> BaseException | None:
+    """The exception that ended a failed job (Hydra raises it on reading the return value); for a
+    run of a stack (``member_dir``), only where its own record does not say it completed or diverged."""
     if job_return.status != JobStatus.FAILED:
+        return None
+    if member_dir is not None and (job_outcome(member_dir) or {}).get("status") in ("completed", "diverged"):
         return None
     try:
         _ = job_return.return_value

@@ -44,17 +44,18 @@ def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> t
 
 
 def pixel_mean(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel mean (1,C,H,W) of uint8 images, in [0, 1] units."""
-    return (x.sum(dim=0, dtype=torch.float64) / (255.0 * len(x))).float()[None]
+    """Per-pixel mean (1,C,H,W) of uint8 images, in [0, 1] units (torch's default dtype, float32)."""
+    return (x.sum(dim=0, dtype=torch.float64) / (255.0 * len(x))).to(torch.get_default_dtype())[None]
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, size: int | None = None) -> torch.Tensor:
     """uint8 images to [0, 1] minus the per-pixel mean; resized to ``size`` (bilinear) when given.
+    In torch's default dtype: float32, or float64 where a test sets it (the stacked runs' exactness).
 
     The scaling multiplies by the float32 reciprocal of 255: CUDA divides by a scalar that way, the
     CPU divides exactly, so a division would differ by one bit between them for half the pixel values.
     """
-    x = x.float().mul_(1 / 255).sub_(mean)
+    x = x.to(torch.get_default_dtype()).mul_(1 / 255).sub_(mean)
     if size is not None and x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x
@@ -125,10 +126,15 @@ class DeviceData:
     (the training split's per-pixel mean, the optional resize).
     """
 
-    def __init__(self, splits: Splits, device, *, batch_size: int, augment: bool, seed: int,
+    def __init__(self, splits: Splits, device, *, batch_size: int, augment: bool, seed: int | list[int],
                  size: int | None, probe_images: int):
+        """``seed``: the run's; a list of seeds gives a stack's batches (:class:`StackedBatches`)."""
         mean = pixel_mean(splits.train[0])
-        self.batches = DeviceBatches(*splits.train, batch_size, mean, device, augment=augment, seed=seed, size=size)
+        self.batches: DeviceBatches | StackedBatches
+        if isinstance(seed, list):
+            self.batches = StackedBatches(*splits.train, batch_size, mean, device, seeds=seed, augment=augment, size=size)
+        else:
+            self.batches = DeviceBatches(*splits.train, batch_size, mean, device, augment=augment, seed=seed, size=size)
         self.mean, self.size = self.batches.mean, size
         self.evals = {s: tuple(v.to(device) for v in getattr(splits, s)) for s in splits.eval_splits}
         # Fig. 7's batch: the first held-out images (validation, else test, else training)
@@ -161,6 +167,14 @@ class StackedBatches:
     @property
     def epoch(self) -> int:
         return self.members[0].epoch  # the same for every member: one batch size, one split
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.members[0].x  # the split, on the device once
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.members[0].mean
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = zip(*(m.next() for m in self.members), strict=True)

@@ -394,6 +394,25 @@ class StackedSGD(torch.optim.Optimizer):
             self._active_full = [self._expand(self.active, p).expand_as(self._member_view(p)).reshape(p.shape)
                                  for p in self.params]
 
+    @torch.no_grad()
+    def load_member_state_dicts(self, states: Sequence[dict]) -> None:
+        """Load k members' ``torch.optim.SGD`` states (:meth:`member_state_dict`'s format, e.g. from
+        their separate checkpoints) into the stack: member i's momentum into member i's slice."""
+        if len(states) != self.k:
+            raise ConfigError(f"this stack holds {self.k} members, not {len(states)} optimizer states")
+        for j, p in enumerate(self.params):
+            bufs = [s["state"].get(j, {}).get("momentum_buffer") for s in states]
+            if all(b is None for b in bufs):
+                self.state.pop(p, None)
+                continue
+            if any(b is None for b in bufs):
+                raise ConfigError("stacked members must all have taken a step, or none (their momentum differs)")
+            full = torch.empty_like(p)
+            view = self._member_view(full)
+            for i, b in enumerate(bufs):
+                view[i].copy_(b.reshape(view[i].shape))
+            self.state[p]["momentum_buffer"] = full
+
     def member_state_dict(self, i: int) -> dict:
         """Member i's optimizer state in ``torch.optim.SGD``'s format, for an SGD over its
         CifarResNet's ``parameters()`` (same order as the stack's)."""
