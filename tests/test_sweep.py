@@ -136,6 +136,24 @@ def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
     assert len(ids) == 2  # one W&B run per job
 
 
+def test_each_run_of_a_stack_has_its_own_wandb_run(tmp_path):
+    r = run_cli("-m", *TINY, "logger=wandb", "logger.mode=offline", "seed=0,1", "model.residual=true,false",
+                "trainer.stack=4", cwd=tmp_path, timeout=CI_LIMIT_S, env={"WANDB_SILENT": "true"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    ids = set()
+    for run in runs:  # four runs trained as one net, four W&B runs, each mirroring its own record
+        _assert_wandb_mirrors_local(run)
+        info = wandb_file.run_info(_offline_run(run))
+        s = json.loads((run / "summary.json").read_text())
+        assert s["stack"]["size"] == 4 and s["wandb"]["error"] is None
+        assert info["name"] == run.name and info["config"]["model"]["residual"] == s["residual"]
+        assert info["id"] == s["wandb"]["run_id"]
+        ids.add(info["id"])
+    assert len(runs) == len(ids) == 4
+
+
 def test_wandb_failing_mid_run_leaves_a_complete_local_record(tmp_path, monkeypatch):
     import wandb
 
