@@ -12,14 +12,15 @@
 #                    (RESNET_REPRO_TEST_DEVICE=cpu), a tiny benchmark, a tiny study on synthetic data
 #   --skip-tests     no CUDA tests, and no warm-up beside them (a later window, on code whose tests
 #                    passed on this GPU)
-#   --skip-bench     no benchmark (give --timings, or the study times its nets itself)
+#   --skip-bench     no benchmarks (give --timings, or the study times its nets itself)
 #   --timings FILE   timings for the study runner besides this window's (e.g. an earlier bench.json)
 #   --study-min M    at most M minutes for the study (default: what is left; with --rehearse,
 #                    time for its first job at the speed this machine measured, at least 1)
 #   --study-out DIR  where the study's runs go (default: runs/study/gpu_check, or gpu_check-rehearsal)
 #   --study-anyway   run the study even when a CUDA test failed (by default it is not run)
 #   anything else    config overrides for every study job (e.g. trainer.precision=fp32)
-# Stage caps (seconds): TESTS_CAP_S (default 240), BENCH_CAP_S (180); 900 and 600 with --rehearse.
+# Stage caps (seconds): TESTS_CAP_S (default 240), BENCH_CAP_S (180), STACK_CAP_S (120); 900, 600 and
+# 600 with --rehearse.
 #
 # The output folder:
 #   gpu_check.log    all of it: environment, every stage's output and how long it took
@@ -27,6 +28,8 @@
 #   warm.log         the study's pending nets compiled once each, beside the tests (filling the
 #   warm.json          compile caches for the study's runs), and timed there
 #   bench.json       benchmarks/throughput.py at short settings (and k runs sharing the GPU)
+#   stacked.json     benchmarks/stacked.py: k runs as one stacked net against k runs in turn
+#                    (the rows stacking.MEASURED_SPEEDUP takes for trainer.stack=auto)
 #   study.log        resnet-study run with the time that is left
 #   study.tar.xz     the completed run records (no checkpoints): `resnet-study unpack` files them
 #                    under analysis/results/<date>-<gpu>-<schedule>/
@@ -83,14 +86,16 @@ if [ $rehearse = 1 ]; then
   run_args=(--start-s 4 --reserve-s 10 --grace-s 10)
   # a rehearsal checks that every stage works, not the window's clock: generous caps, so that a
   # loaded machine makes it slower, not red
-  tests_cap=${TESTS_CAP_S:-900} bench_cap=${BENCH_CAP_S:-600}
+  stack_args=(--device cpu --ks 1 2 --depth 8 --batch 16 --iters 1 --warmup 1)
+  tests_cap=${TESTS_CAP_S:-900} bench_cap=${BENCH_CAP_S:-600} stack_cap=${STACK_CAP_S:-600}
 else
   data=${RESNET_REPRO_DATA:-../shared/data}
   study_ov=("dataset.root=$data" dataset.download=false)
   bench_args=(--depths 20 56 110 --variants residual --warmup 5 --iters 15 --windows 3 --share 1 2 4 --data "$data")
   warm_args=(--warmup 3 --iters 10 --windows 1)
   run_args=()
-  tests_cap=${TESTS_CAP_S:-240} bench_cap=${BENCH_CAP_S:-180}
+  stack_args=(--device cuda --ks 1 2 4 6 --depth 20 --iters 30 --warmup 5)
+  tests_cap=${TESTS_CAP_S:-240} bench_cap=${BENCH_CAP_S:-180} stack_cap=${STACK_CAP_S:-120}
 fi
 study_ov+=("${overrides[@]}")
 
@@ -106,8 +111,8 @@ print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else
 import hydra, omegaconf, pytest, yaml  # what the stages need besides torch
 print(f"hydra {hydra.__version__}, omegaconf {omegaconf.__version__}, pytest {pytest.__version__}, pyyaml {yaml.__version__}")
 PY
-tests_s=$([ $skip_tests = 0 ] && echo "$tests_cap" || echo 0) bench_s=$([ $skip_bench = 0 ] && echo "$bench_cap" || echo 0)
-echo "plan: CUDA tests at most ${tests_s} s (the warm-up beside them), benchmark at most ${bench_s} s, then the study:" \
+tests_s=$([ $skip_tests = 0 ] && echo "$tests_cap" || echo 0) bench_s=$([ $skip_bench = 0 ] && echo "$((bench_cap + stack_cap))" || echo 0)
+echo "plan: CUDA tests at most ${tests_s} s (the warm-up beside them), benchmarks at most ${bench_s} s, then the study:" \
      "at least $($PY -c "print(round(max(0, $(left_s) - $tests_s - $bench_s - 20) / 60, 1))") min$([ -n "$study_min" ] && echo " (capped at $study_min)")"
 took "environment"
 
@@ -152,6 +157,17 @@ if [ $skip_bench = 0 ]; then
     [ "$rc" = 0 ] || echo "benchmark: exit $rc$([ "$rc" = 124 ] && echo ': out of time (bench.json keeps the nets measured)')"
   fi
   took "benchmark"
+
+  stage "stacked benchmark"
+  cap=$(cap_for "$stack_cap")
+  if [ "$cap" -lt 30 ]; then
+    echo "stacked benchmark not run: ${cap} s left"
+  else
+    timeout --signal=INT --kill-after=20 "$cap" $PY benchmarks/stacked.py "${stack_args[@]}" --json "$out/stacked.json"
+    rc=$?
+    [ "$rc" = 0 ] || echo "stacked benchmark: exit $rc$([ "$rc" = 124 ] && echo ': out of time (its table above has the rows measured)')"
+  fi
+  took "stacked benchmark"
 fi
 
 stage "study"

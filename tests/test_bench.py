@@ -115,3 +115,19 @@ def test_every_timed_step_sets_the_backend_flags_of_a_training_run(monkeypatch):
     fn, fast = harness_step("residual", 8, torch.device("cpu"), x, y, 16, {"precision": "fp32"})
     fn()
     assert calls == [fast.describe()]
+
+
+def test_stacked_benchmark_small_cpu_form(tmp_path):
+    out = tmp_path / "stacked.json"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "stacked.py"), "--ks", "1", "2", "--depth", "8", "--batch", "16",
+         "--iters", "1", "--warmup", "1", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=CI_LIMIT_S,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "img/s/member  img/s total  stacked/separate" in r.stdout
+    rows = json.loads(out.read_text())
+    assert [(x["k"], x["mode"]) for x in rows] == [(1, "separate"), (1, "stacked"), (2, "separate"), (2, "stacked")]
+    assert all(x["speedup"] > 0 for x in rows if x["mode"] == "stacked")
+    assert rows[0]["fast_path"]["compile"] == "off" and rows[2]["img_per_s_total"] == 2 * rows[2]["img_per_s_member"]
+

@@ -9,6 +9,8 @@ On the GPU they check what the fast path promises:
 - the training loop never syncs host and device between log steps, and never recompiles;
 - the device pipeline equals the CPU pipeline bit for bit; fused SGD equals foreach SGD;
 - a run killed and resumed with ``trainer.deterministic=true`` ends bit-identical;
+- a stack of runs (``trainer.stack``) trains on the same fast path without recompiling, falling
+  back from CUDA graphs or syncing between log steps;
 - a short real-data run leaves a complete record with an error well below chance.
 """
 
@@ -173,6 +175,59 @@ def test_no_host_device_sync_between_log_steps(device, tmp_path, monkeypatch, co
     finally:
         set_mode("default")
     assert s["status"] == "completed" and guarded["armed"] == 60 - 4  # epochs of 8 steps: new permutations too
+
+
+# --- stacked runs on the fast path ---------------------------------------------------------------
+def test_a_stack_trains_on_the_fast_path_without_recompiles_or_syncs(device, tmp_path, monkeypatch):
+    """trainer.stack's grouped net on the device's fast path (on CUDA: bf16, channels_last,
+    compile, CUDA graphs): no recompilation, no CUDA-graph fallback, no host-device sync between
+    log steps, every run's record complete, and each run learning as its separate run does."""
+    import resnet_repro.train_stack as stack_mod
+    from resnet_repro.data.pipeline import StackedBatches
+
+    cuda = device.type == "cuda"
+    guarded = {"steps": 0, "armed": 0}
+    real_next, real_sync = StackedBatches.next, stack_mod.device_sync
+
+    def next_(self):
+        guarded["steps"] += 1
+        if guarded["steps"] > 4 and cuda:  # after compilation and CUDA-graph recording
+            torch.cuda.set_sync_debug_mode("error")
+            guarded["armed"] += 1
+        return real_next(self)
+
+    def sync(dev):
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+        real_sync(dev)
+
+    monkeypatch.setattr(StackedBatches, "next", next_)
+    monkeypatch.setattr(stack_mod, "device_sync", sync)
+    ov = ("trainer.compile=default", "schedule.iterations=60", "schedule.milestones=[20,40]", "trainer.log_every=10",
+          "trainer.eval_every=20", "diagnostics.layer_stats=eval", "diagnostics.grad_norms=[1,25]")
+    cfgs = [cfg(device, *ov, f"model.residual={r}", f"seed={s}") for r, s in ((True, 0), (False, 0), (True, 1))]
+    skips = cudagraph_skips()
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            out = stack_mod.train_stack(cfgs, [tmp_path / f"run{i}" for i in range(3)])
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+    assert [s["status"] for s in out] == ["completed"] * 3 and guarded["armed"] == (60 - 4 if cuda else 0)
+    assert out[0]["fast_path"]["compile"] == "default" and out[0]["fast_path"]["cuda_graphs"] is cuda
+    assert cudagraph_skips() == skips
+    for i in range(3):
+        run = tmp_path / f"run{i}"
+        for f in ("config.yaml", "metrics.csv", "summary.json", "checkpoint.pt", "layer_stats.csv", "grad_norms.csv"):
+            assert (run / f).is_file(), f
+        hist = pd.read_csv(run / "metrics.csv")
+        assert hist["iter"].tolist() == list(range(10, 61, 10)) and hist["val_err"].notna().sum() == 3
+        assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    monkeypatch.undo()
+    alone = train(cfgs[0], tmp_path / "alone")  # the first run by itself: the same curve, up to rounding
+    a, b = (pd.read_csv(d / "metrics.csv") for d in (tmp_path / "alone", tmp_path / "run0"))
+    assert a["train_loss"].tolist() == pytest.approx(b["train_loss"].tolist(), abs=0.25)
+    assert alone["final_val_err"] == pytest.approx(out[0]["final_val_err"], abs=25)
 
 
 # --- the pipeline and the optimizer on the device -------------------------------------------------

@@ -23,10 +23,10 @@ def test_the_gpu_script_rehearses_on_the_cpu(tmp_path):
     log = (out / "gpu_check.log").read_text()
     assert r.returncode == 0, log[-4000:]
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["bench.json", "gpu_check.log", "pytest_cuda.log", "study.log", "study.tar.xz", "warm.json",
-                     "warm.log"]  # at most 8 files come back from the GPU machine
+    assert files == ["bench.json", "gpu_check.log", "pytest_cuda.log", "stacked.json", "study.log", "study.tar.xz",
+                     "warm.json", "warm.log"]  # at most 8 files come back from the GPU machine
     for stage in ("environment", "warm-up of the study's nets", "CUDA tests: pytest -m cuda",
-                  "benchmark (short settings)", "study"):
+                  "benchmark (short settings)", "stacked benchmark", "study"):
         assert f"== {stage} (" in log, stage
     assert re.search(r"-- CUDA tests took \d+ s", log) and "CUDA TESTS FAILED" not in log
 
@@ -35,9 +35,10 @@ def test_the_gpu_script_rehearses_on_the_cpu(tmp_path):
     # the offline data is absent, the real-data run
     counts = re.search(r"\b(\d+) passed, (\d+) skipped in", tests)
     assert counts and "failed" not in tests and "error" not in tests.lower(), tests[-2000:]
-    assert int(counts.group(1)) + int(counts.group(2)) == 9 and int(counts.group(1)) >= 7, tests[-2000:]
+    assert int(counts.group(1)) + int(counts.group(2)) == 10 and int(counts.group(1)) >= 8, tests[-2000:]
     bench = json.loads((out / "bench.json").read_text())
     assert [row["depth"] for row in bench["rows"]] == [8, 14] and [s["runs"] for s in bench["shared"]] == [1, 2]
+    assert [(x["k"], x["mode"]) for x in json.loads((out / "stacked.json").read_text())][-1] == (2, "stacked")
     warm = json.loads((out / "warm.json").read_text())
     assert warm["rows"] and warm["kind"] == "resnet-study warm"
 

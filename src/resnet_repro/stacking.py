@@ -66,12 +66,13 @@ def check_members(cfgs: list[Config]) -> None:
     first = flat(to_dict(cfgs[0]))
     for c in cfgs[1:]:
         other = flat(to_dict(c))
-        for key, value in first.items():
-            if key not in MEMBER_KEYS + STACK_KEYS and other.get(key) != value:
-                raise ConfigError(
-                    f"stacked runs may differ in model.residual and seed only, but {key} differs: {value!r} in "
-                    f"{cfgs[0].name}, {other.get(key)!r} in {c.name}. Train them in separate stacks, or set "
-                    f"trainer.stack=off.")
+        diff = [k for k, v in first.items() if k not in MEMBER_KEYS + STACK_KEYS and other.get(k) != v]
+        if diff:
+            key = diff[0]
+            raise ConfigError(
+                f"stacked runs may differ in model.residual and seed only, but {', '.join(diff)} "
+                f"differ{'s' if len(diff) == 1 else ''}: {key}={first[key]!r} in {cfgs[0].name}, {other.get(key)!r} "
+                f"in {c.name}. Train them in separate stacks, or set trainer.stack=off.")
     why = refusal(cfgs[0])
     if why:
         raise ConfigError(why)

@@ -134,6 +134,26 @@ def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_nu
         return _loop(run, sinks, stop)
 
 
+def checkpoint_state(cfg: Config, device: torch.device, progress: Progress, owners: dict, results: dict) -> dict:
+    """A run's checkpoint: its config, device type, progress, its owners' states and its results so far."""
+    return {"format": CHECKPOINT_FORMAT, "config": to_dict(cfg), "device_type": device.type,
+            **progress.state_dict(), **owners, "results": results}
+
+
+def check_format(ckpt: dict, rec: RunRecord) -> None:
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"Checkpoint {rec.path(CHECKPOINT_FILE)} has an unknown format. Move the run directory "
+                              f"aside to start this run again; nothing was changed.")
+
+
+def preempted(signum: int, it: int, recs: list[RunRecord]) -> Preempted:
+    """The stop of runs whose checkpoints are written, and how to resume them."""
+    name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
+    paths = ", ".join(str(r.path(CHECKPOINT_FILE)) for r in recs)
+    return Preempted(f"stopped by {name} at iteration {it}; checkpoint{'s' if len(recs) > 1 else ''} written to "
+                     f"{paths}. Rerun the same command to resume.", signum=signum)
+
+
 def start_job(cfg: Config, job_num: int | None, ckpts: dict[Path, dict | None]) -> tuple[torch.device, FastPath]:
     """The job's device and fast path, its process set up for it (threads, backend flags, no
     compiled code of an earlier job); ``ckpts`` (by path) must come from this device type."""
@@ -205,17 +225,13 @@ class Run:
 
     def checkpoint(self, results: dict) -> None:
         self.saved_at = self.progress.it
-        self.rec.save_checkpoint({
-            "format": CHECKPOINT_FORMAT, "config": to_dict(self.cfg), "device_type": self.device.type,
-            **self.progress.state_dict(), **{k: o.state_dict() for k, o in self.owners().items()},
-            "results": results,
-        })
+        self.rec.save_checkpoint(checkpoint_state(self.cfg, self.device, self.progress,
+                                                  {k: o.state_dict() for k, o in self.owners().items()}, results))
 
     def restore(self, ckpt: dict | None) -> None:
         """Continue from ``ckpt`` (None: from the start); the record's rows past it are dropped."""
         if ckpt is not None:
-            if ckpt.get("format") != CHECKPOINT_FORMAT:
-                raise CheckpointError(f"Checkpoint {self.rec.path(CHECKPOINT_FILE)} has an unknown format. Move the run directory aside to start this run again; nothing was changed.")
+            check_format(ckpt, self.rec)
             for key, owner in self.owners().items():
                 if key != "scaler" or ckpt.get(key):  # an fp32 run's scaler has no state
                     owner.load_state_dict(ckpt[key])
@@ -257,9 +273,7 @@ class Run:
         """Checkpoint (unless this iteration's is written) and say how to resume."""
         if self.saved_at != self.progress.it:
             self.checkpoint(results)
-        name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
-        return Preempted(f"stopped by {name} at iteration {self.progress.it}; checkpoint written to "
-                         f"{self.rec.path(CHECKPOINT_FILE)}. Rerun the same command to resume.", signum=signum)
+        return preempted(signum, self.progress.it, [self.rec])
 
     def describe(self) -> None:
         cfg, m = self.cfg, self.cfg.model

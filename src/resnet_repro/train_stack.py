@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from .data import load_splits
 from .data.pipeline import DeviceData, eval_batches
 from .device import device_sync
 from .diagnostics import conv_grad_norms, layer_response_std
-from .errors import CheckpointError, Diverged, Preempted
+from .errors import Diverged, Preempted
 from .files import (
     CHECKPOINT_FILE,
     GRAD_NORM_COLUMNS,
@@ -188,8 +187,7 @@ class Stack:
         ckpts = [p[0] for p in self.points]
         if ckpts[0] is not None:
             for m, ck in zip(self.members, ckpts, strict=True):
-                if ck.get("format") != single.CHECKPOINT_FORMAT:
-                    raise CheckpointError(f"Checkpoint {m.rec.path(CHECKPOINT_FILE)} has an unknown format. Move the run directory aside to start this run again; nothing was changed.")
+                single.check_format(ck, m.rec)
                 m.model.load_state_dict(ck["model"])
                 m.sched.load_state_dict(ck["schedule"])
                 m.progress.load_state_dict(ck)
@@ -252,7 +250,7 @@ class Stack:
         try:
             single.check_finite(row, m.sinks)
         except Diverged as ex:
-            log.warning("%s: %s. The other runs of the stack go on.", m.rec.dir.name, ex)
+            log.warning("%s: %s The other runs of the stack go on.", m.rec.dir.name, ex)
             single.close_failed(m.sinks, ex, m.progress.it, m.saved_at)
             m.alive = False
             self.opt.freeze([m.index])
@@ -261,26 +259,25 @@ class Stack:
             log.info("%s: warm-up over at iteration %d (train error %.1f%%): lr %g from now on", m.rec.dir.name,
                      m.progress.it, row["train_err"], m.sched.lr(m.progress.it))
 
-    def evaluate(self) -> list[dict]:
-        """Each member's evaluation row (``Run.evaluate``'s keys), its best errors, Fig. 7's statistics."""
-        rows = [{} for _ in self.members]
+    def evaluate(self) -> dict[int, dict]:
+        """Each living member's evaluation row (``Run.evaluate``'s keys), by its index; its best
+        errors and Fig. 7's statistics updated."""
+        rows = {m.index: {} for m in self.alive}
         t, diag = self.cfg.trainer, self.cfg.diagnostics
         for split, (x, y) in self.data.evals.items():
             found = evaluate_stack(self.model, x, y, t.eval_batch_size, self.data.mean, self.fast, self.data.size)
-            for m, row, (loss, err) in zip(self.members, rows, found, strict=True):
-                row[f"{split}_loss"], row[f"{split}_err"] = loss, err
-                m.progress.improve(split, err)
-        if self.data.evals:
-            for m, row in zip(self.members, rows, strict=True):
-                if m.alive:
+            for m in self.alive:
+                row = rows[m.index]
+                row[f"{split}_loss"], row[f"{split}_err"] = found[m.index]
+                m.progress.improve(split, row[f"{split}_err"])
+                if split == next(reversed(self.data.evals)):
                     log.info("iter %d: %s: %s", self.it, m.rec.dir.name,
                              ", ".join(f"{s} err {row[f'{s}_err']:.2f}%" for s in self.data.evals))
         if diag.layer_stats == "eval" or (diag.layer_stats == "end" and self.it == self.total):
             nets = self.model.to_members()  # each member as its own net: Fig. 7's statistics as it gives them
-            for m, net in zip(self.members, nets, strict=True):
-                if m.alive:
-                    stats = layer_response_std(net, self.data.probe_batches(t.eval_batch_size))
-                    m.rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": self.it, **r} for r in stats])
+            for m in self.alive:
+                stats = layer_response_std(nets[m.index], self.data.probe_batches(t.eval_batch_size))
+                m.rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": self.it, **r} for r in stats])
         return rows
 
     def checkpoint(self, m: Member) -> None:
@@ -289,22 +286,16 @@ class Stack:
         opt = self.opt.member_state_dict(m.index)
         opt["param_groups"][0].update(foreach=self.separate_impl == "foreach" or None,
                                       fused=self.separate_impl == "fused" or None)
-        m.rec.save_checkpoint({
-            "format": single.CHECKPOINT_FORMAT, "config": to_dict(m.cfg), "device_type": self.device.type,
-            **m.progress.state_dict(), "model": self.model.member_state_dict(m.index), "optimizer": opt,
-            "scaler": self.step.scaler.state_dict(), "schedule": m.sched.state_dict(),
-            "batches": self.data.batches.members[m.index].state_dict(), "torch_rng": torch.get_rng_state(),
-            "results": m.sinks.results(),
-        })
+        owners = {"model": self.model.member_state_dict(m.index), "optimizer": opt,
+                  "scaler": self.step.scaler.state_dict(), "schedule": m.sched.state_dict(),
+                  "batches": self.data.batches.members[m.index].state_dict(), "torch_rng": TorchRNG().state_dict()}
+        m.rec.save_checkpoint(single.checkpoint_state(m.cfg, self.device, m.progress, owners, m.sinks.results()))
 
     def preempted(self, signum: int) -> Preempted:
         for m in self.alive:
             if m.saved_at != m.progress.it:
                 self.checkpoint(m)
-        name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
-        return Preempted(f"stopped by {name} at iteration {self.it}; checkpoints written to "
-                         f"{', '.join(str(m.rec.path(CHECKPOINT_FILE)) for m in self.alive)}. Rerun the same "
-                         f"command to resume.", signum=signum)
+        return single.preempted(signum, self.it, [m.rec for m in self.alive])
 
 
 def _loop(stack: Stack, stop: dict) -> list[dict]:
@@ -338,8 +329,8 @@ def _loop(stack: Stack, stop: dict) -> list[dict]:
                     stack.train_row(m, row)  # reads the device window back; a diverged run ends here
                     row["img_per_s"] = img_per_s
             if is_eval and stack.alive:
-                for m, found in zip(stack.members, stack.evaluate(), strict=True):
-                    rows[m.index].update(found)  # reads its results back: nothing is left queued after it
+                for index, found in stack.evaluate().items():
+                    rows[index].update(found)  # reads its results back: nothing is left queued after it
             now = single.clock()
             for m in stack.alive:
                 m.progress.window_closed(now)
