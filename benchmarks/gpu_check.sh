@@ -146,28 +146,25 @@ if [ $skip_tests = 0 ]; then
   tail -n 12 "$out/warm.log"
 fi
 
+# a benchmark stage: its name, its cap in seconds, what is kept when it runs out of time, the command
+bench_stage() {
+  local name=$1 cap_s=$2 kept=$3; shift 3
+  stage "$name"
+  cap=$(cap_for "$cap_s")
+  if [ "$cap" -lt 30 ]; then
+    echo "$name not run: ${cap} s left"
+  else
+    timeout --signal=INT --kill-after=20 "$cap" "$@"
+    rc=$?
+    [ "$rc" = 0 ] || echo "$name: exit $rc$([ "$rc" = 124 ] && echo ": out of time ($kept)")"
+  fi
+  took "$name"
+}
 if [ $skip_bench = 0 ]; then
-  stage "benchmark (short settings)"
-  cap=$(cap_for "$bench_cap")
-  if [ "$cap" -lt 30 ]; then
-    echo "benchmark not run: ${cap} s left"
-  else
-    timeout --signal=INT --kill-after=20 "$cap" $PY benchmarks/throughput.py "${bench_args[@]}" --json "$out/bench.json"
-    rc=$?
-    [ "$rc" = 0 ] || echo "benchmark: exit $rc$([ "$rc" = 124 ] && echo ': out of time (bench.json keeps the nets measured)')"
-  fi
-  took "benchmark"
-
-  stage "stacked benchmark"
-  cap=$(cap_for "$stack_cap")
-  if [ "$cap" -lt 30 ]; then
-    echo "stacked benchmark not run: ${cap} s left"
-  else
-    timeout --signal=INT --kill-after=20 "$cap" $PY benchmarks/stacked.py "${stack_args[@]}" --json "$out/stacked.json"
-    rc=$?
-    [ "$rc" = 0 ] || echo "stacked benchmark: exit $rc$([ "$rc" = 124 ] && echo ': out of time (its table above has the rows measured)')"
-  fi
-  took "stacked benchmark"
+  bench_stage "benchmark (short settings)" "$bench_cap" "bench.json keeps the nets measured" \
+    $PY benchmarks/throughput.py "${bench_args[@]}" --json "$out/bench.json"
+  bench_stage "stacked benchmark" "$stack_cap" "its table above has the rows measured" \
+    $PY benchmarks/stacked.py "${stack_args[@]}" --json "$out/stacked.json"
 fi
 
 stage "study"

@@ -242,21 +242,27 @@ def test_a_sweep_that_cannot_stack_is_refused_before_any_job(tmp_path):
 
 
 @pytest.mark.realdata
-def test_a_stack_on_real_cifar10_ends_within_noise_of_its_separate_run(data_root, tmp_path, capsys):
-    """fp32: grouped convolutions round differently from separate ones, so a stacked run is its
-    separate run up to rounding; after 200 real-data iterations its error is within noise of it."""
+def test_a_stack_on_real_cifar10_trains_as_its_separate_run_does(data_root, tmp_path, capsys):
+    """fp32: grouped convolutions round differently from single ones, and at lr 0.1 the difference
+    grows, so a stacked run is its separate run up to rounding. Over 200 real-data iterations the
+    training curves stay together; the one validation error at the end is noisy (at lr 0.1 its BN
+    statistics move a lot: over five seeds, rounding alone moved it by up to 8.2 points, while
+    the five seeds' means agreed to 0.1; README, Stacked runs)."""
     ov = (f"dataset.root={data_root}", "dataset.download=false", "trainer.device=cpu", "trainer.progress=false",
           "schedule.iterations=200", "trainer.log_every=50", "trainer.eval_every=200")
     cfgs = [cfg_of(*ov, f"seed={s}") for s in (0, 1)]
     alone = train(cfgs[0], tmp_path / "alone")
     stacked = train_stack(cfgs, [tmp_path / "seed0", tmp_path / "seed1"])
-    diff = abs(stacked[0]["final_val_err"] - alone["final_val_err"])
-    seeds = abs(stacked[0]["final_val_err"] - stacked[1]["final_val_err"])
+    a, b = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("alone", "seed0"))
+    loss_diff = (a["train_loss"] - b["train_loss"]).abs().max()
+    err_diff = (a["train_err"] - b["train_err"]).abs().max()
+    val_diff = abs(stacked[0]["final_val_err"] - alone["final_val_err"])
     with capsys.disabled():
-        print(f"\n[realdata] ResNet-20, 200 iterations, fp32 CPU: validation error {alone['final_val_err']:.2f}% alone, "
-              f"{stacked[0]['final_val_err']:.2f}% stacked with seed 1 (|diff| {diff:.2f} points; seed 1: "
-              f"{stacked[1]['final_val_err']:.2f}%, {seeds:.2f} points from seed 0); train loss (last 50 it) "
-              f"{alone['final_train_loss']:.4f} alone, {stacked[0]['final_train_loss']:.4f} stacked")
-    # noise: the binomial sd of an error near 50% on 5000 images is 0.7 points
-    assert diff <= 3.0 and stacked[0]["status"] == stacked[1]["status"] == "completed"
-
+        print(f"\n[realdata] ResNet-20 seed 0, 200 iterations, fp32 CPU, alone / stacked with seed 1: training loss "
+              f"windows {a['train_loss'].round(4).tolist()} / {b['train_loss'].round(4).tolist()} (largest "
+              f"difference {loss_diff:.4f}; train error {err_diff:.2f} points); validation error "
+              f"{alone['final_val_err']:.2f}% / {stacked[0]['final_val_err']:.2f}%")
+    assert a["iter"].tolist() == b["iter"].tolist() == [50, 100, 150, 200]
+    assert loss_diff <= 0.06 and err_diff <= 4.0  # measured over five seeds: 0.023 and 1.6
+    assert val_diff <= 12.0 and stacked[0]["final_val_err"] < 75.0  # noise (up to 8.2 measured); well below chance
+    assert stacked[1]["status"] == "completed"

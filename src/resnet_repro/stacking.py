@@ -34,9 +34,10 @@ STACK_KEYS = ("trainer.stack", "trainer.stack_members")
 # Training speed of one stack of k against the same k runs one after another (the harness's own
 # step, ResNet-20, batch 128), as benchmarks/stacked.py measured it, by device type; auto stacks
 # only where some k measured faster than 1. A device type without rows is never stacked by auto.
-#   cpu: 2-core CI machine, fp32, eager (python benchmarks/stacked.py; README "Stacked runs")
+#   cpu: a 2-core x86_64 machine, fp32, eager: python benchmarks/stacked.py --threads 2 --iters 5 (README)
+#   cuda: not measured yet (benchmarks/gpu_check.sh measures it in a GPU window: stacked.json)
 MEASURED_SPEEDUP: dict[str, dict[int, float]] = {
-    "cpu": {2: 0.90, 4: 0.56, 6: 0.67},
+    "cpu": {2: 0.97, 4: 0.83, 6: 0.66},
 }
 
 

@@ -84,7 +84,7 @@ class Progress:
     def state_dict(self) -> dict:
         return {"iteration": self.it, "elapsed_s": self.elapsed_s, "train_time_s": self.train_time_s,
                 "best": dict(self.best),
-                "window": {"loss": self.loss.cpu(), "wrong": self.wrong.cpu(), "seen": self.seen}}
+                "window": {"loss": self.loss.detach().cpu().clone(), "wrong": self.wrong.cpu().clone(), "seen": self.seen}}
 
     def load_state_dict(self, state: dict) -> None:
         self.it, self.elapsed_s, self.train_time_s = state["iteration"], state["elapsed_s"], state["train_time_s"]

@@ -88,7 +88,7 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
     rec.lock()  # one process per run directory
     try:
         with stop_on_signals() as stop:
-            return _train(cfg, rec, stop, group=group, job_num=job_num, sweep_dir=sweep_dir)
+            return train_record(cfg, rec, stop, group=group, job_num=job_num, sweep_dir=sweep_dir)
     finally:
         rec.unlock()
 
@@ -115,8 +115,9 @@ def stop_on_signals():
             signal.signal(sig, h)
 
 
-def _train(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None,
-           sweep_dir: str | Path | None = None) -> dict:
+def train_record(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None,
+                 sweep_dir: str | Path | None = None) -> dict:
+    """``train`` in a record this process has locked, stopping when ``stop`` is set."""
     cfg_dict = to_dict(cfg)
     ckpt, old, complete = resume_point(cfg, rec)
     if complete:

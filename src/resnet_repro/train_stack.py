@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import train as single
-from .config import Config, iteration_schedule, to_dict
+from .config import Config, iteration_schedule, to_dict, unreachable, unreachable_message
 from .data import load_splits
 from .data.pipeline import DeviceData, eval_batches
 from .device import device_sync
@@ -78,6 +78,8 @@ def _train_stack(cfgs: list[Config], recs: list[RunRecord], stop: dict, *, group
     todo = [i for i, s in enumerate(summaries) if s is None]
     starts = {points[i][0]["iteration"] if points[i][0] else 0 for i in todo}
     if len(todo) > 1 and len(starts) == 1:
+        for key, values in unreachable(cfgs[0]).items():
+            log.warning("%s", unreachable_message(cfgs[0], key, values, refused=False))
         stack = Stack.build([cfgs[i] for i in todo], [recs[i] for i in todo], [points[i] for i in todo], job_num)
         stack.open_records(group, sweep_dir)
         with logging_redirect_tqdm():
@@ -90,7 +92,7 @@ def _train_stack(cfgs: list[Config], recs: list[RunRecord], stop: dict, *, group
     diverged = []
     for i in todo:
         try:
-            summaries[i] = single._train(cfgs[i], recs[i], stop, group=group, job_num=job_num, sweep_dir=sweep_dir)
+            summaries[i] = single.train_record(cfgs[i], recs[i], stop, group=group, job_num=job_num, sweep_dir=sweep_dir)
         except Diverged as ex:  # recorded in its run; the others go on, as in a stack
             summaries[i] = recs[i].read_summary()
             diverged.append(ex)
