@@ -55,11 +55,12 @@ def test_help_is_the_tools_own(help_run):
                    "resnet-eval ", "resnet-train --cfg job", "--hydra-help", "dataset.root=/path/to/data"):
         assert needle in text, needle
     examples = [line.strip() for line in _section(text, "Examples") if line.strip().startswith("resnet-train")]
-    assert len(examples) == 5
+    assert len(examples) == 6
     assert any("experiment=smoke" in e for e in examples)  # a first look that needs no data
     assert any("model.residual=false" in e for e in examples)  # a plain net
     assert any("-m experiment=degradation" in e for e in examples)  # the sweep
-    assert examples[1].split("#")[0] == examples[4].split("#")[0]  # resume: the same command again
+    assert any("trainer.stack=" in e for e in examples)  # the sweep, stacked
+    assert examples[1].split("#")[0] == examples[5].split("#")[0]  # resume: the same command again
 
 
 def test_help_lists_every_config_group_and_preset_of_conf(help_run):
