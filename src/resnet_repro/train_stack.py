@@ -282,6 +282,25 @@ class Stack:
                 m.rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": self.it, **r} for r in stats])
         return rows
 
+    def record(self, rows: dict[int, dict], is_eval: bool) -> None:
+        """Close the window: each living member's row, and at an evaluation its results and checkpoint."""
+        now = single.clock()
+        for m in self.alive:
+            m.progress.window_closed(now)
+            rows[m.index]["time_s"] = m.progress.elapsed_s
+            m.sinks.row(rows[m.index])
+            if is_eval:
+                m.sinks.summary.update(m.progress.results(self.cfg.trainer.batch_size))
+                self.checkpoint(m)
+                m.sinks.update()  # after the checkpoint: the summary never runs ahead of it
+
+    def show(self, bar: tqdm, rows: dict[int, dict]) -> None:
+        """The progress bar: the living members' mean training loss and error, when logged."""
+        logged = [rows[m.index] for m in self.alive if "train_loss" in rows[m.index]]
+        if logged:
+            single.show(bar, *(sum(r[k] for r in logged) / len(logged) for k in ("train_loss", "train_err")),
+                        self.alive[0].lr)
+
     def checkpoint(self, m: Member) -> None:
         """The member's checkpoint, in a separate run's format (a stack resumes from its members')."""
         m.saved_at = m.progress.it
@@ -333,19 +352,8 @@ def _loop(stack: Stack, stop: dict) -> list[dict]:
             if is_eval and stack.alive:
                 for index, found in stack.evaluate().items():
                     rows[index].update(found)  # reads its results back: nothing is left queued after it
-            now = single.clock()
-            for m in stack.alive:
-                m.progress.window_closed(now)
-                rows[m.index]["time_s"] = m.progress.elapsed_s
-                m.sinks.row(rows[m.index])
-                if is_eval:
-                    m.sinks.summary.update(m.progress.results(t.batch_size))
-                    stack.checkpoint(m)
-                    m.sinks.update()  # after the checkpoint: the summary never runs ahead of it
-            logged = [rows[m.index] for m in stack.alive if "train_loss" in rows[m.index]]
-            if logged:  # the bar: the mean over the stack's living runs
-                single.show(bar, *(sum(r[k] for r in logged) / len(logged) for k in ("train_loss", "train_err")),
-                            stack.alive[0].lr)
+            stack.record(rows, is_eval)
+            stack.show(bar, rows)
     except BaseException as ex:
         for m in stack.alive:
             single.close_failed(m.sinks, ex, m.progress.it, m.saved_at)

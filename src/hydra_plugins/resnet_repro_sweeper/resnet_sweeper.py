@@ -92,14 +92,7 @@ class ResnetSweeper(Sweeper):
         stacked = sum(len(s) for s in launches if len(s) > 1)
         log.info("Sweep of %d jobs in %s%s", len(jobs), sweep_dir,
                  f" ({stacked} of them in {sum(len(s) > 1 for s in launches)} stacks, trainer.stack)" if stacked else "")
-        # Each job's directory is its name: Hydra's hydra.sweep.subdir, set here and nowhere else (a
-        # stack's Hydra job runs in its first run's directory and names every run it trains).
-        named = []
-        for s in launches:
-            o = [*jobs[s[0]], f"hydra.sweep.subdir='{names[s[0]]}'"]
-            if len(s) > 1:
-                o.append(stacking.members_override([configs[i] for i in s], [names[i] for i in s]))
-            named.append(o)
+        named = _launched(launches, jobs, names, configs)
         size = self.max_batch_size or len(named)
         returns: list[Any] = []
         try:
@@ -116,6 +109,19 @@ class ResnetSweeper(Sweeper):
         for r in ended:  # after every job ran: raise the first failure, if any
             _ = r.return_value
         return returns
+
+
+def _launched(launches: list[list[int]], jobs: list[list[str]], names: list[str], configs: list) -> list[list[str]]:
+    """The overrides of each Hydra job. Each job's directory is its name: Hydra's
+    ``hydra.sweep.subdir``, set here and nowhere else; a stack's Hydra job runs in its first run's
+    directory and names every run it trains (``trainer.stack_members``)."""
+    named = []
+    for s in launches:
+        o = [*jobs[s[0]], f"hydra.sweep.subdir='{names[s[0]]}'"]
+        if len(s) > 1:
+            o.append(stacking.members_override([configs[i] for i in s], [names[i] for i in s]))
+        named.append(o)
+    return named
 
 
 def _failure(job_return: JobReturn, member_dir: Path | None = None) -> BaseException | None:
