@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO, run_cli, write_cifar_pickles
+from .helpers import REAL_200_ARGS, REPO, run_cli, write_cifar_pickles
 
 
 def offline_data_root() -> Path | None:
@@ -32,6 +32,16 @@ def data_root() -> Path:
     if root is None:
         pytest.skip("offline CIFAR-10 copy not found: set RESNET_REPRO_DATA or place it at ../shared/data")
     return root
+
+
+@pytest.fixture(scope="session")
+def resnet20_real_200(data_root, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``resnet-train`` of ResNet-20, 200 iterations on the real CIFAR-10 (paper protocol, CPU): one run,
+    which test_realdata.py checks and test_train_stack.py compares a stacked run with: (the process,
+    its run directory)."""
+    cwd = tmp_path_factory.mktemp("resnet20_real_200")
+    r = run_cli(f"dataset.root={data_root}", *REAL_200_ARGS, cwd=cwd)
+    return r, cwd / "runs" / "cifar10" / "resnet20-seed0"
 
 
 @pytest.fixture

@@ -38,6 +38,11 @@ def run_cli(*args: str, cwd: Path, timeout: int = CI_LIMIT_S, env: dict | None =
     )
 
 
+# ResNet-20 for 200 iterations on the real data, on the CPU (with dataset.root): conftest.py's run
+REAL_200_ARGS = ("dataset.download=false", "trainer.device=cpu", "trainer.progress=false", "schedule.iterations=200",
+                 "trainer.log_every=50", "trainer.eval_every=200")
+
+
 # --- configs and training ------------------------------------------------------------------------
 def cfg_of(*overrides):
     """The project's config composed with ``overrides``, as the command line would give it."""

@@ -5,18 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-from .helpers import CI_LIMIT_S, run_cli
-
 
 @pytest.mark.realdata
-def test_resnet20_learns_on_real_cifar10(data_root, tmp_path, capsys):
-    r = run_cli(
-        f"dataset.root={data_root}", "dataset.download=false", "trainer.device=cpu",
-        "trainer.progress=false", "schedule.iterations=200", "trainer.log_every=50",
-        "trainer.eval_every=200", cwd=tmp_path, timeout=CI_LIMIT_S,
-    )
+def test_resnet20_learns_on_real_cifar10(resnet20_real_200, capsys):
+    r, run = resnet20_real_200  # the command line's run (conftest.py)
     assert r.returncode == 0, r.stderr[-3000:]
-    run = tmp_path / "runs" / "cifar10" / "resnet20-seed0"
     s = json.loads((run / "summary.json").read_text())
     hist = pd.read_csv(run / "metrics.csv")
     assert s["status"] == "completed" and s["params"] == 269_722 and s["protocol"] == "paper"

@@ -7,13 +7,15 @@ import json
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from resnet_repro import stacking
+from resnet_repro.config import to_dict
 from resnet_repro.errors import ConfigError, Diverged
 from resnet_repro.train import train
 from resnet_repro.train_stack import train_stack
 
-from .helpers import CI_LIMIT_S, cfg_of, interrupt_after, run_cli, smoke_cfg
+from .helpers import CI_LIMIT_S, REAL_200_ARGS, cfg_of, interrupt_after, run_cli, smoke_cfg
 
 TIMING = ["time_s", "img_per_s"]
 OV = ("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true", "schedule.warmup_until_error=0.85",
@@ -242,18 +244,19 @@ def test_a_sweep_that_cannot_stack_is_refused_before_any_job(tmp_path):
 
 
 @pytest.mark.realdata
-def test_a_stack_on_real_cifar10_trains_as_its_separate_run_does(data_root, tmp_path, capsys):
+def test_a_stack_on_real_cifar10_trains_as_its_separate_run_does(data_root, resnet20_real_200, tmp_path, capsys):
     """fp32: grouped convolutions round differently from single ones, and at lr 0.1 the difference
     grows, so a stacked run is its separate run up to rounding. Over 200 real-data iterations the
     training curves stay together; the one validation error at the end is noisy (at lr 0.1 its BN
     statistics move a lot: over five seeds, rounding alone moved it by up to 8.2 points, while
     the five seeds' means agreed to 0.1; README, Stacked runs)."""
-    ov = (f"dataset.root={data_root}", "dataset.download=false", "trainer.device=cpu", "trainer.progress=false",
-          "schedule.iterations=200", "trainer.log_every=50", "trainer.eval_every=200")
-    cfgs = [cfg_of(*ov, f"seed={s}") for s in (0, 1)]
-    alone = train(cfgs[0], tmp_path / "alone")
+    r, alone_dir = resnet20_real_200  # seed 0 alone, trained by the command line (conftest.py)
+    assert r.returncode == 0, r.stderr[-3000:]
+    alone = json.loads((alone_dir / "summary.json").read_text())
+    cfgs = [cfg_of(f"dataset.root={data_root}", *REAL_200_ARGS, f"seed={s}") for s in (0, 1)]
+    assert to_dict(cfgs[0]) == yaml.safe_load((alone_dir / "config.yaml").read_text())
     stacked = train_stack(cfgs, [tmp_path / "seed0", tmp_path / "seed1"])
-    a, b = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("alone", "seed0"))
+    a, b = (pd.read_csv(d / "metrics.csv") for d in (alone_dir, tmp_path / "seed0"))
     loss_diff = (a["train_loss"] - b["train_loss"]).abs().max()
     err_diff = (a["train_err"] - b["train_err"]).abs().max()
     val_diff = abs(stacked[0]["final_val_err"] - alone["final_val_err"])
