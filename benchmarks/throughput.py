@@ -298,6 +298,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--synthetic-per-batch", type=int, default=REAL_PER_BATCH, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help="ours' fast setting: auto | fp32 | bf16 | fp16")
     ap.add_argument("--compile", default="auto", help="ours' fast setting: auto | off | default | max-autotune")
+    ap.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
+                    help="ours' memory format: auto (channels_last on CUDA only) | on | off")
     ap.add_argument("--no-eager", action="store_true", help="skip ours without compile")
     ap.add_argument("--no-fp32", action="store_true", help="skip ours in plain fp32")
     ap.add_argument("--no-baseline", action="store_true", help="skip the seeds' loop")
@@ -314,6 +316,8 @@ def main(argv=None) -> dict:
                           "cpu" if args.device == "auto" else args.device)
     root = data_root(args)
     fast_setting = {"precision": args.precision, "compile": args.compile}
+    if args.channels_last != "auto":
+        fast_setting["channels_last"] = args.channels_last == "on"
     settings = {"ours": fast_setting}
     if not args.no_eager:
         settings["ours_eager"] = {**fast_setting, **EAGER}
