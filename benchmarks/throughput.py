@@ -23,8 +23,7 @@ Each ``ours`` measurement also records its warm-up seconds (compilation) and ``c
 (torch's count of CUDA-graph fallbacks; 0 when graphs are really used). It prints a table, peak
 device memory and the projected wall time of the nine-run degradation study (64k iterations each),
 sequential and with k runs sharing the device (``--share 1 2 4``: aggregate images/s of k
-processes each training ResNet-20), and writes the same as JSON (``--json``), which
-``resnet-study run --timings`` reads. ``--numerics N`` also trains ResNet-20 for N steps from one
+processes each training ResNet-20), and writes the same as JSON (``--json``). ``--numerics N`` also trains ResNet-20 for N steps from one
 seed at fp32 and at the fast setting and prints both loss curves.
 """
 

@@ -592,14 +592,8 @@ def verdict(runs: pd.DataFrame) -> str:
 
 
 # --- the report folder ----------------------------------------------------------------------
-def write_report(paths, out: str | Path | None = None, study: str | None = None,
-                 study_overrides: list[str] = ()) -> dict[str, Path]:
-    """Collect ``paths`` (sweeps or run folders) and write the report; return the files by role.
-
-    ``study`` (e.g. ``degradation``, a ``conf/study`` name) adds ``study.md``: the study's jobs in
-    priority order, done (where, wall time, images/s, device) and pending. A job is done where a
-    run of its recipe (the study's, with ``study_overrides``) completed.
-    """
+def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
+    """Collect ``paths`` (sweeps or run folders) and write the report; return the files by role."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     res: Results = collect(paths)
     if res.runs.empty:
@@ -629,34 +623,18 @@ def write_report(paths, out: str | Path | None = None, study: str | None = None,
     text = verdict(runs)
     (out / "verdict.txt").write_text(text)
     files["verdict"] = out / "verdict.txt"
-    progress = None
-    if study is not None:
-        progress = study_progress(study, study_overrides, runs)
-        (out / "study.md").write_text(progress)
-        files["study"] = out / "study.md"
     for p in paths:
         if (Path(p) / MANIFEST_FILE).is_file() and len(paths) == 1:
             # under another name, so collecting a folder that holds reports never mistakes it for a sweep
             shutil.copyfile(Path(p) / MANIFEST_FILE, out / "sweep_manifest.csv")
             files["manifest"] = out / "sweep_manifest.csv"
-    (out / "report.md").write_text(report_markdown(paths, runs, rec, text, md, progress, files))
+    (out / "report.md").write_text(report_markdown(paths, runs, rec, text, md, files))
     files["report"] = out / "report.md"
     return files
 
 
-def study_progress(study: str, study_overrides: list[str], runs: pd.DataFrame) -> str:
-    """``study.md``: the study's jobs in the order they run, each done (by a finished run) or pending."""
-    from .study import load_study, progress_markdown, resolve_jobs, states_from_runs
-
-    s = load_study(study)
-    jobs = resolve_jobs(s, list(study_overrides))
-    return (f"The {s.name} study ({s.source.name}{', ' + ' '.join(study_overrides) if study_overrides else ''}): "
-            f"{len(s.seeds)} seeds x {len(s.jobs)} jobs, in the order they run.\n\n"
-            + progress_markdown(states_from_runs(jobs, runs)))
-
-
 def report_markdown(paths: list, runs: pd.DataFrame, rec: Recipe, verdict_text: str, table_md: str,
-                    progress: str | None, files: dict[str, Path]) -> str:
+                    files: dict[str, Path]) -> str:
     """``report.md``: the recipe line, the run counts, the verdict, Table 6 and the figures written."""
     status = runs["status"].value_counts().to_dict()
     index = [f"# {dataset_title(runs)} degradation study: {', '.join(Path(p).name for p in paths)}\n",
@@ -664,8 +642,6 @@ def report_markdown(paths: list, runs: pd.DataFrame, rec: Recipe, verdict_text: 
                                         "these runs cannot be compared with.") + "\n",
              "Runs: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".\n",
              "## Verdict\n", verdict_text, "## Table 6\n", table_md, "## Figure 6\n", "![Figure 6](fig6.png)\n"]
-    if progress is not None:
-        index += ["## The study: done and pending\n", progress]
     if "fig7_png" in files:
         index += ["## Figure 7\n", "![Figure 7](fig7.png)\n"]
     if "grad_norms_png" in files:
@@ -680,9 +656,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wandb-report", metavar="ENTITY/PROJECT", help="also build and save a W&B Report")
     ap.add_argument("--group", help="the sweep's W&B group (default: <experiment>-<sweep folder name>)")
     ap.add_argument("--title", help="title of the W&B Report")
-    ap.add_argument("--study", help="list this study's done and pending jobs (conf/study/<name>, e.g. degradation)")
-    ap.add_argument("--study-override", action="append", default=[], metavar="KEY=VALUE",
-                    help="an override the study ran with (repeatable), as given to resnet-study")
     args = ap.parse_args(argv)
     try:
         for p in args.paths:
@@ -691,7 +664,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.wandb_report and "/" not in args.wandb_report:
             raise ResnetReproError(f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. my-team/resnet_repro.")
         try:
-            files = write_report(args.paths, args.out, study=args.study, study_overrides=args.study_override)
+            files = write_report(args.paths, args.out)
         except OSError as ex:
             where = ex.filename or args.out or f"{args.paths[0]}/report"
             raise ResnetReproError(f"Cannot write the report to {where} ({ex.strerror or ex}). "

@@ -1,29 +1,26 @@
-"""Timing the training step: what the benchmark reports and what the study runner plans with.
+"""Timing the training step: what the benchmark reports, and the study's wall time it projects.
 
 - :func:`measure` times the harness's own step (``TrainStep`` on ``DeviceBatches``) for one net
   and one setting: images/s as the median of timed windows after warm-up steps (compilation and
   CUDA-graph recording happen there), with the warm-up's seconds, peak memory and CUDA-graph skips.
-- :class:`Timings` turns such measurements (a benchmark JSON, or the study runner's own warm-up)
-  into seconds per iteration and start-up seconds for any net, linear in depth between the depths
-  measured, and into the slow-down of each run when k runs share one GPU.
+- :class:`Timings` turns such measurements (a benchmark JSON) into seconds per iteration and
+  start-up seconds for any net, linear in depth between the depths measured, and into the
+  slow-down of each run when k runs share one GPU.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from .config import ModelConfig, OptimizerConfig, TrainerConfig
 from .data.pipeline import DeviceBatches, pixel_mean
 from .device import device_sync
-from .errors import ResnetReproError
 from .models import build_model
 from .step import FastPath, TrainStep, cudagraph_skips
 
@@ -157,11 +154,10 @@ class Timings:
     nets: dict[tuple[str, int], dict] = field(default_factory=dict)
     sharing: dict[int, float] = field(default_factory=lambda: {1: 1.0})
     batch: int = 128
-    sources: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_result(cls, res: dict, source: str = "") -> Timings:
-        """From a benchmark result (``benchmarks/throughput.py --json``) or a study warm-up."""
+    def from_result(cls, res: dict) -> Timings:
+        """From a benchmark result (``benchmarks/throughput.py --json``)."""
         batch = int(res.get("batch", 128))
         nets = {(r["variant"], int(r["depth"])): {"s_per_iter": batch / r["ours"]["img_per_s"],
                                                   "setup_s": float(r["ours"].get("warmup_s") or 0.0)}
@@ -171,30 +167,7 @@ class Timings:
             single = s.get("img_per_s_single")
             if single:  # k runs cannot do more than k runs' work: more is measurement noise
                 sharing[int(s["runs"])] = min(float(s["runs"]), s["img_per_s_total"] / single)
-        return cls(nets, sharing, batch, [source] if source else [])
-
-    @classmethod
-    def load(cls, paths: list[str | Path]) -> Timings:
-        """Merge timing files in order: a later file's measurement of a net replaces an earlier one's."""
-        out = cls()
-        for p in paths:
-            try:
-                res = json.loads(Path(p).read_text())
-            except (OSError, ValueError) as ex:
-                raise ResnetReproError(f"Cannot read timings from {p} ({ex}). Give a JSON written by "
-                                       f"benchmarks/throughput.py --json or by resnet-study warm.") from None
-            out.merge(cls.from_result(res, str(p)))
-        return out
-
-    def merge(self, other: Timings) -> None:
-        if other.nets and self.nets and other.batch != self.batch:
-            raise ResnetReproError(f"Timings measured at batch {other.batch} ({', '.join(other.sources)}) cannot "
-                                   f"be merged with timings at batch {self.batch}. Measure at one batch size.")
-        if other.nets:
-            self.batch = other.batch
-        self.nets.update(other.nets)
-        self.sharing.update({k: v for k, v in other.sharing.items() if k > 1})
-        self.sources += other.sources
+        return cls(nets, sharing, batch)
 
     def _points(self, variant: str, key: str) -> dict[int, float]:
         pts = {d: t[key] for (v, d), t in self.nets.items() if v == variant}

@@ -35,7 +35,7 @@ STACK_KEYS = ("trainer.stack", "trainer.stack_members")
 # step, ResNet-20, batch 128), as benchmarks/stacked.py measured it, by device type; auto stacks
 # only where some k measured faster than 1. A device type without rows is never stacked by auto.
 #   cpu: a 2-core x86_64 machine, fp32, eager: python benchmarks/stacked.py --threads 2 --iters 5 (README)
-#   cuda: not measured yet (benchmarks/gpu_check.sh measures it in a GPU window: stacked.json)
+#   cuda: not measured yet (benchmarks/gpu_check.sh measures it on a GPU: stacked.json)
 MEASURED_SPEEDUP: dict[str, dict[int, float]] = {
     "cpu": {2: 0.97, 4: 0.83, 6: 0.66},
 }
