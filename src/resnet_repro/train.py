@@ -1,5 +1,7 @@
-"""Train one CIFAR ResNet with the paper's recipe and record the run (``train``); the command
-line that calls it is ``cli.py`` (``resnet-train``; ``python -m resnet_repro.train`` runs it too).
+"""Train a run with the paper's recipe and record it (``train``), or several runs at once
+(``train_runs``): one loop (``_loop``) trains a net of one run (:class:`SingleNet`) or of k
+(``train_stack.StackedNet``), each run a :class:`Member` with its own record. The command line
+that calls it is ``cli.py`` (``resnet-train``; ``python -m resnet_repro.train`` runs it too).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -84,13 +86,77 @@ def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num
     sweep's runs (and is not tried again once a job of the sweep could not start it), and on
     several GPUs the jobs spread over them by number.
     """
-    rec = RunRecord(run_dir)
-    rec.lock()  # one process per run directory
+    return train_runs([cfg], [run_dir], group=group, job_num=job_num, sweep_dir=sweep_dir)[0]
+
+
+def train_runs(cfgs: list[Config], run_dirs: list[str | Path], build=None, **sweep) -> list[dict]:
+    """Run (or resume) these runs, each in its run directory, and return their summaries.
+
+    ``build(cfgs, recs, ckpts, job_num)`` makes one net that trains several runs at once (a
+    stack, ``train_stack.py``); it is used when more than one run is left to train and they all
+    stand at the same iteration. Otherwise each run trains alone, one after another.
+    """
+    recs: list[RunRecord] = []
     try:
+        for d in run_dirs:
+            rec = RunRecord(d)
+            rec.lock()  # one process per run directory
+            recs.append(rec)
         with stop_on_signals() as stop:
-            return train_record(cfg, rec, stop, group=group, job_num=job_num, sweep_dir=sweep_dir)
+            return _train_runs(cfgs, recs, stop, build, **sweep)
     finally:
-        rec.unlock()
+        for rec in recs:
+            rec.unlock()
+
+
+def _train_runs(cfgs: list[Config], recs: list[RunRecord], stop: dict, build, *, group: str | None = None,
+                job_num: int | None = None, sweep_dir: str | Path | None = None) -> list[dict]:
+    points = [resume_point(c, r) for c, r in zip(cfgs, recs, strict=True)]
+    summaries = [old if complete else None for _, old, complete in points]
+    todo = [i for i, s in enumerate(summaries) if s is None]
+    starts = {points[i][0]["iteration"] if points[i][0] else 0 for i in todo}
+    together = build is not None and len(todo) > 1 and len(starts) == 1
+    if build is not None and len(todo) > 1 and not together:
+        log.info("The runs of this stack stand at different iterations (%s): they train one after another.",
+                 ", ".join(f"{recs[i].dir.name} at {points[i][0]['iteration'] if points[i][0] else 0}" for i in todo))
+    batches = [todo] if together else [[i] for i in todo]
+    diverged = []
+    for idx in batches:
+        try:
+            found = _train_together([cfgs[i] for i in idx], [recs[i] for i in idx], [points[i] for i in idx],
+                                    stop, build if together else SingleNet.build, group, job_num, sweep_dir)
+        except Diverged as ex:
+            if len(todo) == 1:
+                raise
+            found = [recs[i].read_summary() for i in idx]  # recorded in each run; the others go on
+            diverged.append(ex)
+        for i, summary in zip(idx, found, strict=True):
+            summaries[i] = summary
+    if diverged and len(diverged) == len(batches):
+        raise diverged[0]
+    return summaries
+
+
+def _train_together(cfgs, recs, points, stop, build, group, job_num, sweep_dir) -> list[dict]:
+    """Build the net that trains these runs, open their records, and train them."""
+    for key, values in unreachable(cfgs[0]).items():
+        log.warning("%s", unreachable_message(cfgs[0], key, values, refused=False))
+    ckpts = [p[0] for p in points]
+    net, members = build(cfgs, recs, ckpts, job_num)
+    for m in members:  # only once setup has succeeded, so a failed start locks nothing
+        m.rec.write_config(to_dict(m.cfg))
+    net.restore(members, ckpts)
+    for m, (ckpt, old, _) in zip(members, points, strict=True):
+        cfg_dict = to_dict(m.cfg)
+        wandb = WandbMirror(m.cfg.logger, m.rec.dir, name=m.rec.dir.name, group=group, job_type=m.cfg.experiment_name,
+                            config=cfg_dict, sweep_dir=sweep_dir, concurrent=net.k > 1)
+        summary = start_summary(m, net, old, ckpt)
+        if net.k > 1:
+            summary["stack"] = {"size": net.k, "member": m.index, "runs": [x.rec.dir.name for x in members]}
+        m.sinks = Sinks(m.rec, wandb, summary)
+    net.describe(members)
+    with logging_redirect_tqdm():  # log lines print above the progress bar, not glued onto it
+        return _loop(net, members, stop)
 
 
 @contextmanager
@@ -113,26 +179,6 @@ def stop_on_signals():
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
-
-
-def train_record(cfg: Config, rec: RunRecord, stop: dict, *, group: str | None, job_num: int | None,
-                 sweep_dir: str | Path | None = None) -> dict:
-    """``train`` in a record this process has locked, stopping when ``stop`` is set."""
-    cfg_dict = to_dict(cfg)
-    ckpt, old, complete = resume_point(cfg, rec)
-    if complete:
-        return old
-    for key, values in unreachable(cfg).items():
-        log.warning("%s", unreachable_message(cfg, key, values, refused=False))
-    run = Run.build(cfg, rec, ckpt, job_num)
-    rec.write_config(cfg_dict)  # only once setup has succeeded, so a failed start locks nothing
-    run.restore(ckpt)
-    wandb = WandbMirror(cfg.logger, rec.dir, name=rec.dir.name, group=group,
-                        job_type=cfg.experiment_name, config=cfg_dict, sweep_dir=sweep_dir)
-    sinks = Sinks(rec, wandb, start_summary(run, old, ckpt))
-    run.describe()
-    with logging_redirect_tqdm():  # log lines print above the progress bar, not glued onto it
-        return _loop(run, sinks, stop)
 
 
 def checkpoint_state(cfg: Config, device: torch.device, progress: Progress, owners: dict, results: dict) -> dict:
@@ -186,28 +232,46 @@ def resume_point(cfg: Config, rec: RunRecord) -> tuple[dict | None, dict, bool]:
 
 
 @dataclass
-class Run:
-    """What one run trains with, built from its config on its device."""
+class Member:
+    """One run a net trains: its config, record, schedule, progress and sinks (the names
+    :func:`start_summary` reads), its own net as built (for its parameter count)."""
 
+    index: int  # its place in the net (a stack's slice; 0 for a net of its own)
     cfg: Config
     rec: RunRecord
+    sched: LRSchedule
+    progress: Progress
+    model: nn.Module
+    total: int  # the iterations to train, counted as the paper counts them
+    note: str = ""  # the data's caveat, if any (no test batch)
+    sinks: Sinks | None = None
+    lr: float | None = None
+    saved_at: int | None = None  # the iteration of the last checkpoint written or loaded
+    diverged: Diverged | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.diverged is None
+
+
+@dataclass
+class SingleNet:
+    """What one run trains with, built from its config on its device: the net, its step and
+    batches. A stacked net (``train_stack.StackedNet``) has the same methods for k runs."""
+
     device: torch.device
     fast: FastPath
     data: DeviceData
     model: nn.Module
     step: TrainStep
-    sched: LRSchedule
-    progress: Progress
-    total: int  # the iterations to train, counted as the paper counts them
-    note: str = ""  # the data's caveat, if any (no test batch)
-    lr: float | None = None
-    saved_at: int | None = None  # the iteration of the last checkpoint written or loaded
-    grad_iters: frozenset = field(default_factory=frozenset)  # diagnostics.grad_norms
+    k = 1
 
     @classmethod
-    def build(cls, cfg: Config, rec: RunRecord, ckpt: dict | None, job_num: int | None) -> Run:
+    def build(cls, cfgs: list[Config], recs: list[RunRecord], ckpts: list[dict | None],
+              job_num: int | None) -> tuple[SingleNet, list[Member]]:
+        (cfg,), (rec,) = cfgs, recs
         t = cfg.trainer
-        device, fast = start_job(cfg, job_num, {rec.path(CHECKPOINT_FILE): ckpt})
+        device, fast = start_job(cfg, job_num, {rec.path(CHECKPOINT_FILE): ckpts[0]})
         splits = load_splits(cfg.dataset)
         data = DeviceData(splits, device, batch_size=t.batch_size, augment=cfg.dataset.augment, seed=cfg.seed,
                           size=cfg.dataset.image_size, probe_images=cfg.diagnostics.layer_stats_images)
@@ -215,70 +279,58 @@ class Run:
         model = build_model(cfg.model).to(device, memory_format=fast.memory_format)
         step = TrainStep(model, fast.optimizer(model.parameters(), cfg.optimizer), fast)
         schedule = iteration_schedule(cfg)  # epochs, when the schedule counts them, as iterations
-        return cls(cfg, rec, device, fast, data, model, step, LRSchedule(schedule, cfg.optimizer.lr),
-                   Progress(device), schedule.iterations, splits.note,
-                   grad_iters=frozenset(cfg.diagnostics.grad_norms))
+        member = Member(0, cfg, rec, LRSchedule(schedule, cfg.optimizer.lr), Progress(device), model,
+                        schedule.iterations, splits.note)
+        return cls(device, fast, data, model, step), [member]
 
-    def owners(self) -> dict:
+    def owners(self, m: Member) -> dict:
         """The checkpoint's keys and the objects whose state each holds (with ``progress``'s keys)."""
         return {"model": self.model, "optimizer": self.step.opt, "scaler": self.step.scaler,
-                "schedule": self.sched, "batches": self.data.batches, "torch_rng": TorchRNG()}
+                "schedule": m.sched, "batches": self.data.batches, "torch_rng": TorchRNG()}
 
-    def checkpoint(self, results: dict) -> None:
-        self.saved_at = self.progress.it
-        self.rec.save_checkpoint(checkpoint_state(self.cfg, self.device, self.progress,
-                                                  {k: o.state_dict() for k, o in self.owners().items()}, results))
+    def member_state(self, m: Member) -> dict:
+        return {k: o.state_dict() for k, o in self.owners(m).items()}
 
-    def restore(self, ckpt: dict | None) -> None:
-        """Continue from ``ckpt`` (None: from the start); the record's rows past it are dropped."""
+    def restore(self, members: list[Member], ckpts: list[dict | None]) -> None:
+        (m,), (ckpt,) = members, ckpts
         if ckpt is not None:
-            check_format(ckpt, self.rec)
-            for key, owner in self.owners().items():
+            check_format(ckpt, m.rec)
+            for key, owner in self.owners(m).items():
                 if key != "scaler" or ckpt.get(key):  # an fp32 run's scaler has no state
                     owner.load_state_dict(ckpt[key])
             match_optimizer_strides(self.step.opt)
-            self.progress.load_state_dict(ckpt)
-            self.saved_at = self.progress.it
-            log.info("Resuming %s from iteration %d", self.rec.dir, self.progress.it)
-        self.rec.rewind(self.progress.it)
+            m.progress.load_state_dict(ckpt)
+            m.saved_at = m.progress.it
+            log.info("Resuming %s from iteration %d", m.rec.dir, m.progress.it)
+        m.rec.rewind(m.progress.it)
 
-    def set_lr(self) -> None:
-        if (lr := self.sched.lr(self.progress.it)) != self.lr:
-            self.lr = lr
+    def set_lr(self, members: list[Member]) -> None:
+        (m,) = members
+        if (lr := m.sched.lr(m.progress.it)) != m.lr:
+            m.lr = lr
             for g in self.step.opt.param_groups:
                 g["lr"] = lr
 
-    def evaluate(self) -> dict:
-        """Loss and error of every evaluation split, the best errors so far, and Fig. 7's statistics."""
-        row, p, t, diag = {}, self.progress, self.cfg.trainer, self.cfg.diagnostics
-        for split, (x, y) in self.data.evals.items():
-            loss, err = evaluate(self.model, x, y, t.eval_batch_size, self.data.mean, self.fast, self.data.size)
-            row[f"{split}_loss"], row[f"{split}_err"] = loss, err
-            p.improve(split, err)
-        if self.data.evals:
-            log.info("iter %d: %s", p.it, ", ".join(f"{s} err {row[f'{s}_err']:.2f}%" for s in self.data.evals))
-        if diag.layer_stats == "eval" or (diag.layer_stats == "end" and p.it == self.total):
-            rows = layer_response_std(self.model, self.data.probe_batches(t.eval_batch_size))
-            self.rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": p.it, **r} for r in rows])
-        return row
+    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, members: list[Member]) -> None:
+        members[0].progress.add(loss, out, y)  # device tensors: no sync
 
-    def grad_norms_hook(self):
-        """At the iterations ``diagnostics.grad_norms`` names: a hook that records the gradients' norms."""
-        it = self.progress.it + 1  # the step about to run
-        if it not in self.grad_iters:
-            return None
-        return lambda: self.rec.append_rows(GRAD_NORMS_FILE, GRAD_NORM_COLUMNS,
-                                            [{"iter": it, **r} for r in conv_grad_norms(self.model)])
+    def evaluate(self, x, y, batch_size: int) -> list[tuple[float, float]]:
+        return [evaluate(self.model, x, y, batch_size, self.data.mean, self.fast, self.data.size)]
 
-    def preempted(self, signum: int, results: dict) -> Preempted:
-        """Checkpoint (unless this iteration's is written) and say how to resume."""
-        if self.saved_at != self.progress.it:
-            self.checkpoint(results)
-        return preempted(signum, self.progress.it, [self.rec])
+    def nets(self) -> list[nn.Module]:
+        """Each member as a net of its own (Fig. 7's statistics are taken on it)."""
+        return [self.model]
 
-    def describe(self) -> None:
-        cfg, m = self.cfg, self.cfg.model
-        log.info("Run directory: %s", self.rec.dir)
+    def grad_norms(self) -> list[list[dict]]:
+        return [conv_grad_norms(self.model)]
+
+    def freeze(self, m: Member) -> None:
+        pass  # a net of one run ends with it
+
+    def describe(self, members: list[Member]) -> None:
+        (mem,) = members
+        cfg, m = mem.cfg, mem.cfg.model
+        log.info("Run directory: %s", mem.rec.dir)
         log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in self.fast.describe().items()))
         log.info(
             "%s: %s %s-%d (n=%s, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
@@ -288,52 +340,133 @@ class Run:
         )
 
 
-def _loop(run: Run, sinks: Sinks, stop: dict) -> dict:
-    """Set the lr, take a step, account; at the log/eval cadence read back, evaluate, record, checkpoint."""
-    t, p, total = run.cfg.trainer, run.progress, run.total
-    bar = tqdm(total=total, initial=p.it, disable=not t.progress, dynamic_ncols=True, desc=run.cfg.name, file=sys.stderr)
+def _checkpoint(net, m: Member) -> None:
+    m.saved_at = m.progress.it
+    m.rec.save_checkpoint(checkpoint_state(m.cfg, net.device, m.progress, net.member_state(m), m.sinks.results()))
+
+
+def _evaluate(net, members: list[Member]) -> dict[int, dict]:
+    """Each living member's loss and error on every evaluation split, by its index; its best
+    errors and Fig. 7's statistics updated."""
+    alive = [m for m in members if m.alive]
+    rows: dict[int, dict] = {m.index: {} for m in alive}
+    t, diag, it = members[0].cfg.trainer, members[0].cfg.diagnostics, members[0].progress.it
+    for split, (x, y) in net.data.evals.items():
+        found = net.evaluate(x, y, t.eval_batch_size)
+        for m in alive:
+            rows[m.index][f"{split}_loss"], rows[m.index][f"{split}_err"] = found[m.index]
+            m.progress.improve(split, rows[m.index][f"{split}_err"])
+    for m in alive if net.data.evals else ():
+        errs = ", ".join(f"{s} err {rows[m.index][f'{s}_err']:.2f}%" for s in net.data.evals)
+        log.info("iter %d: %s", it, errs if net.k == 1 else f"{m.rec.dir.name}: {errs}")
+    if diag.layer_stats == "eval" or (diag.layer_stats == "end" and it == members[0].total):
+        nets = net.nets()
+        for m in alive:
+            stats = layer_response_std(nets[m.index], net.data.probe_batches(t.eval_batch_size))
+            m.rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": it, **r} for r in stats])
+    return rows
+
+
+def _grad_norms_hook(net, members: list[Member]):
+    """At the iterations ``diagnostics.grad_norms`` names: a hook that records the gradients' norms."""
+    it = members[0].progress.it + 1  # the step about to run
+    if it not in members[0].cfg.diagnostics.grad_norms:
+        return None
+
+    def record():
+        for m, rows in zip(members, net.grad_norms(), strict=True):
+            if m.alive:
+                m.rec.append_rows(GRAD_NORMS_FILE, GRAD_NORM_COLUMNS, [{"iter": it, **r} for r in rows])
+    return record
+
+
+def _train_row(net, m: Member, row: dict) -> None:
+    """The member's training loss and error; a non-finite loss ends it as diverged (its row
+    recorded first), and the other members of a stack go on."""
+    row["train_loss"], row["train_err"] = m.progress.read_window()  # reads the device window back
     try:
-        run.model.train()
-        p.mark(clock())
-        while p.it < total:
+        check_finite(row, m.sinks)
+    except Diverged as ex:
+        if net.k > 1:
+            log.warning("%s: %s The other runs of the stack go on.", m.rec.dir.name, ex)
+        close_failed(m.sinks, ex, m.progress.it, m.saved_at)
+        m.diverged = ex
+        net.freeze(m)
+        return
+    if m.sched.observe_train_error(row["train_err"] / 100, m.progress.it):
+        log.info("%sarm-up over at iteration %d (train error %.1f%%): lr %g from now on",
+                 "W" if net.k == 1 else f"{m.rec.dir.name}: w", m.progress.it, row["train_err"], m.sched.lr(m.progress.it))
+
+
+def _loop(net, members: list[Member], stop: dict) -> list[dict]:
+    """Set the lr, take a step, account; at the log/eval cadence read back, evaluate, record,
+    checkpoint. One step trains every member; each member's rows, evaluations, checkpoints and
+    end are its own."""
+    t, total, p = members[0].cfg.trainer, members[0].total, members[0].progress
+    alive = list(members)
+    bar = tqdm(total=total, initial=p.it, disable=not t.progress, dynamic_ncols=True,
+               desc=members[0].cfg.name if net.k == 1 else f"stack of {net.k}", file=sys.stderr)
+    try:
+        net.model.train()
+        for m in members:
+            m.progress.mark(clock())
+        while p.it < total and alive:
             if stop:  # SIGTERM or Ctrl-C, checked between whole steps (their rows and evals done)
-                raise run.preempted(stop["signal"], sinks.results())
-            run.set_lr()
-            x, y = run.data.batches.next()
-            loss, out = run.step(x, y, run.grad_norms_hook())
-            p.add(loss, out, y)  # device tensors: no sync
+                for m in alive:
+                    if m.saved_at != m.progress.it:
+                        _checkpoint(net, m)
+                raise preempted(stop["signal"], p.it, [m.rec for m in alive])
+            net.set_lr(alive)
+            x, y = net.data.batches.next()
+            loss, out = net.step(x, y, _grad_norms_hook(net, members))
+            net.add(loss, out, y, members)  # device tensors: no sync
             bar.update()
-            if not bar.disable and p.it < t.log_every and p.it & (p.it - 1) == 0:
-                device_sync(run.device)  # sync point: the bar's first numbers, at iterations 1, 2, 4, ... before the first log
-                show(bar, *p.peek(), run.lr)
-            is_log, is_eval = p.it % t.log_every == 0 or p.it == total, p.it % t.eval_every == 0 or p.it == total
+            it = p.it
+            if not bar.disable and it < t.log_every and it & (it - 1) == 0:
+                device_sync(net.device)  # sync point: the bar's first numbers, at iterations 1, 2, 4, ... before the first log
+                show(bar, *alive[0].progress.peek(), alive[0].lr)
+            is_log, is_eval = it % t.log_every == 0 or it == total, it % t.eval_every == 0 or it == total
             if not (is_log or is_eval):
                 continue
-            device_sync(run.device)  # sync point: the queued steps finish before the clock is read
-            img_per_s = p.steps_done(clock(), t.batch_size)
-            row = {"iter": p.it, "epoch": run.data.batches.epoch, "lr": run.lr}
-            if is_log and p.seen:
-                row["train_loss"], row["train_err"] = p.read_window()  # reads the device window back
-                check_finite(row, sinks)
-                row["img_per_s"] = img_per_s
-                show(bar, row["train_loss"], row["train_err"], run.lr)
-                if run.sched.observe_train_error(row["train_err"] / 100, p.it):
-                    log.info("Warm-up over at iteration %d (train error %.1f%%): lr %g from now on", p.it, row["train_err"], run.sched.lr(p.it))
-            if is_eval:
-                row.update(run.evaluate())  # reads its results back: nothing is left queued after it
-            p.window_closed(clock())
-            row["time_s"] = p.elapsed_s
-            sinks.row(row)  # metrics.csv and W&B; the summary's final_* errors follow it
-            if is_eval:
-                sinks.summary.update(p.results(t.batch_size))
-                run.checkpoint(sinks.results())
-                sinks.update()  # written after the checkpoint: the summary never runs ahead of it
+            device_sync(net.device)  # sync point: the queued steps finish before the clock is read
+            now, rows = clock(), {}
+            for m in alive:
+                img_per_s = m.progress.steps_done(now, t.batch_size)
+                row = rows[m.index] = {"iter": it, "epoch": net.data.batches.epoch, "lr": m.lr}
+                if is_log and m.progress.seen:
+                    _train_row(net, m, row)  # a diverged run ends here
+                    row["img_per_s"] = img_per_s
+            alive = [m for m in alive if m.alive]
+            if is_eval and alive:
+                for index, found in _evaluate(net, alive).items():
+                    rows[index].update(found)  # reads its results back: nothing is left queued after it
+            now = clock()
+            for m in alive:
+                m.progress.window_closed(now)
+                rows[m.index]["time_s"] = m.progress.elapsed_s
+                m.sinks.row(rows[m.index])  # metrics.csv and W&B; the summary's final_* errors follow it
+                if is_eval:
+                    m.sinks.summary.update(m.progress.results(t.batch_size))
+                    _checkpoint(net, m)
+                    m.sinks.update()  # written after the checkpoint: the summary never runs ahead of it
+            logged = [rows[m.index] for m in alive if "train_loss" in rows[m.index]]
+            if logged:
+                show(bar, *(sum(r[k] for r in logged) / len(logged) for k in ("train_loss", "train_err")), alive[0].lr)
     except BaseException as ex:
-        close_failed(sinks, ex, p.it, run.saved_at)
+        for m in alive:
+            if m.alive:  # one that diverged in this window is closed already
+                close_failed(m.sinks, ex, m.progress.it, m.saved_at)
         raise
     finally:
         bar.close()
-    return close_completed(sinks, run.sched, run.rec)
+    for m in alive:
+        close_completed(m.sinks, m.sched, m.rec)
+    if not alive:
+        if net.k == 1:
+            raise members[0].diverged
+        raise Diverged(f"every run of the stack diverged: {', '.join(m.rec.dir.name for m in members)} "
+                       f"(each run's summary.json says where). Lower optimizer.lr, or warm up with schedule.warmup=true.")
+    return [m.sinks.summary for m in members]
 
 
 def close_failed(sinks: Sinks, ex: BaseException, done: int, saved_at: int | None) -> None:
@@ -377,9 +510,9 @@ def shortcut_of(m) -> str | None:
     return {"resnet_cifar": m.shortcut, "preact_cifar": "A"}.get(m.name, "B")
 
 
-def start_summary(run: Run, old: dict, ckpt: dict | None) -> dict:
+def start_summary(run: Member, net, old: dict, ckpt: dict | None) -> dict:
     """The summary a run starts (or resumes) with; the loop adds its results as they come."""
-    cfg, p, data = run.cfg, run.progress, run.data
+    cfg, p, data = run.cfg, run.progress, net.data
     stats = cfg.diagnostics.layer_stats != "off"
     test = "test" in data.evals
     summary = {
@@ -391,9 +524,9 @@ def start_summary(run: Run, old: dict, ckpt: dict | None) -> dict:
         "reported_error": "test" if test else "validation", "note": run.note,
         "iterations": p.it, "iterations_total": run.total, "milestones": list(run.sched.cfg.milestones),
         "warmup": bool(cfg.schedule.warmup), "batch_size": cfg.trainer.batch_size,
-        "device": str(run.device),
-        "device_name": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else platform_cpu(),
-        "fast_path": run.fast.describe(), "versions": library_versions(), "git_commit": git_commit(),
+        "device": str(net.device),
+        "device_name": torch.cuda.get_device_name(net.device) if net.device.type == "cuda" else platform_cpu(),
+        "fast_path": net.fast.describe(), "versions": library_versions(), "git_commit": git_commit(),
         # a resumed run keeps its first start; a fresh start (no checkpoint to resume) is a new one
         "started_at": (old.get("started_at") if ckpt is not None else None) or _now(), "resumed_from": p.it or None,
         "layer_stats": cfg.diagnostics.layer_stats,
