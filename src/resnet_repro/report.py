@@ -591,6 +591,50 @@ def verdict(runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- every run, with what it ran on -----------------------------------------------------------
+def _duration(seconds) -> str:
+    s = pd.to_numeric(seconds, errors="coerce")
+    if pd.isna(s):
+        return "—"
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min"
+
+
+def _setting(r: pd.Series) -> str:
+    """The fast path a run had, in words: precision, compile, channels_last."""
+    parts = [r["precision"] if isinstance(r["precision"], str) else "—"]
+    if isinstance(r["compile"], str) and r["compile"] != "off":
+        parts.append(f"compile ({r['compile']})")
+    if r["channels_last"] is True:
+        parts.append("channels_last")
+    return ", ".join(parts)
+
+
+def runs_markdown(runs: pd.DataFrame) -> str:
+    """``runs.md``: every ended run, one row each: its net and seed, schedule, precision and fast
+    path, device, wall time, final training and evaluation errors, and the paper's test error."""
+    done = runs[runs["status"].isin(["completed", "diverged"])]
+    if done.empty:
+        return "No ended runs.\n"
+    split = eval_split(runs)
+    lines = [f"| net | seed | iterations (lr /10 at) | precision, fast path | device | wall time | status "
+             f"| training error (%) | {split_word(split)} error (%) | paper: test error (%) |",
+             "| --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: |"]
+    done = done.assign(_order=done["variant"].map({"plain": 0, "resnet": 1}).fillna(2))
+    for _, r in done.sort_values(["_order", "depth", "seed"]).iterrows():
+        paper = PAPER_TABLE6.get(int(r["depth"])) if r["variant"] == "resnet" and pd.notna(r["depth"]) else None
+        its = f"{int(r['iterations_total']):,}" if pd.notna(r["iterations_total"]) else "—"
+        milestones = r.get("schedule.milestones")
+        if isinstance(milestones, (list, tuple)) and milestones:
+            its += f" ({', '.join(f'{int(m):,}' for m in milestones)})"
+        name = r["device_name"] if isinstance(r["device_name"], str) else "?"
+        device = f"CPU ({name})" if r["device"] == "cpu" else name
+        train, err = (pd.to_numeric(r[k], errors="coerce") for k in ("final_train_err", f"final_{split}_err"))
+        lines.append(f"| {_label(r['variant'], r['depth'])} | {r['seed']} | {its} | {_setting(r)} | {device} "
+                     f"| {_duration(r['wall_time_s'])} | {r['status']} | {_pm(train, math.nan)} "
+                     f"| {_pm(err, math.nan)} | {f'{paper[1]:.2f}' if paper else '—'} |")
+    return "\n".join(lines) + "\n"
+
+
 # --- the report folder ----------------------------------------------------------------------
 def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     """Collect ``paths`` (sweeps or run folders) and write the report; return the files by role."""
@@ -613,6 +657,8 @@ def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     t.to_csv(out / "table6.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)
     files.update(table6_md=out / "table6.md", table6_csv=out / "table6.csv", runs_csv=out / "runs.csv")
+    (out / "runs.md").write_text(runs_markdown(runs))
+    files["runs_md"] = out / "runs.md"
     files["fig6_png"], files["fig6_pdf"] = figure6(history, runs, out, rec)
     stats = collect_layer_stats(paths)
     if not stats.empty:
@@ -641,7 +687,8 @@ def report_markdown(paths: list, runs: pd.DataFrame, rec: Recipe, verdict_text: 
              f"**{rec.headline()}**" + ("" if rec.paper_schedule else " The paper's numbers below are a reference "
                                         "these runs cannot be compared with.") + "\n",
              "Runs: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".\n",
-             "## Verdict\n", verdict_text, "## Table 6\n", table_md, "## Figure 6\n", "![Figure 6](fig6.png)\n"]
+             "## Verdict\n", verdict_text, "## Table 6\n", table_md, "## Every run\n", runs_markdown(runs),
+             "## Figure 6\n", "![Figure 6](fig6.png)\n"]
     if "fig7_png" in files:
         index += ["## Figure 7\n", "![Figure 7](fig7.png)\n"]
     if "grad_norms_png" in files:

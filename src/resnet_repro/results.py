@@ -46,7 +46,7 @@ RUN_COLUMNS = [
     "reported_error", "final_err", "final_train_err", "final_train_loss", "final_val_err",
     "final_val_loss", "final_test_err", "final_test_loss", "best_val_err", "best_val_iter",
     "best_test_err", "best_test_iter", "wall_time_s", "train_time_s", "images_per_s", "device",
-    "device_name", "precision", "git_commit", "started_at", "finished_at", "updated_at", "error", "run_dir",
+    "device_name", "precision", "compile", "channels_last", "git_commit", "started_at", "finished_at", "updated_at", "error", "run_dir",
 ]
 HISTORY_COLUMNS = [*ID_COLUMNS, "iter", "metric", "value"]
 _RECORD_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)
@@ -157,7 +157,8 @@ def run_row(run: str, config: dict | None, summary: dict | None, status: str, **
         "seed": cfg.get("seed", s.get("seed")),
         "status": status,
         "final_err": s.get(f"final_{reported}_err") if reported else None,
-        "precision": (s.get("fast_path") or {}).get("precision"),  # resolved (auto: bf16 on CUDA)
+        # the fast path as resolved (auto: bf16, compile and channels_last on CUDA)
+        **{k: (s.get("fast_path") or {}).get(k) for k in ("precision", "compile", "channels_last")},
         **{k: s.get(k) for k in RUN_COLUMNS if k in s and k not in ("run", "status", "residual")},
         **extra,
     }
