@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline data copy, CIFAR-layout pickles written on the fly, the tiny sweep.
+"""Shared fixtures: the offline data copy, CIFAR-layout pickles written on the fly, the tiny sweep;
+which tests are ``slow``.
 
 The plain helpers that test modules import by name (run_cli, smoke_cfg, the file writers...) are in
 helpers.py.
@@ -24,6 +25,26 @@ def offline_data_root() -> Path | None:
         if (c / "cifar-10-batches-py" / "data_batch_1").is_file():
             return c
     return None
+
+
+# --- slow: what `python -m pytest -m "not slow"` (the inner loop, docs/tests.md) leaves out -------
+# A test that starts a process (the tools, a benchmark script, a Hydra sweep, the notebook's kernel),
+# or that trains for more than a few seconds in the test process (resume, faults, the stacked runs
+# against their separate ones, compiled steps), carries @pytest.mark.slow itself (a file of nothing
+# else, as pytestmark); these are slow without saying so:
+SLOW_MARKERS = ("realdata", "cuda")  # the real data; the CUDA self-check
+SLOW_FIXTURES = {  # each starts processes, once per session
+    "tiny_sweep_result": "a Hydra sweep of 8 training jobs",
+    "resnet20_real_200": "resnet-train on the real data",
+}
+SLOW_FILES = {"test_gpu_check.py": "runs benchmarks/gpu_check.sh"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        marked = any(item.get_closest_marker(m) for m in SLOW_MARKERS)
+        if marked or SLOW_FIXTURES.keys() & set(item.fixturenames) or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ def _bench():
     return throughput
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_small_cpu_form(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run(
@@ -117,6 +118,7 @@ def test_every_timed_step_sets_the_backend_flags_of_a_training_run(monkeypatch):
     assert calls == [fast.describe()]
 
 
+@pytest.mark.slow
 def test_stacked_benchmark_small_cpu_form(tmp_path):
     out = tmp_path / "stacked.json"
     r = subprocess.run(

@@ -44,6 +44,7 @@ def _section(text: str, title: str) -> list[str]:
     return lines[:next((i for i, line in enumerate(lines) if line.startswith("==")), len(lines))]
 
 
+@pytest.mark.slow
 def test_help_is_the_tools_own(help_run):
     assert help_run.returncode == 0, help_run.stderr[-2000:]
     text = help_run.stdout
@@ -63,6 +64,7 @@ def test_help_is_the_tools_own(help_run):
     assert examples[1].split("#")[0] == examples[5].split("#")[0]  # resume: the same command again
 
 
+@pytest.mark.slow
 def test_help_lists_every_config_group_and_preset_of_conf(help_run):
     text = help_run.stdout
     listed = {}
@@ -83,12 +85,14 @@ def test_help_lists_every_config_group_and_preset_of_conf(help_run):
     assert sorted(presets) == sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
+@pytest.mark.slow
 def test_help_imports_no_torch(help_run):
     # -X importtime names every module imported, after the last "|"
     imported = {line.rsplit("|", 1)[-1].strip() for line in help_run.stderr.splitlines() if "|" in line}
     assert "hydra" in imported and not {m for m in imported if m == "torch" or m.startswith("torch.")}
 
 
+@pytest.mark.slow
 def test_hydra_help_stays_hydras(tmp_path):
     r = cli("--hydra-help", cwd=tmp_path)
     assert r.returncode == 0 and "== Flags ==" in r.stdout and "--cfg" in r.stdout
@@ -123,6 +127,7 @@ def test_cfg_job_refuses_a_bad_config():
         job_config(["--cfg", "job", "model.depth=21"], CONF)
 
 
+@pytest.mark.slow
 def test_cli_cfg_job_prints_both_depth_spellings(tmp_path):
     r = cli("--cfg", "job", "model.depth=56", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -132,6 +137,7 @@ def test_cli_cfg_job_prints_both_depth_spellings(tmp_path):
 
 
 # --- failed starts ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_failed_start_leaves_nothing_behind(tmp_path):
     r = run_cli("name=x", f"dataset.root={tmp_path / 'nope'}", *MISSING_DATA, cwd=tmp_path)
     assert r.returncode == 2
@@ -141,6 +147,7 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no runs/cifar10/x (nor runs/), no data root
 
 
+@pytest.mark.slow
 def test_a_failed_start_keeps_what_was_there(tmp_path):
     old = tmp_path / "runs" / "cifar10" / "old"
     old.mkdir(parents=True)

@@ -108,6 +108,7 @@ def test_depth_sweeps_expand_to_one_job_per_depth(sweep):
     assert preflight(["-m", sweep], CONF) is False  # a sweep's jobs are checked by the sweeper
 
 
+@pytest.mark.slow
 def test_cli_prints_one_clear_line_and_exits_2(tmp_path):
     r = run_cli("model.depth=21", cwd=tmp_path)
     assert r.returncode == 2
@@ -130,6 +131,7 @@ def test_the_warm_up_follows_the_paper_in_every_entry_point():
         cfg_of("schedule.warmup=maybe")
 
 
+@pytest.mark.slow
 def test_the_readmes_error_examples_print_what_they_show():
     """Each ``$ resnet-train ...`` example in the README prints the line the README shows under it."""
     import re

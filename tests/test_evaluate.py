@@ -240,6 +240,7 @@ def test_a_bad_argument(run, capsys, argv, expected):
 
 
 # --- the command itself -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path):
     child = ("import sys\nfrom resnet_repro.evaluate import main\n"
              "for argv in (['--help'], [sys.argv[1]]):\n"
@@ -252,6 +253,7 @@ def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path)
     assert ERROR.fullmatch(r.stderr) and "is not a run directory" in r.stderr
 
 
+@pytest.mark.slow
 def test_the_command_line_end_to_end(run):
     r = subprocess.run([sys.executable, "-m", "resnet_repro.evaluate", str(run), "--device", "cpu"],
                        capture_output=True, text=True, timeout=CI_LIMIT_S)

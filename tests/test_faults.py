@@ -50,6 +50,7 @@ def interrupted_run(run: Path, monkeypatch, *ov: str) -> None:
 
 # --- data loss ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_deleted_checkpoints_never_let_another_run_overwrite_the_record(tmp_path):
     run = tmp_path / "run"
     at = f"hydra.run.dir={run}"
@@ -82,6 +83,7 @@ def test_deleted_checkpoints_never_let_another_run_overwrite_the_record(tmp_path
     assert "move the directory aside first" in line and snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_checkpoint_path_that_is_a_directory_is_refused_naming_it(tmp_path):
     run = tmp_path / "run"
     assert run_cli(*SMOKE, "schedule.iterations=10", "schedule.milestones=[5]", f"hydra.run.dir={run}",
@@ -98,6 +100,7 @@ def test_a_checkpoint_path_that_is_a_directory_is_refused_naming_it(tmp_path):
 
 # --- tracebacks where one line is promised ------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_zero_byte_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, caplog):
     run = tmp_path / "run"
     interrupted_run(run, monkeypatch)
@@ -110,6 +113,7 @@ def test_a_zero_byte_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeyp
     assert (run / "checkpoint.corrupt.pt").stat().st_size == 0  # kept for inspection
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", [("config",), ("model",), ("config", "model")])
 def test_a_checkpoint_without_its_config_or_model_is_one_clear_error(tmp_path, monkeypatch, missing):
     run = tmp_path / "run"
@@ -147,6 +151,7 @@ def test_a_checkpoint_the_safe_loader_refuses_is_named_as_refused(tmp_path, payl
     assert not target.exists()
 
 
+@pytest.mark.slow
 def test_a_config_yaml_holding_a_python_tag_is_one_line_and_never_runs(tmp_path):
     run, target = tmp_path / "run", tmp_path / "written_by_the_config"
     assert run_cli(*SMOKE, "schedule.iterations=10", "schedule.milestones=[5]", f"hydra.run.dir={run}",
@@ -159,6 +164,7 @@ def test_a_config_yaml_holding_a_python_tag_is_one_line_and_never_runs(tmp_path)
     assert "nothing was changed" in line and snapshot(run) == before and not target.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("argv", [("trainer.device=cuda",), ("trainer.device=cuda:1",),
                                   ("-m", "trainer.device=cuda", "seed=0,1")])
@@ -171,6 +177,7 @@ def test_a_missing_cuda_device_is_refused_before_any_directory_exists(tmp_path, 
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "cut"
     assert start(ref).wait(timeout=CI_LIMIT_S) == 0
@@ -216,6 +223,7 @@ def in_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess:
 TRAIN = '"$PY" -m resnet_repro.train experiment=smoke trainer.progress=false trainer.eval_every=5'
 
 
+@pytest.mark.slow
 @needs_mounts
 @pytest.mark.parametrize("size_k", [1500, 1700, 1900])  # the space runs out in different places of torch.save
 def test_a_disk_that_fills_during_a_checkpoint_is_one_line_and_the_rerun_resumes(tmp_path, size_k):
@@ -242,6 +250,7 @@ def test_a_disk_that_fills_during_a_checkpoint_is_one_line_and_the_rerun_resumes
     assert f"Resuming {tmp_path}/disk/run from iteration {done}" in (out / "2.err").read_text() + (out / "2.out").read_text()
 
 
+@pytest.mark.slow
 @needs_mounts
 def test_a_full_or_read_only_disk_at_start_is_one_line_and_writes_nothing(tmp_path):
     (tmp_path / "afile").write_text("x")
@@ -275,6 +284,7 @@ def test_a_full_or_read_only_disk_at_start_is_one_line_and_writes_nothing(tmp_pa
 
 # --- accepted when it should be refused ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_preset_run_shorter_than_its_milestones_warns_naming_them(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="resnet_repro")
     s = train(smoke_cfg("schedule.iterations=8", "trainer.eval_every=4"), tmp_path / "run")  # the preset's [10, 15]
@@ -307,6 +317,7 @@ def silent_wandb_server():
         c.close()
 
 
+@pytest.mark.slow
 def test_an_unreachable_wandb_costs_one_bounded_wait_per_sweep(tmp_path, silent_wandb_server):
     env = {"WANDB_BASE_URL": silent_wandb_server, "WANDB_API_KEY": "x" * 40, "WANDB_SILENT": "true"}
     r = run_cli("-m", *SMOKE, "schedule.iterations=10", "schedule.milestones=[5]", "logger=wandb",
@@ -322,6 +333,7 @@ def test_an_unreachable_wandb_costs_one_bounded_wait_per_sweep(tmp_path, silent_
         assert s["wandb"]["error"] == f"W&B skipped: an earlier job of this sweep could not start it ({first})"
 
 
+@pytest.mark.slow
 def test_the_wandb_start_wait_is_bounded_by_logger_init_timeout(tmp_path, monkeypatch):
     import wandb
 
@@ -338,6 +350,7 @@ def test_the_wandb_start_wait_is_bounded_by_logger_init_timeout(tmp_path, monkey
     assert s["wandb"]["error"] == "W&B failed at start: CommError: Timed out initializing run"
 
 
+@pytest.mark.slow
 def test_the_start_check_leaves_nothing_behind(tmp_path):
     """The probe file a start writes to check its run directory never stays behind."""
     run = tmp_path / "runs" / "run"

@@ -21,6 +21,7 @@ TINY = ["trainer.device=cpu", "trainer.progress=false", "trainer.batch_size=8", 
     ("paper_resnet56", "resnet_cifar", 56, "cifar10", ["dataset.val_size=20"]),
     ("preact_resnet110", "preact_cifar", 110, "cifar10", ["dataset.val_size=20"]),
 ])
+@pytest.mark.slow
 def test_each_preset_composes_and_trains(tmp_path, preset, model, depth, data, extra):
     {"fmnist": write_idx, "cifar10": write_cifar_pickles, "cifar100": write_cifar100}[data](tmp_path)
     cfg = cfg_of(f"experiment={preset}", f"dataset.root={tmp_path}", *TINY, *extra)

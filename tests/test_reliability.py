@@ -35,6 +35,7 @@ def final_state(run: Path):
     return ckpt, metrics, pd.read_csv(run / "layer_stats.csv")
 
 
+@pytest.mark.slow
 def test_kills_at_random_points_lose_nothing_and_resume_bit_exactly(tmp_path):
     ref = tmp_path / "ref"
     assert start(ref).wait(timeout=CI_LIMIT_S) == 0
@@ -73,6 +74,7 @@ def test_kills_at_random_points_lose_nothing_and_resume_bit_exactly(tmp_path):
     assert not list(run.glob(".*.tmp"))  # a cut-short write leaves nothing behind
 
 
+@pytest.mark.slow
 def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     run = tmp_path / "run"
     cfg = smoke_cfg("trainer.eval_every=5", "trainer.log_every=5")
@@ -92,6 +94,7 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     assert resumed["final_val_err"] == full["final_val_err"]
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_two_renames_falls_back_too(tmp_path):
     run = tmp_path / "run"
     cfg = smoke_cfg("trainer.eval_every=5")
@@ -104,6 +107,7 @@ def test_a_kill_between_the_two_renames_falls_back_too(tmp_path):
     assert train(cfg, run)["resumed_from"] == 5
 
 
+@pytest.mark.slow
 def test_both_checkpoints_unusable_is_a_clear_error_that_keeps_the_record(tmp_path):
     run = tmp_path / "run"
     train(smoke_cfg(), run)
@@ -125,6 +129,7 @@ def test_a_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
     assert not target.exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
     other, run = tmp_path / "other", tmp_path / "run"
     train(smoke_cfg("model.n=2", "model.residual=false"), other)
@@ -135,6 +140,7 @@ def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
         train(smoke_cfg("schedule.iterations=10", "schedule.milestones=[5]"), run)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_path, monkeypatch):
     import resnet_repro.record as record
 
@@ -184,6 +190,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_refuses_naming_the_holder(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -200,6 +207,7 @@ def test_a_second_process_on_the_same_run_refuses_naming_the_holder(tmp_path):
     assert train(smoke_cfg(), run)["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_a_stale_lock_from_a_killed_process_is_taken_over(tmp_path, caplog):
     run = tmp_path / "run"
     run.mkdir()
@@ -210,6 +218,7 @@ def test_a_stale_lock_from_a_killed_process_is_taken_over(tmp_path, caplog):
     assert (run / "run.lock").read_text() == ""  # released at the end
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_run_directory_in_use(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -230,6 +239,7 @@ def test_the_cli_refuses_a_run_directory_in_use(tmp_path):
     assert (run / ".hydra" / "config.yaml").read_text() == "the live run's own\n"
 
 
+@pytest.mark.slow
 def test_a_rerun_sweep_skips_finished_jobs_resumes_interrupted_ones_and_runs_missing_ones(tmp_path):
     args = ("-m", "experiment=smoke", "trainer.progress=false", "seed=0,1,2")
     assert run_cli(*args, cwd=tmp_path).returncode == 0
@@ -281,6 +291,7 @@ def _sigterm_during_step(monkeypatch, step: int):
     monkeypatch.setattr(DeviceBatches, "next", next_)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [10, 12, 20])  # an eval step, a plain step, the last step
 def test_sigterm_finishes_the_step_with_its_rows_and_resumes_exactly(tmp_path, monkeypatch, step):
     from resnet_repro.errors import Preempted
@@ -303,6 +314,7 @@ def test_sigterm_finishes_the_step_with_its_rows_and_resumes_exactly(tmp_path, m
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["final_val_err"] == full["final_val_err"]
 
 
+@pytest.mark.slow
 def test_results_come_from_the_checkpoint_not_from_a_lagging_summary(tmp_path):
     run = tmp_path / "run"
     full = train(smoke_cfg(), run)
@@ -314,6 +326,7 @@ def test_results_come_from_the_checkpoint_not_from_a_lagging_summary(tmp_path):
     assert again["final_val_err"] == full["final_val_err"] and again["best_val_err"] == full["best_val_err"]
 
 
+@pytest.mark.slow
 def test_a_filesystem_without_file_locks_runs_with_a_warning(tmp_path, monkeypatch, caplog):
     import fcntl
 

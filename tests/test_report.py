@@ -252,6 +252,7 @@ def test_the_same_net_and_seed_twice_is_refused(tmp_path):
     assert len(collect([tmp_path / "a", tmp_path / "a" / SWEEP_NAME]).runs) == len(runs)  # each run once
 
 
+@pytest.mark.slow
 def test_two_sweeps_that_differ_in_a_list_value_are_refused_in_one_line(tmp_path):
     import yaml
 
@@ -461,6 +462,7 @@ def test_report_figures_have_their_size_and_are_not_blank(cli_report, name, size
     assert (rgb < 0.5).mean() > 0.005  # some ink: lines, text
 
 
+@pytest.mark.slow
 def test_report_cli_nonexistent_path_is_one_error_line(tmp_path):
     r = report_cli(str(tmp_path / "no-such-sweep"), cwd=tmp_path)
     assert r.returncode == 2
@@ -471,6 +473,7 @@ def test_report_cli_nonexistent_path_is_one_error_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_report_cli_empty_folder_is_one_error_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -5,6 +5,7 @@ import pytest
 
 from resnet_repro import report
 
+pytestmark = pytest.mark.slow  # every test here reads the tiny sweep (conftest.py)
 
 @pytest.fixture
 def saved(monkeypatch):

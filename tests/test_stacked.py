@@ -142,6 +142,7 @@ def run_both(depth: int, foreach: bool, steps: int = STEPS, size: int = 32, on_s
     return history, (stack, sopt, nets, opts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [8, 14])
 def test_fp64_stack_equals_separate_runs_step_by_step(depth):
     """Reference: torch.optim.SGD(foreach=False), the per-parameter loop."""
@@ -162,6 +163,7 @@ def _norm_rel(a: dict, b: dict) -> float:
     return (num / den).sqrt().item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [8, 14])
 def test_fp32_stack_is_close_to_separate_runs(depth):
     """fp32, reference torch.optim.SGD(foreach=True) (the harness's CPU default), plus an fp64
@@ -304,6 +306,7 @@ def test_other_shortcut_options_are_refused():
         StackedCifarResNet(8, [True, False], shortcut="C")
 
 
+@pytest.mark.slow
 def test_optimizer_state_round_trip_resumes_exactly():
     data = batches(6, 16)
     nets = members(8)
@@ -328,6 +331,7 @@ def test_optimizer_state_round_trip_resumes_exactly():
         assert ka == kb and torch.equal(a, b), ka
 
 
+@pytest.mark.slow
 def test_member_optimizer_state_loads_into_torch_sgd():
     """A member's (weights, SGD state) continue in a separate run exactly as in the stack."""
     with default_dtype(torch.float64):
@@ -347,6 +351,7 @@ def test_member_optimizer_state_loads_into_torch_sgd():
             assert rel_diff(mine[key], t)[0] <= 1e-12, key
 
 
+@pytest.mark.slow
 def test_a_diverged_member_is_detected_and_frozen_and_the_others_go_on():
     """fp64: poison member 1 (NaN fc weights); its loss turns NaN, it is frozen, members 0 and 2
     still equal their separate runs to 1e-10."""
@@ -373,6 +378,7 @@ def test_a_diverged_member_is_detected_and_frozen_and_the_others_go_on():
         assert sopt.lr.tolist() == [0.1, 0.0, 0.1] and sopt.active.tolist() == [True, False, True]
 
 
+@pytest.mark.slow
 def test_a_member_frozen_with_finite_weights_keeps_them():
     data = batches(5, 16)
     stack = StackedCifarResNet.from_members(members(8))
@@ -434,6 +440,7 @@ def test_stacked_batches_give_each_member_its_separate_runs_batches():
         assert torch.equal(xa, xe) and torch.equal(ya, ye)
 
 
+@pytest.mark.slow
 def test_one_stack_on_the_device_pipeline_equals_its_separate_runs_fp64():
     """The whole step as runs take it: each member's own seeded init, its own data order and
     augmentation (``StackedBatches``), the per-member lr; fp64, 20 steps, equal to 1e-10."""

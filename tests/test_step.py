@@ -50,6 +50,7 @@ def _fast(**kw) -> FastPath:
     return FastPath.resolve(TrainerConfig(**kw), OptimizerConfig(), torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_each_setting_trains_and_stays_close_to_fp32():
     torch.manual_seed(1)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
@@ -75,6 +76,7 @@ def test_optimizer_implementations_agree():
     torch.testing.assert_close(weights[0], weights[1])
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_eager_on_cpu():
     torch.manual_seed(1)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
@@ -86,6 +88,7 @@ def test_compiled_step_matches_eager_on_cpu():
     assert b == pytest.approx(a, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_fp16_resume_restores_the_grad_scaler(tmp_path, monkeypatch):
     ov = ("trainer.precision=fp16", "trainer.eval_every=4", "trainer.log_every=2")
     full = train(smoke_cfg(*ov), tmp_path / "full")
@@ -123,6 +126,7 @@ def test_loaded_momentum_buffers_take_the_parameters_layout():
 
 
 # --- the CUDA-path defects a review found, each pinned on the CPU ------------------------------
+@pytest.mark.slow
 def test_the_loop_reads_the_clock_only_after_the_device_has_synced(tmp_path, monkeypatch):
     """With CUDA graphs the steps run ahead of the host: a window's time must be read after a sync."""
     import resnet_repro.train as train_mod
@@ -149,6 +153,7 @@ def test_the_loop_reads_the_clock_only_after_the_device_has_synced(tmp_path, mon
     assert closing >= 20 // 3  # every log step closes a window
 
 
+@pytest.mark.slow
 def test_every_run_sets_deterministic_algorithms_from_its_config(tmp_path):
     train(smoke_cfg("trainer.deterministic=true"), tmp_path / "a")
     assert torch.are_deterministic_algorithms_enabled()
@@ -170,6 +175,7 @@ def test_fp32_means_ieee_fp32_and_the_autocast_precisions_allow_tf32():
         FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu")).configure_backends()
 
 
+@pytest.mark.slow
 def test_compiled_code_is_reset_once_per_job_never_per_step(tmp_path, monkeypatch):
     """A reset tears down the CUDA-graph trees of every live compiled step in the process."""
     resets = []
@@ -185,6 +191,7 @@ def test_compiled_code_is_reset_once_per_job_never_per_step(tmp_path, monkeypatc
     assert resets == [1, 1]  # an eager job drops (and frees) the compiled code of jobs before it too
 
 
+@pytest.mark.slow
 def test_resume_on_another_device_type_is_refused_before_any_work(tmp_path, monkeypatch):
     import resnet_repro.train as train_mod
 

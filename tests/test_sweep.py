@@ -45,6 +45,7 @@ def test_degradation_preset_is_the_nine_runs_of_figure_6():
     assert len(narrowed) == 8 and all("model.depth=110" not in j for j in narrowed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
 def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
     extra = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
@@ -67,6 +68,7 @@ def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
             assert (run / f).is_file()
 
 
+@pytest.mark.slow
 def test_a_diverging_job_is_marked_and_the_others_finish(tmp_path):
     r = run_cli("-m", *TINY, "optimizer.lr=1e30,0.1,0.05", cwd=tmp_path, timeout=CI_LIMIT_S)
     assert r.returncode == 2
@@ -78,6 +80,7 @@ def test_a_diverging_job_is_marked_and_the_others_finish(tmp_path):
     assert (m.drop("depth=8,lr=1e+30")["status"] == "completed").all()
 
 
+@pytest.mark.slow
 def test_a_bad_job_stops_the_sweep_before_anything_runs(tmp_path):
     r = run_cli("-m", *TINY, "model.depth=8,15", cwd=tmp_path)
     assert r.returncode == 2
@@ -113,6 +116,7 @@ def _assert_wandb_mirrors_local(run: Path):
             assert items[k] == pytest.approx(v, rel=0, abs=0), (step, k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
@@ -136,6 +140,7 @@ def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
     assert len(ids) == 2  # one W&B run per job
 
 
+@pytest.mark.slow
 def test_each_run_of_a_stack_has_its_own_wandb_run(tmp_path):
     r = run_cli("-m", *TINY, "logger=wandb", "logger.mode=offline", "seed=0,1", "model.residual=true,false",
                 "trainer.stack=4", cwd=tmp_path, timeout=CI_LIMIT_S, env={"WANDB_SILENT": "true"})
@@ -154,6 +159,7 @@ def test_each_run_of_a_stack_has_its_own_wandb_run(tmp_path):
     assert len(runs) == len(ids) == 4
 
 
+@pytest.mark.slow
 def test_wandb_failing_mid_run_leaves_a_complete_local_record(tmp_path, monkeypatch):
     import wandb
 
@@ -188,6 +194,7 @@ def test_wandb_failing_mid_run_leaves_a_complete_local_record(tmp_path, monkeypa
     assert on_disk["wandb"]["error"] == s["wandb"]["error"] and on_disk["final_val_err"] == s["final_val_err"]
 
 
+@pytest.mark.slow
 def test_wandb_failing_at_start_is_noted_and_training_goes_on(tmp_path, monkeypatch):
     import wandb
 
@@ -203,6 +210,7 @@ def test_wandb_failing_at_start_is_noted_and_training_goes_on(tmp_path, monkeypa
     assert s["status"] == "completed" and "api_key not configured" in s["wandb"]["error"]
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
     from resnet_repro.train import train
 
@@ -284,6 +292,7 @@ def test_the_tiny_sweep_fixture_runs(tiny_sweep_result):
     assert (sweep / "manifest.csv").is_file()
 
 
+@pytest.mark.slow
 def test_a_sweep_ends_with_a_summary_and_the_next_command(tmp_path):
     r = run_cli("-m", *TINY, "seed=0,1", "hydra.sweep.dir=sw", cwd=tmp_path, timeout=CI_LIMIT_S)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -13,6 +13,8 @@ from resnet_repro.train import train
 
 from .helpers import interrupt_after, run_cli, smoke_cfg
 
+# slow: every test here trains a run, on the command line or in the test process
+pytestmark = pytest.mark.slow
 TIMING = ["time_s", "img_per_s"]
 
 

@@ -63,6 +63,7 @@ def assert_same_record(a, b, tol=1e-10, skip_tables=()):
         assert sb[k] == (pytest.approx(v, abs=tol) if isinstance(v, float) else v), k
 
 
+@pytest.mark.slow
 def test_a_stack_leaves_each_run_the_record_its_separate_run_leaves(tmp_path, float64):
     cfgs = member_cfgs()
     for i, c in enumerate(cfgs):
@@ -80,6 +81,7 @@ def test_a_stack_leaves_each_run_the_record_its_separate_run_leaves(tmp_path, fl
     assert [x["warmup_ended_at"] for x in summaries] == ends
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [3, 7])  # before the first checkpoint, after it
 def test_kill_and_resume_of_a_stack_is_bit_exact(tmp_path, monkeypatch, stop_at):
     cfgs = member_cfgs()
@@ -96,6 +98,7 @@ def test_kill_and_resume_of_a_stack_is_bit_exact(tmp_path, monkeypatch, stop_at)
         assert_same_record(tmp_path / f"full{i}", tmp_path / f"cut{i}", tol=0)
 
 
+@pytest.mark.slow
 def test_a_diverged_run_ends_alone_and_the_others_go_on(tmp_path, monkeypatch, float64):
     from resnet_repro.data.pipeline import StackedBatches
 
@@ -124,6 +127,7 @@ def test_a_diverged_run_ends_alone_and_the_others_go_on(tmp_path, monkeypatch, f
         assert_same_record(tmp_path / f"alone{i}", tmp_path / f"stacked{i}")
 
 
+@pytest.mark.slow
 def test_every_run_diverging_fails_the_stack(tmp_path):
     cfgs = member_cfgs("optimizer.lr=1e6", "schedule.warmup=false", members=((True, 0), (False, 0)))
     with pytest.raises(Diverged, match="every run of the stack diverged"):
@@ -132,6 +136,7 @@ def test_every_run_diverging_fails_the_stack(tmp_path):
         assert json.loads((tmp_path / d / "summary.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_runs_at_different_iterations_train_one_after_another(tmp_path, monkeypatch, caplog):
     cfgs = member_cfgs(members=((True, 0), (False, 0)))
     train(cfgs[1], tmp_path / "alone1")
@@ -208,6 +213,7 @@ def test_a_stacked_job_rebuilds_each_runs_config_as_its_own_job_would():
     assert [c.name for c in rebuilt] == ["resnet8-seed0", "plain8-seed0", "resnet8-seed1"]
 
 
+@pytest.mark.slow
 def test_a_stacked_sweep_leaves_the_records_and_manifest_of_a_separate_one(tmp_path):
     from resnet_repro.results import collect
     from resnet_repro.sweep import Manifest
@@ -235,6 +241,7 @@ def test_a_stacked_sweep_leaves_the_records_and_manifest_of_a_separate_one(tmp_p
     assert a["final_val_err"].notna().all() and b["final_val_err"].notna().all()
 
 
+@pytest.mark.slow
 def test_a_sweep_that_cannot_stack_is_refused_before_any_job(tmp_path):
     r = run_cli("-m", "experiment=smoke", "trainer.progress=false", "model.shortcut=B", "seed=0,1",
                 "trainer.stack=2", cwd=tmp_path, timeout=CI_LIMIT_S)
