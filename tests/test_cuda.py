@@ -284,11 +284,11 @@ def test_kill_and_resume_is_bit_identical_when_deterministic(device, tmp_path):
     p = _start(device, ref)
     assert p.wait(timeout=CI_LIMIT_S) == 0, p.stderr.read()[-3000:]
     p = _start(device, run)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + CI_LIMIT_S  # a loaded machine is slower, never red
     while not (run / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
-    assert p.wait(timeout=60) == -signal.SIGKILL, f"the run ended before it could be killed: {p.stderr.read()[-3000:]}"
+    assert p.wait(timeout=CI_LIMIT_S) == -signal.SIGKILL, f"the run ended before it could be killed: {p.stderr.read()[-3000:]}"
     done = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
     assert 0 < done < 80
     p = _start(device, run)

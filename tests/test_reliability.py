@@ -180,21 +180,28 @@ def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, monkeypatch):
     assert not any(run.iterdir())
 
 
+# A process that holds a run's lock until the test lets go (closes its stdin, or kills it): never
+# for a fixed time, which a loaded machine's start of the second process could outlast.
 HOLD = """
-import fcntl, os, sys, time
+import fcntl, os, sys
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
 fcntl.flock(fd, fcntl.LOCK_EX)
 os.pwrite(fd, f"pid {os.getpid()} on testhost since now".encode(), 0)
 print("locked", flush=True)
-time.sleep(60)
+sys.stdin.read()
 """
+
+
+def hold(lock: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
 
 
 @pytest.mark.slow
 def test_a_second_process_on_the_same_run_refuses_naming_the_holder(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run / "run.lock")], stdout=subprocess.PIPE, text=True)
+    holder = hold(run / "run.lock")
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirError, match=rf"is in use by pid {holder.pid} on testhost since now \(run.lock\)"):
@@ -224,7 +231,7 @@ def test_the_cli_refuses_a_run_directory_in_use(tmp_path):
     run.mkdir()
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text("the live run's own\n")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run / "run.lock")], stdout=subprocess.PIPE, text=True)
+    holder = hold(run / "run.lock")
     try:
         assert holder.stdout.readline().strip() == "locked"
         r = run_cli("experiment=smoke", "trainer.progress=false", f"hydra.run.dir={run}", cwd=tmp_path)

@@ -49,7 +49,8 @@ def test_degradation_preset_is_the_nine_runs_of_figure_6():
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
 def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
     extra = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-             "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]}[launcher]
+             "submitit_local": ["hydra/launcher=submitit_local",  # a job's limit: CI's, not a tighter one
+                                f"hydra.launcher.timeout_min={CI_LIMIT_S // 60}"]}[launcher]
     r = run_cli("-m", *TINY, "model.depth=8,14", "seed=0,1", *extra, cwd=tmp_path, timeout=CI_LIMIT_S)
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
