@@ -29,11 +29,11 @@ CI_LIMIT_S = 1800
 
 # --- the command line ----------------------------------------------------------------------------
 def run_cli(*args: str, cwd: Path, timeout: int = CI_LIMIT_S, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m resnet_repro.train`` with Hydra overrides; progress bars off."""
+    """Run ``python -m resnet_repro.cli`` (``resnet-train``) with Hydra overrides; progress bars off."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-m", "resnet_repro.train", *args],
+        [sys.executable, "-m", "resnet_repro.cli", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
     )
 
@@ -49,7 +49,7 @@ def cfg_of(*overrides):
     from hydra import compose, initialize_config_dir
 
     from resnet_repro.config import to_config
-    from resnet_repro.train import config_dir
+    from resnet_repro.config import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return to_config(compose("config", overrides=list(overrides)), overrides)
@@ -60,7 +60,7 @@ def smoke_cfg(*overrides):
     from hydra import compose, initialize_config_dir
 
     from resnet_repro.config import to_config
-    from resnet_repro.train import config_dir
+    from resnet_repro.config import config_dir
 
     ov = ["experiment=smoke", "trainer.progress=false", *overrides]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

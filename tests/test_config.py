@@ -5,7 +5,7 @@ import pytest
 from resnet_repro.config import run_name
 from resnet_repro.errors import ConfigError
 from resnet_repro.preflight import preflight
-from resnet_repro.train import config_dir
+from resnet_repro.config import config_dir
 
 from .helpers import cfg_of, run_cli
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -398,7 +399,7 @@ def test_write_report_of_runs_in_every_state(tmp_path):
 
 
 # --- the report folder of the real (shrunk) sweep --------------------------------------------------
-REPORT_FILES = ("table6.md", "table6.csv", "runs.csv", "fig6.png", "fig6.pdf", "fig7.png", "fig7.pdf",
+REPORT_FILES = ("table6.md", "table6.csv", "runs.csv", "runs.md", "fig6.png", "fig6.pdf", "fig7.png", "fig7.pdf",
                 "grad_norms.png", "grad_norms.pdf", "verdict.txt", "report.md")
 
 
@@ -537,3 +538,26 @@ def test_collection_survives_files_that_are_not_what_they_seem(tmp_path):
     (first / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage")  # not text
     runs2, _ = collect(sweep)
     assert len(runs2) == len(runs) and runs2.set_index("run_dir").loc[str(first), "error"] == "summary.json is unreadable"
+
+
+def test_runs_md_lists_every_ended_run_with_its_schedule_setting_device_and_errors(tmp_path):
+    """runs.md: one row per completed or diverged run (not the failed, running or pending ones),
+    plain nets first, each with its schedule, fast path, device, wall time, errors and the paper's."""
+    sweep = make_mixed_sweep(tmp_path / SWEEP_NAME)
+    cfg = sweep / DONE_RESNET / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("lr: 0.05", "lr: 0.1"))
+    summary = sweep / DONE_RESNET / "summary.json"
+    s = json.loads(summary.read_text())
+    s.update(fast_path={"precision": "bf16", "compile": "default", "channels_last": True}, device="cpu",
+             device_name="x86_64", wall_time_s=1920.0)
+    summary.write_text(json.dumps(s))
+    files = write_report(sweep, tmp_path / "rep")
+    md = files["runs_md"].read_text()
+    rows = md.splitlines()[2:]  # below the header and its rule
+    assert [r.split(" | ")[0] for r in rows] == ["| plain-20", "| ResNet-20"]
+    assert "| validation error (%) |" in md.splitlines()[0]
+    resnet = rows[1]
+    assert "| 40 (20, 30) |" in resnet and "| bf16, compile (default), channels_last |" in resnet
+    assert "| CPU (x86_64) | 32 min | completed | 3.00 | 8.50 | 8.75 |" in resnet
+    assert rows[0].endswith("| — |")  # the paper lists no plain nets in Table 6
+    assert md in files["report"].read_text()  # report.md shows the same table

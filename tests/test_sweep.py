@@ -249,7 +249,7 @@ def test_auto_device_spreads_jobs_over_gpus(monkeypatch):
 def test_slurm_launcher_config_composes_with_requeue():
     from hydra import compose, initialize_config_dir
 
-    from resnet_repro.train import config_dir
+    from resnet_repro.config import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",

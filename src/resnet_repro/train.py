@@ -1,7 +1,7 @@
 """Train a run with the paper's recipe and record it (``train``), or several runs at once
 (``train_runs``): one loop (``_loop``) trains a net of one run (:class:`SingleNet`) or of k
 (``train_stack.StackedNet``), each run a :class:`Member` with its own record. The command line
-that calls it is ``cli.py`` (``resnet-train``; ``python -m resnet_repro.train`` runs it too).
+that calls it is ``cli.py`` (``resnet-train``, or ``python -m resnet_repro.cli``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .config import (
     Config,
-    config_dir,  # noqa: F401 - where it was first (tests and scripts import it from here)
     iteration_schedule,
     to_dict,
     unreachable,
@@ -542,10 +541,3 @@ def start_summary(run: Member, net, old: dict, ckpt: dict | None) -> dict:
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-
-if __name__ == "__main__":
-    # the command line lives in cli.py (no torch before a run starts); run the imported module's
-    # main, which parallel launchers (joblib, submitit) can pickle by reference
-    from resnet_repro.cli import main
-
-    main()
