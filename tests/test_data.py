@@ -23,6 +23,40 @@ from resnet_repro.errors import ConfigError, DataError
 from .helpers import write_cifar100, write_cifar_pickles, write_idx
 
 
+# --- what is torchvision's ------------------------------------------------------------------------
+def test_the_folders_files_and_md5s_are_torchvisions():
+    """The readers keep torchvision's names and md5 table as constants (importing
+    torchvision.datasets imports all of torchvision); they must stay torchvision's."""
+    from torchvision.datasets import CIFAR10, CIFAR100, FashionMNIST
+
+    from resnet_repro.data import cifar, fashion_mnist
+
+    assert cifar.BASE_FOLDER == CIFAR10.base_folder
+    assert cifar.TRAIN_FILES == [name for name, _ in CIFAR10.train_list] and cifar.TEST_FILE == CIFAR10.test_list[0][0]
+    assert cifar.OFFICIAL_MD5 == dict(CIFAR10.train_list + CIFAR10.test_list)
+    assert cifar.CIFAR100_FOLDER == CIFAR100.base_folder
+    assert cifar.CIFAR100_SPEC.md5 == dict(CIFAR100.train_list + CIFAR100.test_list)
+    assert fashion_mnist.OFFICIAL_MD5 == dict(FashionMNIST.resources)
+    assert set(fashion_mnist.OFFICIAL_MD5) == {n for pair in fashion_mnist.FILES.values() for n in pair}
+
+
+@pytest.mark.parametrize("name, load", [("CIFAR10", load_cifar10), ("CIFAR100", load_cifar100),
+                                        ("FashionMNIST", load_fashion_mnist)])
+def test_a_missing_dataset_is_downloaded_with_torchvision(tmp_path, monkeypatch, name, load):
+    import torchvision.datasets
+
+    calls = []
+
+    def offline(**kw):
+        calls.append(kw)
+        raise OSError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, name, offline)
+    with pytest.raises(DataError, match=r"the download failed \(OSError: no network\)"):
+        load(tmp_path, download=True)
+    assert calls == [{"root": str(tmp_path), "train": True, "download": True}]
+
+
 # --- CIFAR-10 ------------------------------------------------------------------------------------
 def test_synthetic_pickles_load_in_official_layout(tmp_path):
     base = write_cifar_pickles(tmp_path, per_file=7)

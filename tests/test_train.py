@@ -173,6 +173,20 @@ def test_the_console_names_the_run_directory_at_the_start_and_on_the_done_line(t
     assert done.endswith(f"Run directory: {run_dir}") and "final_val_err=" in done
 
 
+def test_a_run_on_synthetic_data_never_imports_torchvision(tmp_path):
+    """torchvision (all its datasets, models and ops) is imported to download or verify a dataset's
+    files or to build an ImageNet net, not to train the CIFAR nets; the record names its version."""
+    import torchvision
+
+    r = run_cli("experiment=smoke", "trainer.progress=false", "schedule.iterations=4", "schedule.milestones=[2]",
+                cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})  # python -X importtime: each import on stderr
+    assert r.returncode == 0, r.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and not {m for m in imported if m.split(".")[0] == "torchvision"}
+    s = json.loads((tmp_path / "runs" / "smoke" / "resnet8-seed0" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["versions"]["torchvision"] == torchvision.__version__
+
+
 def test_the_bar_shows_loss_and_error_from_the_first_step(tmp_path, monkeypatch):
     import resnet_repro.train as train_mod
 

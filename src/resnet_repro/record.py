@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import errno
@@ -79,18 +80,38 @@ def _write_problem(ex: BaseException, where: Path) -> str | None:
     return None
 
 
+def torchvision_version() -> str:
+    """``torchvision.__version__``, read from its ``version.py`` when torchvision is not imported yet:
+    importing it imports all its datasets, models and ops, which a run of the CIFAR nets never uses."""
+    import importlib.util
+    import sys
+
+    if "torchvision" not in sys.modules:
+        spec = importlib.util.find_spec("torchvision")  # finds the package without importing it
+        try:
+            tree = ast.parse(Path(spec.submodule_search_locations[0], "version.py").read_text())
+            for node in tree.body:
+                names = [getattr(t, "id", None) for t in getattr(node, "targets", ())]
+                if isinstance(node, ast.Assign) and names == ["__version__"]:
+                    return str(ast.literal_eval(node.value))
+        except (AttributeError, IndexError, OSError, SyntaxError, TypeError, ValueError):
+            pass  # another layout: import it
+    import torchvision
+
+    return torchvision.__version__
+
+
 def library_versions() -> dict[str, str]:
     import hydra
     import numpy
     import omegaconf
-    import torchvision
 
     from . import __version__
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": torchvision_version(),
         "hydra": hydra.__version__,
         "omegaconf": omegaconf.__version__,
         "numpy": numpy.__version__,

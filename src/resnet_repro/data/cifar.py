@@ -3,6 +3,12 @@
 Integrity: a file passes if its md5 is the official one (torchvision's table), or, for copies whose
 pickles lack the per-image ``filenames`` lists, if its content digest
 ``sha256(data.tobytes() + uint8(labels).tobytes())`` equals the official content's.
+
+torchvision is imported only where it is used, to download a missing copy and to take a file's
+md5: importing ``torchvision.datasets`` imports all of torchvision (its models and ops, and
+torch._dynamo with them), which a run on synthetic data, or a start that fails before it reads its
+data, never needs. The folder and file names and the md5 table below are torchvision's
+(tests/test_data.py checks that they still are).
 """
 
 from __future__ import annotations
@@ -15,18 +21,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import calculate_md5
 
 from ..errors import DataError
 from .fetch import fetch_missing
 
 log = logging.getLogger(__name__)
 
-BASE_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
-TRAIN_FILES = [name for name, _ in CIFAR10.train_list]
-TEST_FILE = CIFAR10.test_list[0][0]
-OFFICIAL_MD5 = dict(CIFAR10.train_list + CIFAR10.test_list)
+# torchvision's CIFAR10.base_folder, train_list and test_list
+BASE_FOLDER = "cifar-10-batches-py"
+OFFICIAL_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_FILE = "test_batch"
 # Content digests of the official training batches (pixels + labels, filenames excluded).
 CONTENT_SHA256 = {
     "data_batch_1": "ba52cb2d72c412975d7556bb26bd094956f1c002d1937053f6f1252f2ac17114",
@@ -56,7 +68,10 @@ class Spec:
 
 
 CIFAR10_SPEC = Spec("CIFAR-10", b"labels", 10, OFFICIAL_MD5, CONTENT_SHA256)
-CIFAR100_SPEC = Spec("CIFAR-100", b"fine_labels", 100, dict(CIFAR100.train_list + CIFAR100.test_list))
+# torchvision's CIFAR100.base_folder, train_list and test_list
+CIFAR100_FOLDER = "cifar-100-python"
+CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
+CIFAR100_SPEC = Spec("CIFAR-100", b"fine_labels", 100, CIFAR100_MD5)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -85,6 +100,8 @@ def content_sha256(data: np.ndarray, labels) -> str:
 def read_batch(path: Path, *, verify: bool = True, spec: Spec = CIFAR10_SPEC) -> tuple[np.ndarray, np.ndarray]:
     """Read one batch file as (N,3,32,32) uint8 images and int64 labels, checking everything."""
     name, ds, fix = path.name, spec.name, spec.fix
+    if verify:
+        from torchvision.datasets.utils import calculate_md5  # on first use (module docstring)
     try:
         md5 = calculate_md5(str(path)) if verify else None
         with open(path, "rb") as f:
@@ -130,8 +147,12 @@ def ensure_cifar10(root: str | Path, download: bool) -> Path:
     base = Path(root) / BASE_FOLDER
     missing = [f for f in TRAIN_FILES if not (base / f).is_file()]
     if missing:
-        fetch_missing("CIFAR-10", base, ", ".join(missing), BASE_FOLDER, download,
-                      lambda: CIFAR10(root=str(root), train=True, download=True))
+        def get():
+            from torchvision.datasets import CIFAR10
+
+            return CIFAR10(root=str(root), train=True, download=True)
+
+        fetch_missing("CIFAR-10", base, ", ".join(missing), BASE_FOLDER, download, get)
     return base
 
 
@@ -157,15 +178,16 @@ def has_test_batch(root: str | Path) -> bool:
     return (Path(root) / BASE_FOLDER / TEST_FILE).is_file()
 
 
-CIFAR100_FOLDER = CIFAR100.base_folder  # "cifar-100-python"
-
-
 def load_cifar100(root: str | Path, download: bool = True, verify: bool = True):
     """``(train_x, train_y, (test_x, test_y))``: uint8 images (N,3,32,32), fine labels 0..99."""
     base = Path(root) / CIFAR100_FOLDER
     if not ((base / "train").is_file() and (base / "test").is_file()):
-        fetch_missing("CIFAR-100", base, "train/test", CIFAR100_FOLDER, download,
-                      lambda: CIFAR100(root=str(root), train=True, download=True))
+        def get():
+            from torchvision.datasets import CIFAR100
+
+            return CIFAR100(root=str(root), train=True, download=True)
+
+        fetch_missing("CIFAR-100", base, "train/test", CIFAR100_FOLDER, download, get)
     x, y = read_batch(base / "train", verify=verify, spec=CIFAR100_SPEC)
     tx, ty = read_batch(base / "test", verify=verify, spec=CIFAR100_SPEC)
     return torch.from_numpy(x), torch.from_numpy(y), (torch.from_numpy(tx), torch.from_numpy(ty))

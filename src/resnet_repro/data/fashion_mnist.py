@@ -3,6 +3,10 @@
 ``<root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``: each file must have its
 official md5 (torchvision's table); a truncated or damaged file, a wrong header, shape or label
 range is one error naming the file. Missing files are downloaded with torchvision when allowed.
+
+torchvision is imported only where it is used, to download and to take a file's md5 (cifar.py's
+docstring says why); the md5 table below is torchvision's ``FashionMNIST.resources``
+(tests/test_data.py checks that it still is).
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import FashionMNIST
-from torchvision.datasets.utils import calculate_md5
 
 from ..errors import DataError
 from .fetch import fetch_missing
@@ -22,7 +24,12 @@ from .fetch import fetch_missing
 log = logging.getLogger(__name__)
 
 RAW_FOLDER = "FashionMNIST/raw"
-OFFICIAL_MD5 = dict(FashionMNIST.resources)
+OFFICIAL_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -34,6 +41,8 @@ FIX = ("Re-download Fashion-MNIST (delete the folder and set dataset.download=tr
 
 
 def _read_idx(path: Path, magic: int, verify: bool) -> np.ndarray:
+    if verify:
+        from torchvision.datasets.utils import calculate_md5  # on first use (module docstring)
     try:
         md5 = calculate_md5(str(path)) if verify else None
         with gzip.open(path, "rb") as f:
@@ -75,7 +84,11 @@ def load_fashion_mnist(root: str | Path, download: bool = True, verify: bool = T
     names = [n for pair in FILES.values() for n in pair]
     missing = [n for n in names if not (raw / n).is_file()]
     if missing:
-        fetch_missing("Fashion-MNIST", raw, ", ".join(missing), RAW_FOLDER, download,
-                      lambda: FashionMNIST(root=str(root), train=True, download=True))
+        def get():
+            from torchvision.datasets import FashionMNIST
+
+            return FashionMNIST(root=str(root), train=True, download=True)
+
+        fetch_missing("Fashion-MNIST", raw, ", ".join(missing), RAW_FOLDER, download, get)
     x, y = read_split(raw, "train", verify)
     return x, y, read_split(raw, "test", verify)

@@ -42,16 +42,21 @@ def __getattr__(name: str):
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """Build the model described by a resolved ``ModelConfig``."""
-    from . import cifar_resnet, imagenet_resnet, preact_resnet
-
     in_channels = cfg.in_channels or 3
     if cfg.name == "resnet_cifar":
+        from . import cifar_resnet
+
         return cifar_resnet.CifarResNet(depth=cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut,
                                         num_classes=cfg.num_classes, in_channels=in_channels)
     if cfg.name == "preact_cifar":
+        from . import preact_resnet
+
         return preact_resnet.PreActCifarResNet(depth=cfg.depth, num_classes=cfg.num_classes,
                                                in_channels=in_channels, residual=cfg.residual)
     if cfg.name in IMAGENET_MODELS:
+        # torchvision's ResNet: importing it imports all of torchvision, so only for these nets
+        from . import imagenet_resnet
+
         return getattr(imagenet_resnet, cfg.name)(num_classes=cfg.num_classes, in_channels=in_channels,
                                                   residual=cfg.residual, cifar_stem=cfg.cifar_stem)
     raise ValueError(f"unknown model.name {cfg.name!r}")
