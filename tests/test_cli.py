@@ -25,7 +25,7 @@ MISSING_DATA = ("dataset=cifar10", "dataset.download=false", "trainer.device=cpu
 
 def cli(*args: str, cwd, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``resnet-train`` as installed (``python -m resnet_repro.cli``: no torch until a run starts),
-    for the answers that start no run; run_cli (through resnet_repro.train) for those that do."""
+    for the answers that start no run; run_cli (python -m resnet_repro.cli) for those that do."""
     env = {**os.environ}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, *python_flags, "-m", "resnet_repro.cli", *args], cwd=cwd,

@@ -220,7 +220,7 @@ def in_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=CI_LIMIT_S, env=env)
 
 
-TRAIN = '"$PY" -m resnet_repro.train experiment=smoke trainer.progress=false trainer.eval_every=5'
+TRAIN = '"$PY" -m resnet_repro.cli experiment=smoke trainer.progress=false trainer.eval_every=5'
 
 
 @pytest.mark.slow
