@@ -242,3 +242,13 @@ def test_the_summary_counters_and_times_mean_one_thing_each(tmp_path, monkeypatc
     (tmp_path / "fresh" / "summary.json").write_text(json.dumps({**first, "started_at": "2026-01-01T00:00:00+00:00"}))
     again = train(smoke_cfg(*ov), tmp_path / "fresh")  # a fresh start (nothing to resume): a new start time
     assert again["resumed_from"] is None and again["started_at"] != "2026-01-01T00:00:00+00:00"
+
+
+def test_the_recorded_commit_is_the_one_the_process_imported(monkeypatch):
+    """A commit made while a sweep runs changes neither the code its later jobs run nor the commit
+    they record: git is asked once, when the record module is imported."""
+    from resnet_repro import record
+
+    first = record.git_commit()
+    monkeypatch.setattr(record.subprocess, "run", lambda *a, **k: pytest.fail("git asked again"))
+    assert record.git_commit() == first

@@ -119,9 +119,7 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def git_commit() -> str | None:
-    """Commit of the code that ran: the git checkout's, else ``$RESNET_REPRO_GIT_COMMIT`` (a copy of
-    the tree without ``.git``, such as the one a GPU machine gets, is told its commit that way)."""
+def _read_git_commit() -> str | None:
     env = os.environ.get("RESNET_REPRO_GIT_COMMIT") or None
     try:
         out = subprocess.run(
@@ -130,6 +128,16 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return env
     return (out.stdout.strip() or env) if out.returncode == 0 else env
+
+
+_COMMIT_AT_IMPORT = _read_git_commit()  # the code a process runs is the code it imported
+
+
+def git_commit() -> str | None:
+    """Commit of the code that ran: the git checkout's when this process imported it (a commit made
+    while a sweep runs does not change what its later jobs run, nor what they record), else
+    ``$RESNET_REPRO_GIT_COMMIT`` (a copy of the tree without ``.git`` is told its commit that way)."""
+    return _COMMIT_AT_IMPORT
 
 
 def check_writable(run_dir: str | Path) -> None:
