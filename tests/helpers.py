@@ -48,8 +48,7 @@ def cfg_of(*overrides):
     """The project's config composed with ``overrides``, as the command line would give it."""
     from hydra import compose, initialize_config_dir
 
-    from resnet_repro.config import to_config
-    from resnet_repro.config import config_dir
+    from resnet_repro.config import config_dir, to_config
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return to_config(compose("config", overrides=list(overrides)), overrides)
@@ -59,8 +58,7 @@ def smoke_cfg(*overrides):
     """The smoke preset (progress bars off) with ``overrides``."""
     from hydra import compose, initialize_config_dir
 
-    from resnet_repro.config import to_config
-    from resnet_repro.config import config_dir
+    from resnet_repro.config import config_dir, to_config
 
     ov = ["experiment=smoke", "trainer.progress=false", *overrides]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

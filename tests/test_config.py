@@ -2,10 +2,9 @@
 
 import pytest
 
-from resnet_repro.config import run_name
+from resnet_repro.config import config_dir, run_name
 from resnet_repro.errors import ConfigError
 from resnet_repro.preflight import preflight
-from resnet_repro.config import config_dir
 
 from .helpers import cfg_of, run_cli
 

@@ -182,12 +182,13 @@ def test_a_stack_trains_on_the_fast_path_without_recompiles_or_syncs(device, tmp
     """trainer.stack's grouped net on the device's fast path (on CUDA: bf16, channels_last,
     compile, CUDA graphs): no recompilation, no CUDA-graph fallback, no host-device sync between
     log steps, every run's record complete, and each run learning as its separate run does."""
+    import resnet_repro.train as train_mod
     import resnet_repro.train_stack as stack_mod
     from resnet_repro.data.pipeline import StackedBatches
 
     cuda = device.type == "cuda"
     guarded = {"steps": 0, "armed": 0}
-    real_next, real_sync = StackedBatches.next, stack_mod.device_sync
+    real_next, real_sync = StackedBatches.next, train_mod.device_sync  # the one loop's
 
     def next_(self):
         guarded["steps"] += 1
@@ -202,7 +203,7 @@ def test_a_stack_trains_on_the_fast_path_without_recompiles_or_syncs(device, tmp
         real_sync(dev)
 
     monkeypatch.setattr(StackedBatches, "next", next_)
-    monkeypatch.setattr(stack_mod, "device_sync", sync)
+    monkeypatch.setattr(train_mod, "device_sync", sync)
     ov = ("trainer.compile=default", "schedule.iterations=60", "schedule.milestones=[20,40]", "trainer.log_every=10",
           "trainer.eval_every=20", "diagnostics.layer_stats=eval", "diagnostics.grad_norms=[1,25]")
     cfgs = [cfg(device, *ov, f"model.residual={r}", f"seed={s}") for r, s in ((True, 0), (False, 0), (True, 1))]
