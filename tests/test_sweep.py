@@ -10,7 +10,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hydra_plugins.resnet_repro_sweeper.resnet_sweeper import ResnetSweeper
-from resnet_repro.sweep import MANIFEST_COLUMNS, Manifest, job_name
+from resnet_repro.sweep import MANIFEST_COLUMNS, Manifest, job_name, job_names
 
 from . import wandb_file
 from .helpers import CI_LIMIT_S, run_cli
@@ -43,6 +43,10 @@ def test_degradation_preset_is_the_nine_runs_of_figure_6():
     assert names == sorted(expected)
     narrowed = _expand(sweeper["params"], sweeper["exclude"], "model.depth=20,56", "seed=0,1")
     assert len(narrowed) == 8 and all("model.depth=110" not in j for j in narrowed)
+    one = _expand(sweeper["params"], sweeper["exclude"], "model.depth=56", "model.residual=false")
+    assert job_names(one, [56], axes=sweeper["params"]) == ["depth=56,residual=false"]  # not a bare depth=56
+    both = _expand(sweeper["params"], sweeper["exclude"], "model.depth=20,56")
+    assert job_names(both, [20, 20, 56, 56], axes=sweeper["params"]) == job_names(both, [20, 20, 56, 56])
 
 
 @pytest.mark.slow

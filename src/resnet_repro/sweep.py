@@ -65,15 +65,18 @@ def job_name(overrides: Iterable[str], n: int | None = None, depth: int | None =
     return ",".join([f"depth={d}", *sorted(items)]).replace("/", "_")
 
 
-def job_names(jobs: list[list[str]], depths: list[int]) -> list[str]:
-    """Every job's directory name: from the overrides that vary across the sweep, always with the
-    depth (and the seed when given); unique, fixed per job, so a rerun (or a requeue) finds it."""
+def job_names(jobs: list[list[str]], depths: list[int], axes: Iterable[str] = ()) -> list[str]:
+    """Every job's directory name: from the overrides that vary across the sweep and the sweep's
+    own ``axes`` (its preset's ``hydra.sweeper.params``, so a sweep narrowed to one plain net still
+    says ``residual=false``), always with the depth (and the seed when given); unique, fixed per
+    job, so a rerun (or a requeue) finds it."""
     values: dict[str, set] = {}
     for job in jobs:
         for o in job:
             k, _, v = o.partition("=")
             values.setdefault(k, set()).add(v)
     varying = {k for k, v in values.items() if len(v) > 1 or any(k not in dict(o.partition("=")[::2] for o in j) for j in jobs)}
+    varying |= set(axes)
     varying.add("seed")  # always named when given: sweeps of other seeds never share a directory
     names = []
     for job, depth in zip(jobs, depths, strict=True):

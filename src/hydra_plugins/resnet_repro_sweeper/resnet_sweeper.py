@@ -78,7 +78,7 @@ class ResnetSweeper(Sweeper):
                 raise ConfigError(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
             depths.append(c.model.depth)
             configs.append(c)
-        names = job_names(jobs, depths)
+        names = job_names(jobs, depths, axes=self.params)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         for c, name, overrides in zip(configs, names, jobs, strict=True):  # before Hydra writes anything
             try:
