@@ -1,7 +1,7 @@
 """Stacked runs in fp32 on the real CIFAR-10: seeds trained alone against the same seeds as one stack.
 
-    python benchmarks/stacked_realdata.py --data ../shared/data                 # ResNet-20, seeds 0-4, 200 iterations, CPU
-    python benchmarks/stacked_realdata.py --data ../shared/data --device cuda --iterations 2000
+    python benchmarks/stacked_realdata.py --data /path/to/data                 # ResNet-20, seeds 0-4, 200 iterations, CPU
+    python benchmarks/stacked_realdata.py --data /path/to/data --device cuda --iterations 2000
 
 In float64 a stacked run is its separate run to 1e-10 (tests/test_train_stack.py); in fp32 grouped
 convolutions round differently, and at lr 0.1 rounding differences grow. This measures what that
@@ -30,7 +30,7 @@ from resnet_repro.train_stack import train_stack
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--data", required=True, help="folder holding cifar-10-batches-py/")
     p.add_argument("--device", default="cpu")
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

@@ -1,8 +1,8 @@
 """Training throughput: the harness's fast path against the seeds' training loop, side by side.
 
-    python benchmarks/throughput.py --data ../shared/data              # ResNet-20/56/110, plain and residual, batch 128
-    python benchmarks/throughput.py --data ../shared/data --share 1 2 4  # also k ResNet-20 runs sharing the device
-    python benchmarks/throughput.py --device cpu --depths 20 --iters 10 --windows 3 --data ../shared/data
+    python benchmarks/throughput.py --data /path/to/data              # ResNet-20/56/110, plain and residual, batch 128
+    python benchmarks/throughput.py --data /path/to/data --share 1 2 4  # also k ResNet-20 runs sharing the device
+    python benchmarks/throughput.py --device cpu --depths 20 --iters 10 --windows 3 --data /path/to/data
 
 For every model it measures training images/s (the median of ``--windows`` timed windows of
 ``--iters`` steps, after ``--warmup`` steps; the device is synchronised before every clock read):
@@ -261,7 +261,7 @@ def data_root(args) -> Path:
         root = Path(args.data)
         if not (root / BASE_FOLDER / "data_batch_1").is_file():
             sys.exit(f"throughput: error: {root} has no {BASE_FOLDER}/data_batch_1. Point --data at a folder "
-                     f"holding CIFAR-10 (e.g. ../shared/data), or leave it out to use synthetic files.")
+                     f"holding CIFAR-10 (e.g. /path/to/data), or leave it out to use synthetic files.")
         return root
     import pickle
 

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REAL_200_ARGS, REPO, run_cli, write_cifar_pickles
+from .helpers import REAL_200_ARGS, run_cli, write_cifar_pickles
 
 
 def offline_data_root() -> Path | None:
-    """The offline copy: $RESNET_REPRO_DATA, else ../shared/data beside the checkout."""
+    """The offline copy named by $RESNET_REPRO_DATA, when it holds CIFAR-10."""
     env = os.environ.get("RESNET_REPRO_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "data")
-    for c in candidates:
-        if (c / "cifar-10-batches-py" / "data_batch_1").is_file():
-            return c
+    if env and (Path(env) / "cifar-10-batches-py" / "data_batch_1").is_file():
+        return Path(env)
     return None
 
 
@@ -51,7 +48,7 @@ def pytest_collection_modifyitems(items):
 def data_root() -> Path:
     root = offline_data_root()
     if root is None:
-        pytest.skip("offline CIFAR-10 copy not found: set RESNET_REPRO_DATA or place it at ../shared/data")
+        pytest.skip("offline CIFAR-10 copy not found: set RESNET_REPRO_DATA to a folder holding cifar-10-batches-py/")
     return root
 
 
