@@ -237,7 +237,7 @@ def write_run(run_dir: Path, *, depth: int, residual: bool, seed: int, status: s
               summary_text: str | None = None, config: bool = True,
               layer_stats: bool = False, grad_norms: tuple[int, ...] = ()) -> Path:
     """A run directory as a run leaves it: config.yaml, summary.json, metrics.csv (and the diagnostics)."""
-    from resnet_repro.record import METRIC_COLUMNS
+    from resnet_repro.files import METRIC_COLUMNS
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if config:

@@ -142,7 +142,7 @@ def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_path, monkeypatch):
-    import resnet_repro.record as record
+    import resnet_repro.checkpoint as checkpoint
 
     run = tmp_path / "run"
     real_save, calls = torch.save, {"n": 0}
@@ -153,7 +153,7 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_p
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *a, **kw)
 
-    monkeypatch.setattr(record.torch, "save", save)
+    monkeypatch.setattr(checkpoint.torch, "save", save)
     with pytest.raises(CheckpointError) as ex:
         train(smoke_cfg("trainer.eval_every=5"), run)
     msg = str(ex.value)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from resnet_repro.record import METRIC_COLUMNS
+from resnet_repro.files import METRIC_COLUMNS
 from resnet_repro.results import (
     HISTORY_COLUMNS,
     collect,

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from resnet_repro.record import CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE
+from resnet_repro.files import CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE
 from resnet_repro.results import HISTORY_COLUMNS, RUN_COLUMNS, collect, collect_wandb
 
 PATH = "my-team/resnet_repro"

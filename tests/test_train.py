@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from resnet_repro.errors import CheckpointError, DataError, RunDirError
-from resnet_repro.record import METRIC_COLUMNS
+from resnet_repro.files import METRIC_COLUMNS
 from resnet_repro.train import train
 
 from .helpers import interrupt_after, run_cli, smoke_cfg

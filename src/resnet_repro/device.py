@@ -4,11 +4,10 @@ and waiting for the work queued on it."""
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ResnetReproError
+from .errors import ResnetReproError
 
 
 def pick_device(name: str, job_num: int | None = None) -> torch.device:
@@ -34,25 +33,6 @@ def check_device(name: str) -> None:
                                    f"Use one of those, or auto.")
     elif name == "mps" and not torch.backends.mps.is_available():
         raise ResnetReproError("trainer.device=mps but no MPS device is available. Use trainer.device=cpu or auto.")
-
-
-def check_same_device_type(ckpt: dict, device: torch.device, path: Path) -> None:
-    """Refuse to resume a checkpoint written on another device type, before any work.
-
-    The sampler's random generator lives on the training device, and a CPU generator's state
-    (5056 bytes) cannot become a CUDA one's (16 bytes); nor would a seed give the same data order
-    there. Checkpoints from before ``device_type`` was recorded are told apart by that size.
-    """
-    saved = ckpt.get("device_type")
-    if saved is None:
-        state = (ckpt.get("batches") or {}).get("generator")
-        saved = {5056: "cpu", 16: "cuda"}.get(state.numel()) if state is not None else None
-    if saved is not None and saved != device.type:
-        raise CheckpointError(
-            f"{path} was written on {saved} and this run is on {device.type}: the data sampler's random "
-            f"stream cannot move between device types. Resume with trainer.device={saved}, or start a new "
-            f"run (name=<new name>)."
-        )
 
 
 def device_sync(device: torch.device) -> None:

@@ -225,12 +225,9 @@ def setup(cfg: dict, source: str, args) -> Setup:
 
 def _data_folder(name: str) -> str | None:
     """The folder under ``dataset.root`` that holds dataset ``name`` (None: synthetic, made from a seed)."""
-    if name == "synthetic":
-        return None
-    from .data.cifar import BASE_FOLDER, CIFAR100_FOLDER
-    from .data.fashion_mnist import RAW_FOLDER
+    from .data.registry import DATASETS
 
-    return {"cifar10": BASE_FOLDER, "cifar100": CIFAR100_FOLDER, "fashion_mnist": RAW_FOLDER}[name]
+    return DATASETS[name].folder
 
 
 def check_data_root(dataset, args) -> None:
@@ -260,9 +257,10 @@ def missing_split(dataset, split: str) -> str:
     if split == "val":
         return ("the run trained on the whole training set (dataset.protocol=full), so it has no "
                 "validation split")
-    if dataset.name == "synthetic":
+    folder = _data_folder(dataset.name)
+    if folder is None:
         return "the run's synthetic data have no test split (dataset.num_test=0)"
-    return f"{Path(dataset.root).absolute() / _data_folder(dataset.name)} has no test batch"
+    return f"{Path(dataset.root).absolute() / folder} has no test batch"
 
 
 # --- the checkpoint ---------------------------------------------------------------------------------
@@ -292,22 +290,21 @@ def _quiet_log():
 
 def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path, list[str]]:
     """The checkpoint (through the record's safe loader), its path, and what happened on the way."""
-    from .record import RunRecord
+    from .checkpoint import Checkpoints
 
-    rec = RunRecord(run_dir, create=False)
+    ckpts = Checkpoints(run_dir)
     if checkpoint is not None:
-        return rec.read_checkpoint(checkpoint), checkpoint, []
+        return ckpts.read(checkpoint), checkpoint, []
     with _quiet_log() as records:
-        ckpt = rec.load_checkpoint()
+        ckpt = ckpts.load()
     if ckpt is None:  # gone between the check and the load
         raise CheckpointError(f"{run_dir} has no checkpoint to evaluate. Give one with --checkpoint PATH.")
-    p = rec.path(CHECKPOINT_FILE)
-    if p.is_file():
-        return ckpt, p, []
+    if ckpts.path.is_file():
+        return ckpt, ckpts.path, []
     notes = [f"{r.args[0]} Evaluated {PREVIOUS_CHECKPOINT_FILE} (iteration {ckpt['iteration']}) instead"
              + ("; the bad file is kept as checkpoint.corrupt.pt." if (run_dir / "checkpoint.corrupt.pt").is_file() else ".")
              for r in records if r.levelno >= logging.WARNING and r.args]
-    return ckpt, rec.path(PREVIOUS_CHECKPOINT_FILE), notes
+    return ckpt, ckpts.previous, notes
 
 
 def read_config(run_dir: Path) -> tuple[dict | None, str, list[str]]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -19,9 +21,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the one before: the fallback when the last is torn
 LOCK_FILE = "run.lock"
 LAYER_STATS_FILE = "layer_stats.csv"
-# What every checkpoint holds (train.py writes them all): one without any of these is refused.
-CHECKPOINT_KEYS = ("format", "config", "iteration", "model", "optimizer", "schedule", "batches", "window",
-                   "torch_rng", "elapsed_s", "train_time_s", "best")
 GRAD_NORMS_FILE = "grad_norms.csv"
 
 METRIC_COLUMNS = [
@@ -56,8 +55,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)
+os.umask(UMASK)
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def first_line(ex: BaseException) -> str:
+    """An exception's first non-empty line, without terminal colour codes (never an IndexError)."""
+    lines = [ln.strip() for ln in ANSI.sub("", str(ex)).splitlines() if ln.strip()]
+    return f"{type(ex).__name__}: {lines[0][:200]}" if lines else type(ex).__name__
+
+
+def write_problem(ex: BaseException, where: Path) -> str | None:
+    """What went wrong when a record file could not be written, or None if ``ex`` is not that.
+
+    ``torch.save`` reports a full disk as a RuntimeError from its zip writer ("unexpected pos",
+    "file write failed") about as often as an OSError, depending on where the space runs out.
+    """
+    if isinstance(ex, OSError):
+        return ex.strerror or str(ex)
+    if isinstance(ex, RuntimeError) and re.search(r"unexpected pos|write failed|PytorchStreamWriter", str(ex)):
+        try:
+            free = f", {shutil.disk_usage(where).free // 1024} KiB free on its disk"
+        except OSError:
+            free = ""
+        return f"the write stopped short{free}; torch: {first_line(ex).split('] ')[-1].strip(' .')}"
+    return None
 
 
 @contextlib.contextmanager
@@ -79,7 +102,7 @@ def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the record the usual mode
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; give the record the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -9,8 +9,6 @@ Hydra makes a run directory. A sweep's jobs are all checked the same way by the 
 from __future__ import annotations
 
 import argparse
-import errno
-import fcntl
 import logging
 import os
 import shutil
@@ -209,6 +207,7 @@ def check_can_start(cfg, run_dir: str | None) -> None:
     """The checks a run's start makes, before Hydra writes anything into its directory: the device
     exists; the directory can be written, is not in use, and holds no record of another run."""
     from .device import check_device
+    from .lock import RunLock
     from .record import RunRecord, check_writable
 
     if cfg.trainer.device != "auto":
@@ -218,8 +217,8 @@ def check_can_start(cfg, run_dir: str | None) -> None:
     check_writable(run_dir)
     rec = RunRecord(run_dir, create=False)
     if rec.dir.is_dir():
-        rec.check_not_in_use()
-        rec.check_checkpoint_paths()
+        RunLock(rec.dir).check_free()
+        rec.checkpoints.check_paths()
         rec.check_resumable(to_dict(cfg), None, rec.read_summary() or {}, checkpoint_known=False)
 
 
@@ -290,22 +289,18 @@ def _remove_unstarted_run_dir(d: Path, leftovers: set[str]) -> bool:
     """
     if d.is_symlink() or not d.is_dir() or not {p.name for p in d.iterdir()} <= leftovers:
         return False
+    from .lock import RunLock
+
+    lock = RunLock(d)
+    if not lock.try_acquire():
+        return False  # another process runs here now: its directory
     try:
-        fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as ex:
-            if ex.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return False  # another process runs here now: its directory
         if not {p.name for p in d.iterdir()} <= leftovers:
             return False
         _close_logs_in(d)  # Hydra's log file handler: nothing is written there once it is gone
         shutil.rmtree(d, ignore_errors=True)
     finally:
-        os.close(fd)
+        lock.release()
     return not os.path.lexists(d)
 
 

@@ -3,7 +3,7 @@
 - ``config.yaml``: the resolved config (depth and n both filled in);
 - ``metrics.csv``: the history, one row per log or eval iteration (``pandas.read_csv``);
 - ``summary.json``: final and best errors, params, wall time, images/s, device, versions, status;
-- ``checkpoint.pt``: model, optimizer, schedule, sampler and RNG state, written atomically;
+- ``checkpoint.pt``: model, optimizer, schedule, sampler and RNG state (``checkpoint.py``);
 - ``layer_stats.csv``: std of each 3x3 layer's response (paper Fig. 7), per recorded iteration;
 - ``grad_norms.csv``: per-layer gradient norms at the iterations ``diagnostics.grad_norms`` names.
 """
@@ -14,71 +14,36 @@ import ast
 import contextlib
 import csv
 import errno
-import fcntl
 import json
 import logging
 import os
 import platform
-import re
-import shutil
-import stat
 import subprocess
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from .checkpoint import Checkpoints
 from .config import flat
-from .errors import CheckpointError, RunDirError
-from .files import (  # noqa: F401 - the record's names, re-exported
-    _UMASK,
+from .errors import RunDirError
+from .files import (
     CHECKPOINT_FILE,
-    CHECKPOINT_KEYS,
     CONFIG_FILE,
-    GRAD_NORMS_FILE,
-    LAYER_STATS_FILE,
-    LOCK_FILE,
     METRIC_COLUMNS,
     METRICS_FILE,
-    PREVIOUS_CHECKPOINT_FILE,
     RUNTIME_KEYS,
     SUMMARY_FILE,
     TABLES,
-    _fsync_dir,
     atomic_write,
+    first_line,
+    write_problem,
 )
 
 log = logging.getLogger("resnet_repro")
 EXTENDABLE_KEY = "schedule.iterations"  # the one key a run may change to continue (check_same_run)
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _first_line(ex: BaseException) -> str:
-    """An exception's first non-empty line, without terminal colour codes (never an IndexError)."""
-    lines = [ln.strip() for ln in _ANSI.sub("", str(ex)).splitlines() if ln.strip()]
-    return f"{type(ex).__name__}: {lines[0][:200]}" if lines else type(ex).__name__
-
-
-def _write_problem(ex: BaseException, where: Path) -> str | None:
-    """What went wrong when a record file could not be written, or None if ``ex`` is not that.
-
-    ``torch.save`` reports a full disk as a RuntimeError from its zip writer ("unexpected pos",
-    "file write failed") about as often as an OSError, depending on where the space runs out.
-    """
-    if isinstance(ex, OSError):
-        return ex.strerror or str(ex)
-    if isinstance(ex, RuntimeError) and re.search(r"unexpected pos|write failed|PytorchStreamWriter", str(ex)):
-        try:
-            free = f", {shutil.disk_usage(where).free // 1024} KiB free on its disk"
-        except OSError:
-            free = ""
-        return f"the write stopped short{free}; torch: {_first_line(ex).split('] ')[-1].strip(' .')}"
-    return None
-
 
 def torchvision_version() -> str:
     """``torchvision.__version__``, read from its ``version.py`` when torchvision is not imported yet:
@@ -172,6 +137,7 @@ def check_writable(run_dir: str | Path) -> None:
 class RunRecord:
     def __init__(self, run_dir: str | Path, *, create: bool = True):
         self.dir = Path(run_dir)
+        self.checkpoints = Checkpoints(self.dir)
         if not create:
             return
         try:
@@ -193,7 +159,7 @@ class RunRecord:
             cfg = yaml.safe_load(p.read_text())  # safe: a Python tag is refused, never run
         except (yaml.YAMLError, UnicodeDecodeError) as ex:
             raise RunDirError(
-                f"{p} cannot be read as a config ({_first_line(ex)}): it is not a file this tool wrote. Restore "
+                f"{p} cannot be read as a config ({first_line(ex)}): it is not a file this tool wrote. Restore "
                 f"it, or move the run directory aside and rerun; nothing was changed."
             ) from None
         if not isinstance(cfg, dict):
@@ -243,8 +209,7 @@ class RunRecord:
         record of trained iterations without a checkpoint is never retrained over. Before a start
         (``checkpoint_known=False``) the checkpoint is not loaded, only looked for.
         """
-        has_ckpt = ckpt is not None if checkpoint_known else any(
-            self.path(f).is_file() for f in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE))
+        has_ckpt = ckpt is not None if checkpoint_known else bool(self.checkpoints.kept())
         self.check_same_run(cfg, ckpt.get("config") if ckpt else None, summary_config(summary), extendable=has_ckpt)
         done = summary.get("iterations") or 0
         if not has_ckpt and done and summary.get("status") != "completed":
@@ -265,7 +230,7 @@ class RunRecord:
         try:
             yield
         except (OSError, RuntimeError) as ex:
-            problem = _write_problem(ex, self.dir)
+            problem = write_problem(ex, self.dir)
             if problem is None:
                 raise
             raise RunDirError(
@@ -274,7 +239,7 @@ class RunRecord:
             ) from None
 
     def _intact(self) -> str:
-        kept = [f.name for f in (self.path(CHECKPOINT_FILE), self.path(PREVIOUS_CHECKPOINT_FILE)) if f.is_file()]
+        kept = self.checkpoints.kept()
         if not kept:
             return ": there is no checkpoint yet"
         return f": {' and '.join(kept)} from before {'are' if len(kept) > 1 else 'is'} intact"
@@ -330,157 +295,6 @@ class RunRecord:
         text = json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n"
         with self._writing(SUMMARY_FILE):
             atomic_write(self.path(SUMMARY_FILE), lambda f: f.write(text.encode()))
-
-    # --- checkpoint -------------------------------------------------------------------------
-    def save_checkpoint(self, state: dict) -> None:
-        """Write ``checkpoint.pt`` atomically, keeping the one before as ``checkpoint.prev.pt``."""
-        p = self.path(CHECKPOINT_FILE)
-        try:
-            atomic_write(p, lambda f: torch.save(state, f), keep_previous=self.path(PREVIOUS_CHECKPOINT_FILE))
-        except (OSError, RuntimeError) as ex:
-            problem = _write_problem(ex, self.dir)
-            if problem is None:
-                raise
-            kept = [f.name for f in (p, self.path(PREVIOUS_CHECKPOINT_FILE)) if f.is_file()]
-            raise CheckpointError(
-                f"Cannot write the checkpoint {p} ({problem}). Free disk space or make {self.dir} "
-                f"writable, then rerun to resume; "
-                + (f"{' and '.join(kept)} from before {'are' if len(kept) > 1 else 'is'} intact." if kept
-                   else "there is no earlier checkpoint.")
-            ) from None
-
-    def read_checkpoint(self, p: Path) -> dict:
-        """One checkpoint file through the safe loader (tensors only), checked for every key a
-        checkpoint holds; a refusal is one line naming the file."""
-        if p.stat().st_size == 0:
-            raise CheckpointError(f"Checkpoint {p} is empty (0 bytes): its write was cut short.")
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as ex:
-            text = _ANSI.sub("", str(ex))
-            refused = re.findall(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", text, flags=re.IGNORECASE)
-            if refused:  # the safe loader refused it: nothing in it was run
-                raise CheckpointError(
-                    f"Checkpoint {p} refused: it holds objects that are not tensors ({', '.join(dict.fromkeys(refused))}); "
-                    f"it was not loaded."
-                ) from None
-            if "Weights only load failed" in text:  # torch's text ends on advice to load it unsafely: never relayed
-                why = text.partition("WeightsUnpickler error:")[2].strip().splitlines()
-                reason = f"UnpicklingError: {why[0].strip()[:200]}" if why else "UnpicklingError"
-            else:
-                reason = _first_line(ex)
-            raise CheckpointError(f"Checkpoint {p} is truncated or corrupt ({reason}).") from None
-        if not isinstance(ckpt, dict) or "iteration" not in ckpt:
-            raise CheckpointError(f"Checkpoint {p} is not a resnet_repro checkpoint.")
-        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-        if missing:
-            raise CheckpointError(f"Checkpoint {p} is incomplete: it has no {', '.join(missing)}.")
-        return ckpt
-
-    def load_checkpoint(self) -> dict | None:
-        """The last good checkpoint, or None when the run has none.
-
-        A truncated or corrupt ``checkpoint.pt`` is moved aside to ``checkpoint.corrupt.pt`` and the
-        run falls back to ``checkpoint.prev.pt`` when that one loads, saying so; otherwise it is a
-        clear error. Loading never unpickles code (``weights_only=True``).
-        """
-        p, prev = self.path(CHECKPOINT_FILE), self.path(PREVIOUS_CHECKPOINT_FILE)
-        self.check_checkpoint_paths()
-        if not p.is_file() and not prev.is_file():
-            return None
-        if p.is_file():
-            try:
-                return self.read_checkpoint(p)
-            except CheckpointError as ex:
-                problem = str(ex)
-        else:
-            problem = f"Checkpoint {p} is missing (the run was stopped while replacing it)."
-        if prev.is_file():
-            try:
-                ckpt = self.read_checkpoint(prev)
-            except CheckpointError as ex2:
-                problem += f" The previous one is unusable too: {ex2}"
-            else:
-                if p.is_file():
-                    os.replace(p, self.path("checkpoint.corrupt.pt"))  # kept for inspection, not reused
-                log.warning("%s Resuming from the previous good checkpoint %s (iteration %d).",
-                            problem, prev.name, ckpt["iteration"])
-                return ckpt
-        raise CheckpointError(
-            f"{problem} Move the run directory aside to start this run again, or choose another run directory; "
-            f"nothing was changed."
-        )
-
-    def check_checkpoint_paths(self) -> None:
-        """Refuse checkpoint paths that exist but are not regular files (a directory, a socket, ...):
-        taking them for "no checkpoint" would restart the run over its record."""
-        for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
-            p = self.path(name)
-            if os.path.lexists(p) and not stat.S_ISREG(os.stat(p).st_mode if p.exists() else 0):
-                kind = "a directory" if p.is_dir() else "a broken link" if not p.exists() else "not a regular file"
-                raise CheckpointError(
-                    f"{p} is {kind}, not a checkpoint file. Move it aside (a run's checkpoint is a file); "
-                    f"nothing was changed."
-                )
-
-    # --- one process per run directory --------------------------------------------------------
-    def lock(self) -> None:
-        """Hold ``run.lock`` for this process's lifetime; refuse when another live process holds it.
-
-        The lock is an OS file lock (flock), released by the kernel when its holder dies, however
-        it dies: a lock left by a killed process is taken over, and said so.
-        """
-        p = self.path(LOCK_FILE)
-        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as ex:
-            if ex.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                # a filesystem without file locks (some NFS or Lustre mounts): run, but say so
-                log.warning("Cannot lock %s (%s): this filesystem has no file locks, so nothing stops a "
-                            "second process from using the same run directory.", p, ex.strerror or ex)
-                self._lock_fd = fd
-                return
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise self._in_use(holder) from None
-        old = os.pread(fd, 200, 0).decode(errors="replace").strip()
-        if old:
-            log.info("Took over the lock of %s, which is no longer running (%s).", self.dir, old)
-        me = f"pid {os.getpid()} on {platform.node()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, me.encode(), 0)
-        self._lock_fd = fd
-        for stale in self.dir.glob(".*.tmp"):  # temp files of a write that a kill cut short
-            stale.unlink(missing_ok=True)
-
-    def _in_use(self, holder: str) -> RunDirError:
-        return RunDirError(
-            f"{self.dir} is in use by {holder} ({LOCK_FILE}). Wait for that run to finish or stop "
-            f"it, or give this run its own directory (name=<new name> or hydra.run.dir=<dir>)."
-        )
-
-    def check_not_in_use(self) -> None:
-        """Refuse when a live process holds ``run.lock``, without taking it (nothing is written)."""
-        p = self.path(LOCK_FILE)
-        try:
-            fd = os.open(p, os.O_RDONLY)
-        except OSError:
-            return  # no lock file: nobody runs here
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as ex:
-            if ex.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise self._in_use(os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process") from None
-        finally:
-            os.close(fd)  # closing releases the probe's shared lock
-
-    def unlock(self) -> None:
-        fd = getattr(self, "_lock_fd", None)
-        if fd is not None:
-            os.ftruncate(fd, 0)
-            os.close(fd)  # closing releases the flock
-            self._lock_fd = None
 
 
 def summary_config(summary: dict) -> dict | None:

@@ -24,6 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from . import checkpoint
+from .checkpoint import check_same_device_type
 from .config import (
     Config,
     iteration_schedule,
@@ -33,17 +35,18 @@ from .config import (
 )
 from .data import load_splits
 from .data.pipeline import DeviceData, eval_batches
-from .device import check_same_device_type, device_sync, pick_device, platform_cpu
+from .device import device_sync, pick_device, platform_cpu
 from .diagnostics import conv_grad_norms, layer_response_std
-from .errors import CheckpointError, Diverged, Preempted
+from .errors import Diverged, Preempted
 from .files import (
-    CHECKPOINT_FILE,
     GRAD_NORM_COLUMNS,
     GRAD_NORMS_FILE,
     LAYER_STATS_COLUMNS,
     LAYER_STATS_FILE,
 )
+from .lock import RunLock
 from .models import build_model, count_params
+from .models.registry import shortcut_of
 from .record import RunRecord, git_commit, library_versions
 from .schedule import LRSchedule
 from .sinks import RESULT_KEYS, Sinks
@@ -52,7 +55,6 @@ from .step import FastPath, TrainStep, match_optimizer_strides
 from .wandb_mirror import WandbMirror
 
 log = logging.getLogger("resnet_repro")
-CHECKPOINT_FORMAT = 1
 
 
 clock = time.perf_counter  # the loop's timer (a name of its own, so tests can watch when it is read)
@@ -95,17 +97,17 @@ def train_runs(cfgs: list[Config], run_dirs: list[str | Path], build=None, **swe
     stack, ``train_stack.py``); it is used when more than one run is left to train and they all
     stand at the same iteration. Otherwise each run trains alone, one after another.
     """
-    recs: list[RunRecord] = []
+    locks: list[RunLock] = []
     try:
-        for d in run_dirs:
-            rec = RunRecord(d)
-            rec.lock()  # one process per run directory
-            recs.append(rec)
+        recs = [RunRecord(d) for d in run_dirs]
+        for rec in recs:
+            locks.append(RunLock(rec.dir))
+            locks[-1].acquire()  # one process per run directory
         with stop_on_signals() as stop:
             return _train_runs(cfgs, recs, stop, build, **sweep)
     finally:
-        for rec in recs:
-            rec.unlock()
+        for lock in locks:
+            lock.release()
 
 
 def _train_runs(cfgs: list[Config], recs: list[RunRecord], stop: dict, build, *, group: str | None = None,
@@ -180,22 +182,10 @@ def stop_on_signals():
             signal.signal(sig, h)
 
 
-def checkpoint_state(cfg: Config, device: torch.device, progress: Progress, owners: dict, results: dict) -> dict:
-    """A run's checkpoint: its config, device type, progress, its owners' states and its results so far."""
-    return {"format": CHECKPOINT_FORMAT, "config": to_dict(cfg), "device_type": device.type,
-            **progress.state_dict(), **owners, "results": results}
-
-
-def check_format(ckpt: dict, rec: RunRecord) -> None:
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"Checkpoint {rec.path(CHECKPOINT_FILE)} has an unknown format. Move the run directory "
-                              f"aside to start this run again; nothing was changed.")
-
-
 def preempted(signum: int, it: int, recs: list[RunRecord]) -> Preempted:
     """The stop of runs whose checkpoints are written, and how to resume them."""
     name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
-    paths = ", ".join(str(r.path(CHECKPOINT_FILE)) for r in recs)
+    paths = ", ".join(str(r.checkpoints.path) for r in recs)
     return Preempted(f"stopped by {name} at iteration {it}; checkpoint{'s' if len(recs) > 1 else ''} written to "
                      f"{paths}. Rerun the same command to resume.", signum=signum)
 
@@ -220,7 +210,7 @@ def start_job(cfg: Config, job_num: int | None, ckpts: dict[Path, dict | None]) 
 def resume_point(cfg: Config, rec: RunRecord) -> tuple[dict | None, dict, bool]:
     """(checkpoint, summary, complete) of the record a run continues (refused when not its own);
     a complete run is said so."""
-    ckpt, old = rec.load_checkpoint(), rec.read_summary() or {}
+    ckpt, old = rec.checkpoints.load(), rec.read_summary() or {}
     rec.check_resumable(to_dict(cfg), ckpt, old)
     done = ckpt["iteration"] if ckpt is not None else old.get("iterations") or 0
     complete = done >= iteration_schedule(cfg).iterations and old.get("status") == "completed"
@@ -270,7 +260,7 @@ class SingleNet:
               job_num: int | None) -> tuple[SingleNet, list[Member]]:
         (cfg,), (rec,) = cfgs, recs
         t = cfg.trainer
-        device, fast = start_job(cfg, job_num, {rec.path(CHECKPOINT_FILE): ckpts[0]})
+        device, fast = start_job(cfg, job_num, {rec.checkpoints.path: ckpts[0]})
         splits = load_splits(cfg.dataset)
         data = DeviceData(splits, device, batch_size=t.batch_size, augment=cfg.dataset.augment, seed=cfg.seed,
                           size=cfg.dataset.image_size, probe_images=cfg.diagnostics.layer_stats_images)
@@ -293,7 +283,7 @@ class SingleNet:
     def restore(self, members: list[Member], ckpts: list[dict | None]) -> None:
         (m,), (ckpt,) = members, ckpts
         if ckpt is not None:
-            check_format(ckpt, m.rec)
+            checkpoint.check_format(ckpt, m.rec.checkpoints.path)
             for key, owner in self.owners(m).items():
                 if key != "scaler" or ckpt.get(key):  # an fp32 run's scaler has no state
                     owner.load_state_dict(ckpt[key])
@@ -341,7 +331,8 @@ class SingleNet:
 
 def _checkpoint(net, m: Member) -> None:
     m.saved_at = m.progress.it
-    m.rec.save_checkpoint(checkpoint_state(m.cfg, net.device, m.progress, net.member_state(m), m.sinks.results()))
+    m.rec.checkpoints.save(checkpoint.build_state(to_dict(m.cfg), net.device, m.progress.state_dict(),
+                                                  net.member_state(m), m.sinks.results()))
 
 
 def _evaluate(net, members: list[Member]) -> dict[int, dict]:
@@ -499,14 +490,6 @@ def check_finite(row: dict, sinks: Sinks) -> None:
             f"training diverged at iteration {row['iter']}: train loss {row['train_loss']}. Lower "
             f"optimizer.lr, or warm up with schedule.warmup=true (the paper does for ResNet-110)."
         )
-
-
-def shortcut_of(m) -> str | None:
-    """The shortcut a net has: ImageNet nets project where the shape changes (option B),
-    pre-activation nets pad (A); plain nets have none."""
-    if not m.residual:
-        return None
-    return {"resnet_cifar": m.shortcut, "preact_cifar": "A"}.get(m.name, "B")
 
 
 def start_summary(run: Member, net, old: dict, ckpt: dict | None) -> dict:

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import check_format
 from .config import Config, iteration_schedule
 from .data import load_splits
 from .data.pipeline import DeviceData, eval_batches
 from .diagnostics import conv_grad_norms
-from .files import CHECKPOINT_FILE
 from .models import build_model
 from .models.stacked import StackedCifarResNet, StackedSGD, stacked_cross_entropy
 from .record import RunRecord
@@ -37,7 +37,7 @@ from .schedule import LRSchedule
 from .stacking import check_members
 from .state import Progress, TorchRNG
 from .step import FastPath, TrainStep, match_optimizer_strides
-from .train import Member, check_format, start_job, train_runs
+from .train import Member, start_job, train_runs
 
 log = logging.getLogger("resnet_repro")
 
@@ -68,7 +68,7 @@ class StackedNet:
     def build(cls, cfgs: list[Config], recs: list[RunRecord], ckpts: list[dict | None],
               job_num: int | None) -> tuple[StackedNet, list[Member]]:
         cfg, t = cfgs[0], cfgs[0].trainer  # everything but model.residual and seed is every member's
-        device, fast = start_job(cfg, job_num, {r.path(CHECKPOINT_FILE): c for r, c in zip(recs, ckpts, strict=True)})
+        device, fast = start_job(cfg, job_num, {r.checkpoints.path: c for r, c in zip(recs, ckpts, strict=True)})
         separate_impl, fast = fast.optimizer_impl, dataclasses.replace(fast, optimizer_impl="foreach")  # StackedSGD's kernel
         splits = load_splits(cfg.dataset)
         data = DeviceData(splits, device, batch_size=t.batch_size, augment=cfg.dataset.augment,
@@ -98,7 +98,7 @@ class StackedNet:
         """Continue from the members' checkpoints (all of one iteration), or start; rows past them dropped."""
         if ckpts[0] is not None:
             for m, ck in zip(members, ckpts, strict=True):
-                check_format(ck, m.rec)
+                check_format(ck, m.rec.checkpoints.path)
                 m.model.load_state_dict(ck["model"])
                 m.sched.load_state_dict(ck["schedule"])
                 m.progress.load_state_dict(ck)
