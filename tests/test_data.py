@@ -236,3 +236,18 @@ def test_offline_fashion_mnist_loads_and_verifies(data_root):
     x, y, (tx, ty) = load_fashion_mnist(data_root, download=False, verify=True)
     assert x.shape == (60000, 1, 28, 28) and tx.shape == (10000, 1, 28, 28)
     assert y.bincount().tolist() == [6000] * 10 and ty.bincount().tolist() == [1000] * 10
+
+
+def test_every_dataset_is_one_registry_row_with_its_yaml_and_reader():
+    """A dataset is a row (title, shape, reader, folder, its optional test file), a YAML in
+    conf/dataset/ and a reader: each row's reader is found by its name."""
+    import importlib
+
+    from resnet_repro.config import config_dir
+    from resnet_repro.data.registry import DATASETS
+
+    assert sorted(DATASETS) == sorted(p.stem for p in (config_dir() / "dataset").glob("*.yaml"))
+    for row in DATASETS.values():
+        module, _, fn = row.reader.partition(":")
+        assert callable(getattr(importlib.import_module(f"resnet_repro.data.{module}"), fn)), row.name
+        assert row.title and (row.optional_test is None or row.folder is not None)

@@ -9,10 +9,12 @@ import torchvision
 from torch import nn
 
 from resnet_repro.diagnostics import conv3x3_layers
-from resnet_repro.models import CifarResNet, count_params
+from resnet_repro.models import CifarResNet, build_model, count_params
 from resnet_repro.models import imagenet_resnet as ir
 from resnet_repro.models.cifar_resnet import PadShortcut
 from resnet_repro.models.preact_resnet import PreActBlock, PreActCifarResNet
+
+from .helpers import cfg_of
 
 # Table 6 of the paper: 0.27M / 0.46M / 0.66M / 0.85M / 1.7M, exactly with option A shortcuts.
 PARAMS_A = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962}
@@ -312,3 +314,17 @@ def test_imagenet_nets_pool_with_a_mean_not_adaptive_avg_pool(name):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(net.eval()(x), tv.eval()(x), rtol=1e-6, atol=1e-6)
+
+
+def test_every_model_is_one_registry_row_with_its_yaml_and_builder():
+    """A model is a row (builder, the keys it takes, depth rule, shortcut, stacking, name prefix),
+    a YAML in conf/model/ and a module: each row builds its net from the config alone."""
+    from resnet_repro.config import config_dir
+    from resnet_repro.models.registry import REGISTRY, shortcut_of
+
+    assert sorted(REGISTRY) == sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+    for name, row in REGISTRY.items():
+        cfg = cfg_of(f"model={name}" if name != "resnet_cifar" else "model.depth=8").model
+        assert cfg.name == name and (row.depth is None or cfg.depth == row.depth)
+        assert isinstance(build_model(cfg), torch.nn.Module)
+        assert shortcut_of(cfg) == (row.shortcut or cfg.shortcut)

@@ -34,6 +34,7 @@ from .data.registry import (
 from .errors import ConfigError
 from .models.registry import (
     CIFAR_MODELS,
+    REGISTRY,
     ModelConfig,
     check_model,
     depth_or_default,
@@ -166,12 +167,13 @@ def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, se
              model: str = "resnet_cifar") -> str:
     """Readable run name that always shows the depth, e.g. ``resnet56-seed0``, ``plain20-seed1``,
     ``preact-resnet110-seed0``, ``resnet50-seed0`` (the ImageNet net)."""
-    kind = ("preact-" if model == "preact_cifar" else "") + ("resnet" if residual else "plain")
+    row = REGISTRY.get(model)
+    kind = (row.prefix if row else "") + ("resnet" if residual else "plain")
     try:
         d = depth_or_default(n, depth)
     except TypeError:  # bad types are reported by validate(); the name only has to exist
         d = depth if depth is not None else f"n{n}"
-    tag = f"-{shortcut}" if residual and shortcut != "A" and model == "resnet_cifar" else ""
+    tag = f"-{shortcut}" if residual and shortcut != "A" and row and row.shortcut is None else ""
     return f"{kind}{d}{tag}-seed{seed}"
 
 

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .config import WARMUP_FROM_DEPTH
+from .data.registry import title
 from .errors import ResnetReproError
 from .files import RUNTIME_KEYS
 from .models.registry import CIFAR_MODELS
@@ -49,7 +50,7 @@ def eval_split(runs: pd.DataFrame) -> str:
 
 def dataset_title(runs: pd.DataFrame) -> str:
     names = sorted(set(runs["dataset"].dropna()))
-    return ", ".join({"cifar10": "CIFAR-10"}.get(n, n) for n in names) or "runs"
+    return ", ".join(title(n) for n in names) or "runs"
 
 
 def split_word(split: str) -> str:

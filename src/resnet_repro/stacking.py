@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from .config import Config, flat, to_config, to_dict
 from .errors import ConfigError
+from .models.registry import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def auto_size(device_type: str) -> int:
 def refusal(cfg: Config) -> str | None:
     """Why a run cannot be a stack member (one line naming the key and the fix), or None."""
     fix = "Set trainer.stack=off to train it alone."
-    if cfg.model.name != "resnet_cifar":
+    if not REGISTRY[cfg.model.name].stacks:
         return f"trainer.stack={cfg.trainer.stack} stacks the CIFAR ResNets of §4.2 only (model=resnet_cifar), not model.name={cfg.model.name}. {fix}"
     if cfg.model.shortcut != "A":
         return f"trainer.stack={cfg.trainer.stack} stacks nets with shortcut option A only, not model.shortcut={cfg.model.shortcut}. {fix}"

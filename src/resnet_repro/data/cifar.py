@@ -24,11 +24,12 @@ import torch
 
 from ..errors import DataError
 from .fetch import fetch_missing
+from .registry import DATASETS
 
 log = logging.getLogger(__name__)
 
 # torchvision's CIFAR10.base_folder, train_list and test_list
-BASE_FOLDER = "cifar-10-batches-py"
+BASE_FOLDER = DATASETS["cifar10"].folder
 OFFICIAL_MD5 = {
     "data_batch_1": "c99cafc152244af753f735de768cd75f",
     "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
@@ -38,7 +39,7 @@ OFFICIAL_MD5 = {
     "test_batch": "40351d587109b95175f43aff81a1287e",
 }
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
-TEST_FILE = "test_batch"
+TEST_FILE = DATASETS["cifar10"].optional_test
 # Content digests of the official training batches (pixels + labels, filenames excluded).
 CONTENT_SHA256 = {
     "data_batch_1": "ba52cb2d72c412975d7556bb26bd094956f1c002d1937053f6f1252f2ac17114",
@@ -69,7 +70,7 @@ class Spec:
 
 CIFAR10_SPEC = Spec("CIFAR-10", b"labels", 10, OFFICIAL_MD5, CONTENT_SHA256)
 # torchvision's CIFAR100.base_folder, train_list and test_list
-CIFAR100_FOLDER = "cifar-100-python"
+CIFAR100_FOLDER = DATASETS["cifar100"].folder
 CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
 CIFAR100_SPEC = Spec("CIFAR-100", b"fine_labels", 100, CIFAR100_MD5)
 
@@ -174,8 +175,12 @@ def load_cifar10(root: str | Path, download: bool = True, verify: bool = True):
     return train_x, train_y, test
 
 
-def has_test_batch(root: str | Path) -> bool:
-    return (Path(root) / BASE_FOLDER / TEST_FILE).is_file()
+def read_cifar10(cfg):
+    return load_cifar10(cfg.root, download=cfg.download, verify=cfg.verify)
+
+
+def read_cifar100(cfg):
+    return load_cifar100(cfg.root, download=cfg.download, verify=cfg.verify)
 
 
 def load_cifar100(root: str | Path, download: bool = True, verify: bool = True):

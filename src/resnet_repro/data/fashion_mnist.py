@@ -20,10 +20,11 @@ import torch
 
 from ..errors import DataError
 from .fetch import fetch_missing
+from .registry import DATASETS
 
 log = logging.getLogger(__name__)
 
-RAW_FOLDER = "FashionMNIST/raw"
+RAW_FOLDER = DATASETS["fashion_mnist"].folder
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
     "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
@@ -92,3 +93,7 @@ def load_fashion_mnist(root: str | Path, download: bool = True, verify: bool = T
         fetch_missing("Fashion-MNIST", raw, ", ".join(missing), RAW_FOLDER, download, get)
     x, y = read_split(raw, "train", verify)
     return x, y, read_split(raw, "test", verify)
+
+
+def read_fashion_mnist(cfg):
+    return load_fashion_mnist(cfg.root, download=cfg.download, verify=cfg.verify)

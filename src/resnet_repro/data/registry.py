@@ -1,5 +1,7 @@
-"""The dataset group (``conf/dataset/``): its names, shapes, schema and checks, without torch (the
-command line checks a config before torch is imported)."""
+"""The dataset group (``conf/dataset/``): one row per dataset (what it is and where its files
+are), the group's schema and checks, without torch (the command line checks a config before torch
+is imported). A new dataset is a row here, a YAML in ``conf/dataset/`` and a reader.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from typing import NamedTuple
 from ..checks import choice
 from ..errors import ConfigError
 
-DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic")
 PROTOCOLS = ("paper", "full")
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 1024  # dataset.image_size: beyond this one batch alone no longer fits a GPU
@@ -21,11 +22,30 @@ class Shape(NamedTuple):
     channels: int
 
 
-DATASET_SHAPES = {
-    "cifar10": Shape(10, 50_000, 3),
-    "cifar100": Shape(100, 50_000, 3),
-    "fashion_mnist": Shape(10, 60_000, 1),
-}
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset's row: its name in ``dataset.name``, its title in reports, its shape (None: set by
+    the config, synthetic data), its reader (``module:function`` in this package, called with the
+    ``DatasetConfig``, giving ``(train_x, train_y, test or None)``), the folder under
+    ``dataset.root`` that holds its files (None: made from a seed), and the file in that folder
+    whose presence decides whether there is a test split (None: the test files always come with
+    the training files)."""
+
+    name: str
+    title: str
+    shape: Shape | None
+    reader: str
+    folder: str | None
+    optional_test: str | None = None
+
+
+DATASETS = {d.name: d for d in (
+    Dataset("cifar10", "CIFAR-10", Shape(10, 50_000, 3), "cifar:read_cifar10", "cifar-10-batches-py", "test_batch"),
+    Dataset("cifar100", "CIFAR-100", Shape(100, 50_000, 3), "cifar:read_cifar100", "cifar-100-python"),
+    Dataset("fashion_mnist", "Fashion-MNIST", Shape(10, 60_000, 1), "fashion_mnist:read_fashion_mnist",
+            "FashionMNIST/raw"),
+    Dataset("synthetic", "synthetic data", None, "synthetic:read_synthetic", None),
+)}
 
 
 @dataclass
@@ -48,13 +68,18 @@ class DatasetConfig:
 def shape(dataset: DatasetConfig) -> Shape:
     """Classes, training images and channels; synthetic data has ``dataset.num_classes`` classes,
     ``dataset.num_train`` images and 3 channels."""
-    return DATASET_SHAPES.get(dataset.name, Shape(dataset.num_classes, dataset.num_train, 3))
+    row = DATASETS.get(dataset.name)
+    return row.shape if row and row.shape else Shape(dataset.num_classes, dataset.num_train, 3)
 
 
 def train_images(dataset: DatasetConfig) -> int:
     """Images in the training set (synthetic data: ``dataset.num_train``)."""
-    known = DATASET_SHAPES.get(dataset.name)
-    return known.train_images if known else dataset.num_train
+    return shape(dataset).train_images
+
+
+def title(name: str) -> str:
+    """The dataset's name as reports write it (``CIFAR-10``); an unknown name as it is."""
+    return DATASETS[name].title if name in DATASETS else name
 
 
 def train_split_size(dataset: DatasetConfig) -> int:
@@ -66,7 +91,7 @@ def train_split_size(dataset: DatasetConfig) -> int:
 def check_dataset(dataset: DatasetConfig) -> None:
     """The dataset group's value-level rules (the held-out split's size: :func:`check_val_size`)."""
     d = dataset
-    choice("dataset.name", d.name, DATASETS)
+    choice("dataset.name", d.name, tuple(DATASETS))
     choice("dataset.protocol", d.protocol, PROTOCOLS)
     if d.image_size is not None and not MIN_IMAGE_SIZE <= d.image_size <= MAX_IMAGE_SIZE:
         raise ConfigError(

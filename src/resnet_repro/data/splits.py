@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,7 @@ import torch
 
 from ..config import DatasetConfig
 from ..errors import ConfigError
-from .cifar import BASE_FOLDER, has_test_batch, load_cifar10, load_cifar100
-from .fashion_mnist import load_fashion_mnist
-from .synthetic import make_synthetic
+from .registry import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +32,20 @@ class Splits:
 
 def test_batch_available(cfg: DatasetConfig) -> bool:
     """Whether the run will have a test split (a CIFAR-10 download brings the test batch too)."""
-    if cfg.name == "synthetic":
+    row = DATASETS[cfg.name]
+    if row.folder is None:  # made from a seed
         return cfg.num_test > 0
-    if cfg.name in ("cifar100", "fashion_mnist"):  # their test files come with the training files
+    if row.optional_test is None:  # its test files come with the training files
         return True
-    if has_test_batch(cfg.root):
-        return True
-    return cfg.download and not (Path(cfg.root) / BASE_FOLDER).exists()
+    folder = Path(cfg.root) / row.folder
+    return (folder / row.optional_test).is_file() or (cfg.download and not folder.exists())
 
 
 def check_protocol(cfg: DatasetConfig) -> None:
     """Refuse, before any work, a protocol that needs a test split the data does not have."""
     if cfg.protocol == "full" and not test_batch_available(cfg):
-        where = "dataset.num_test=0" if cfg.name == "synthetic" else f"{cfg.root} has no cifar-10-batches-py/test_batch"
+        row = DATASETS[cfg.name]
+        where = "dataset.num_test=0" if row.folder is None else f"{cfg.root} has no {row.folder}/{row.optional_test}"
         raise ConfigError(
             f"dataset.protocol=full evaluates on the test batch, but {where}. Use "
             f"dataset.protocol=paper (45k/5k train/validation split, validation error), or point "
@@ -65,17 +65,10 @@ def paper_split(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.T
 
 def load_splits(cfg: DatasetConfig) -> Splits:
     check_protocol(cfg)
-    if cfg.name == "cifar10":
-        x, y, test = load_cifar10(cfg.root, download=cfg.download, verify=cfg.verify)
-    elif cfg.name == "cifar100":
-        x, y, test = load_cifar100(cfg.root, download=cfg.download, verify=cfg.verify)
-    elif cfg.name == "fashion_mnist":
-        x, y, test = load_fashion_mnist(cfg.root, download=cfg.download, verify=cfg.verify)
-    elif cfg.name == "synthetic":
-        x, y = make_synthetic(cfg.num_train, cfg.num_classes, seed=1000 + cfg.split_seed)
-        test = make_synthetic(cfg.num_test, cfg.num_classes, seed=2000 + cfg.split_seed) if cfg.num_test else None
-    else:
-        raise ConfigError(f"dataset.name={cfg.name!r} is not valid. Valid choices: cifar10, cifar100, fashion_mnist, synthetic.")
+    if cfg.name not in DATASETS:
+        raise ConfigError(f"dataset.name={cfg.name!r} is not valid. Valid choices: {', '.join(DATASETS)}.")
+    module, _, reader = DATASETS[cfg.name].reader.partition(":")
+    x, y, test = getattr(importlib.import_module(f".{module}", __package__), reader)(cfg)
     if cfg.protocol == "full":
         return Splits(train=(x, y), val=None, test=test)
     tr, va = paper_split(len(x), cfg.val_size, cfg.split_seed)

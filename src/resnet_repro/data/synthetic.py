@@ -18,3 +18,11 @@ def make_synthetic(num: int, num_classes: int = 10, seed: int = 0, size: int = 3
     noise = torch.randn(num, 3, size, size, generator=g) * 40
     images = (patterns[labels] + noise).clamp(0, 255).round().to(torch.uint8)
     return images, labels
+
+
+def read_synthetic(cfg):
+    """``dataset.num_train`` training images and ``dataset.num_test`` test images (none: no test
+    split) of ``dataset.num_classes`` classes, each set from its own seed."""
+    x, y = make_synthetic(cfg.num_train, cfg.num_classes, seed=1000 + cfg.split_seed)
+    test = make_synthetic(cfg.num_test, cfg.num_classes, seed=2000 + cfg.split_seed) if cfg.num_test else None
+    return x, y, test

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .registry import IMAGENET_MODELS
+from .registry import REGISTRY
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,25 +41,16 @@ def __getattr__(name: str):
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """Build the model described by a resolved ``ModelConfig``."""
-    in_channels = cfg.in_channels or 3
-    if cfg.name == "resnet_cifar":
-        from . import cifar_resnet
-
-        return cifar_resnet.CifarResNet(depth=cfg.depth, residual=cfg.residual, shortcut=cfg.shortcut,
-                                        num_classes=cfg.num_classes, in_channels=in_channels)
-    if cfg.name == "preact_cifar":
-        from . import preact_resnet
-
-        return preact_resnet.PreActCifarResNet(depth=cfg.depth, num_classes=cfg.num_classes,
-                                               in_channels=in_channels, residual=cfg.residual)
-    if cfg.name in IMAGENET_MODELS:
-        # torchvision's ResNet: importing it imports all of torchvision, so only for these nets
-        from . import imagenet_resnet
-
-        return getattr(imagenet_resnet, cfg.name)(num_classes=cfg.num_classes, in_channels=in_channels,
-                                                  residual=cfg.residual, cifar_stem=cfg.cifar_stem)
-    raise ValueError(f"unknown model.name {cfg.name!r}")
+    """Build the model described by a resolved ``ModelConfig``, by its registry row's builder (its
+    module imported on first use: the ImageNet nets' imports all of torchvision)."""
+    if cfg.name not in REGISTRY:
+        raise ValueError(f"unknown model.name {cfg.name!r}")
+    row = REGISTRY[cfg.name]
+    module, _, fn = row.builder.partition(":")
+    kwargs = {a: getattr(cfg, a) for a in row.args}
+    if "in_channels" in kwargs:
+        kwargs["in_channels"] = kwargs["in_channels"] or 3
+    return getattr(importlib.import_module(f".{module}", __name__), fn)(**kwargs)
 
 
 def count_params(model: nn.Module) -> int:

@@ -111,5 +111,7 @@ class CifarResNet(nn.Module):
         return self.fc(x.mean((2, 3)))  # global average pool (deterministic backward on CUDA)
 
 
-def resnet_cifar(depth: int, residual: bool = True, shortcut: str = "A", num_classes: int = 10) -> CifarResNet:
-    return CifarResNet(depth=depth, residual=residual, shortcut=shortcut, num_classes=num_classes)
+def resnet_cifar(depth: int, residual: bool = True, shortcut: str = "A", num_classes: int = 10,
+                 in_channels: int = 3) -> CifarResNet:
+    return CifarResNet(depth=depth, residual=residual, shortcut=shortcut, num_classes=num_classes,
+                       in_channels=in_channels)

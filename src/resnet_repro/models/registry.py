@@ -1,5 +1,6 @@
-"""The model group (``conf/model/``): its names, schema and checks, without torch (the command
-line checks a config before torch is imported).
+"""The model group (``conf/model/``): one row per model (as torchvision's ``register_model``),
+its schema and checks, without torch (the command line checks a config before torch is imported).
+A new model is a row here, a YAML in ``conf/model/`` and a module with its builder.
 
 - the CIFAR nets (``resnet_cifar``, ``preact_cifar``) have depth 6n+2 for any n >= 1, written as
   ``model.n`` or ``model.depth``; the arithmetic between the two is here;
@@ -13,9 +14,35 @@ from dataclasses import dataclass
 from ..checks import choice
 from ..errors import ConfigError
 
-CIFAR_MODELS = ("resnet_cifar", "preact_cifar")  # depth 6n+2
-IMAGENET_MODELS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
-MODELS = (*CIFAR_MODELS, *IMAGENET_MODELS)
+
+@dataclass(frozen=True)
+class Model:
+    """A model's row: its ``model.name``; its builder (``module:function`` in this package) and the
+    ``model.*`` keys it is called with; its depth (None: any 6n+2, from ``model.n`` or
+    ``model.depth``); the shortcut its residual form has (None: ``model.shortcut``'s option);
+    whether ``trainer.stack`` can group it; and its run-name prefix (``preact-resnet110-seed0``)."""
+
+    name: str
+    builder: str
+    args: tuple[str, ...]
+    depth: int | None = None
+    shortcut: str | None = None
+    stacks: bool = False
+    prefix: str = ""
+
+
+_IMAGENET_ARGS = ("num_classes", "in_channels", "residual", "cifar_stem")
+REGISTRY = {m.name: m for m in (
+    Model("resnet_cifar", "cifar_resnet:resnet_cifar", ("depth", "residual", "shortcut", "num_classes", "in_channels"),
+          stacks=True),
+    Model("preact_cifar", "preact_resnet:preact_resnet_cifar", ("depth", "residual", "num_classes", "in_channels"),
+          shortcut="A", prefix="preact-"),
+    *(Model(f"resnet{d}", f"imagenet_resnet:resnet{d}", _IMAGENET_ARGS, depth=d, shortcut="B")
+      for d in (18, 34, 50, 101, 152)),  # Table 1's nets: projections where the shape changes
+)}
+MODELS = tuple(REGISTRY)
+CIFAR_MODELS = tuple(n for n, m in REGISTRY.items() if m.depth is None)  # depth 6n+2
+IMAGENET_MODELS = {n: m.depth for n, m in REGISTRY.items() if m.depth is not None}
 SHORTCUTS = ("A", "B", "C")
 PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)  # the CIFAR depths of the paper's Table 6
 DEFAULT_DEPTH = 20
@@ -33,6 +60,14 @@ class ModelConfig:
     num_classes: int = 10
     in_channels: int | None = None  # null: the dataset's (1 for Fashion-MNIST, else 3)
     cifar_stem: bool = False  # ImageNet nets only: a 3x3/1 stem conv and no max-pool
+
+
+def shortcut_of(model: ModelConfig) -> str | None:
+    """The shortcut a net has: its row's, else ``model.shortcut``'s option; plain nets have none."""
+    if not model.residual:
+        return None
+    row = REGISTRY.get(model.name)
+    return row.shortcut if row and row.shortcut else model.shortcut
 
 
 def depth_of_n(n: int) -> int:
