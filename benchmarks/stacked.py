@@ -32,10 +32,10 @@ from hydra import compose, initialize_config_dir
 
 from resnet_repro.config import config_dir, to_config
 from resnet_repro.data.pipeline import DeviceBatches, StackedBatches, pixel_mean
-from resnet_repro.device import device_sync
 from resnet_repro.models import build_model
 from resnet_repro.models.stacked import StackedCifarResNet, StackedSGD, stacked_cross_entropy
-from resnet_repro.step import FastPath, TrainStep
+from resnet_repro.training.device import device_sync
+from resnet_repro.training.step import FastPath, TrainStep
 
 
 def config(args):

@@ -24,8 +24,8 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 
 from resnet_repro.config import config_dir, to_config
-from resnet_repro.train import train
-from resnet_repro.train_stack import train_stack
+from resnet_repro.training.train import train
+from resnet_repro.training.train_stack import train_stack
 
 
 def main(argv=None) -> dict:

@@ -7,7 +7,7 @@
 For every model it measures training images/s (the median of ``--windows`` timed windows of
 ``--iters`` steps, after ``--warmup`` steps; the device is synchronised before every clock read):
 
-- ``ours``: the harness's own training step (``resnet_repro.step.TrainStep`` on the
+- ``ours``: the harness's own training step (``resnet_repro.training.step.TrainStep`` on the
   device-resident ``DeviceBatches``) at its fastest setting: the config defaults for the device
   (on CUDA: bf16, channels_last, fused SGD, torch.compile replayed as CUDA graphs);
 - ``ours_eager``: the same precision and layout with no compile (what compile and graphs add);
@@ -47,9 +47,9 @@ import torch
 
 from resnet_repro.config import ModelConfig, OptimizerConfig, TrainerConfig
 from resnet_repro.data.cifar import BASE_FOLDER, load_cifar10
-from resnet_repro.device import device_sync
 from resnet_repro.models import build_model
-from resnet_repro.speed import (
+from resnet_repro.training.device import device_sync
+from resnet_repro.training.speed import (
     Timings,
     harness_step,
     measure,
@@ -57,7 +57,7 @@ from resnet_repro.speed import (
     reset_peak_memory,
     timed_windows,
 )
-from resnet_repro.step import FastPath, cudagraph_skips
+from resnet_repro.training.step import FastPath, cudagraph_skips
 
 STUDY = [("plain", d) for d in (20, 32, 44, 56)] + [("residual", d) for d in (20, 32, 44, 56, 110)]
 STUDY_ITERATIONS = 64_000

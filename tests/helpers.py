@@ -95,7 +95,7 @@ def fsync(fd):
     return real_fsync(fd)
 os.fsync = fsync
 sys.argv = ["resnet-train", *sys.argv[1:]]
-from resnet_repro.cli import main
+from resnet_repro.cli.train import main
 main()
 """
 
@@ -237,7 +237,7 @@ def write_run(run_dir: Path, *, depth: int, residual: bool, seed: int, status: s
               summary_text: str | None = None, config: bool = True,
               layer_stats: bool = False, grad_norms: tuple[int, ...] = ()) -> Path:
     """A run directory as a run leaves it: config.yaml, summary.json, metrics.csv (and the diagnostics)."""
-    from resnet_repro.files import METRIC_COLUMNS
+    from resnet_repro.record.files import METRIC_COLUMNS
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if config:
@@ -285,7 +285,7 @@ def write_run(run_dir: Path, *, depth: int, residual: bool, seed: int, status: s
 
 def write_manifest(sweep: Path, jobs: list[dict]) -> Path:
     """manifest.csv with one row per job (name from depth/residual/seed unless given)."""
-    from resnet_repro.sweep import MANIFEST_COLUMNS
+    from resnet_repro.sweeps.sweep import MANIFEST_COLUMNS
 
     sweep.mkdir(parents=True, exist_ok=True)
     with open(sweep / "manifest.csv", "w", newline="") as f:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from resnet_repro.speed import Timings, interpolate_in_depth
+from resnet_repro.training.speed import Timings, interpolate_in_depth
 
 from .helpers import CI_LIMIT_S, REPO
 
@@ -107,8 +107,8 @@ def test_every_timed_step_sets_the_backend_flags_of_a_training_run(monkeypatch):
     """The benchmark's rows and its shared-device workers (each a fresh process) build their step
     with ``harness_step``, which sets the same backend flags a training run sets (cuDNN autotuning on
     CUDA, TF32 by precision, deterministic algorithms off)."""
-    from resnet_repro.speed import harness_step
-    from resnet_repro.step import FastPath
+    from resnet_repro.training.speed import harness_step
+    from resnet_repro.training.step import FastPath
 
     calls = []
     monkeypatch.setattr(FastPath, "configure_backends", lambda self: calls.append(self.describe()))

@@ -12,9 +12,9 @@ import sys
 import pytest
 import yaml
 
+from resnet_repro.cli.preflight import NewFolder, Start, job_config
 from resnet_repro.config import config_dir, to_dict
 from resnet_repro.errors import ConfigError
-from resnet_repro.preflight import NewFolder, Start, job_config
 
 from .helpers import CI_LIMIT_S, cfg_of, run_cli
 

@@ -2,9 +2,9 @@
 
 import pytest
 
+from resnet_repro.cli.preflight import preflight
 from resnet_repro.config import config_dir, run_name
 from resnet_repro.errors import ConfigError
-from resnet_repro.preflight import preflight
 
 from .helpers import cfg_of, run_cli
 

@@ -29,14 +29,14 @@ import pandas as pd
 import pytest
 import torch
 
-import resnet_repro.train as train_mod
+import resnet_repro.training.train as train_mod
 from resnet_repro.config import OptimizerConfig, TrainerConfig
 from resnet_repro.data.pipeline import DeviceBatches, crop_flip, normalize, pixel_mean
 from resnet_repro.data.synthetic import make_synthetic
-from resnet_repro.diagnostics import conv_grad_norms, layer_response_std
 from resnet_repro.models import resnet_cifar
-from resnet_repro.step import FastPath, TrainStep, cudagraph_skips
-from resnet_repro.train import evaluate, train
+from resnet_repro.training.diagnostics import conv_grad_norms, layer_response_std
+from resnet_repro.training.step import FastPath, TrainStep, cudagraph_skips
+from resnet_repro.training.train import evaluate, train
 
 from .helpers import CI_LIMIT_S, smoke_cfg
 
@@ -182,8 +182,8 @@ def test_a_stack_trains_on_the_fast_path_without_recompiles_or_syncs(device, tmp
     """trainer.stack's grouped net on the device's fast path (on CUDA: bf16, channels_last,
     compile, CUDA graphs): no recompilation, no CUDA-graph fallback, no host-device sync between
     log steps, every run's record complete, and each run learning as its separate run does."""
-    import resnet_repro.train as train_mod
-    import resnet_repro.train_stack as stack_mod
+    import resnet_repro.training.train as train_mod
+    import resnet_repro.training.train_stack as stack_mod
     from resnet_repro.data.pipeline import StackedBatches
 
     cuda = device.type == "cuda"
@@ -266,7 +266,7 @@ def test_fused_sgd_equals_foreach_sgd_on_the_same_gradients(device):
 
 
 # --- kill and resume ----------------------------------------------------------------------------
-CHILD = "import sys; sys.argv = ['resnet-train', *sys.argv[1:]]; from resnet_repro.cli import main; main()"
+CHILD = "import sys; sys.argv = ['resnet-train', *sys.argv[1:]]; from resnet_repro.cli.train import main; main()"
 
 
 def _start(device: torch.device, run: Path) -> subprocess.Popen:

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_repro.diagnostics import conv3x3_layers, conv_grad_norms, layer_response_std
 from resnet_repro.models.cifar_resnet import CifarResNet
+from resnet_repro.training.diagnostics import conv3x3_layers, conv_grad_norms, layer_response_std
 
 
 def expected_names(n: int) -> list[str]:

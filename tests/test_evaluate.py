@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from resnet_repro.evaluate import main
-from resnet_repro.train import train
+from resnet_repro.cli.evaluate import main
+from resnet_repro.training.train import train
 
 from .helpers import CI_LIMIT_S, Evil, cfg_of, smoke_cfg, write_cifar_pickles
 
@@ -242,7 +242,7 @@ def test_a_bad_argument(run, capsys, argv, expected):
 # --- the command itself -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path):
-    child = ("import sys\nfrom resnet_repro.evaluate import main\n"
+    child = ("import sys\nfrom resnet_repro.cli.evaluate import main\n"
              "for argv in (['--help'], [sys.argv[1]]):\n"
              "    try:\n        main(argv)\n    except SystemExit as ex:\n        print('exit', ex.code)\n"
              "print('torch imported' if 'torch' in sys.modules else 'no torch')\n")
@@ -255,7 +255,7 @@ def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path)
 
 @pytest.mark.slow
 def test_the_command_line_end_to_end(run):
-    r = subprocess.run([sys.executable, "-m", "resnet_repro.evaluate", str(run), "--device", "cpu"],
+    r = subprocess.run([sys.executable, "-m", "resnet_repro.cli.evaluate", str(run), "--device", "cpu"],
                        capture_output=True, text=True, timeout=CI_LIMIT_S)
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"val: error \d+\.\d\d%, loss \d+\.\d{4} \(128 images, iteration 10, checkpoint\.pt, "

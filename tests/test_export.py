@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from resnet_repro.export import export, main
-from resnet_repro.results import collect
+from resnet_repro.analysis.export import export, main
+from resnet_repro.analysis.results import collect
 
 from .helpers import (
     CORRUPT,

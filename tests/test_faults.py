@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from resnet_repro.errors import CheckpointError
-from resnet_repro.train import train
+from resnet_repro.training.train import train
 
 from .helpers import CI_LIMIT_S, Evil, interrupt_after, run_cli, smoke_cfg, start, wait_for
 

@@ -8,11 +8,11 @@ import torch
 import torchvision
 from torch import nn
 
-from resnet_repro.diagnostics import conv3x3_layers
 from resnet_repro.models import CifarResNet, build_model, count_params
 from resnet_repro.models import imagenet_resnet as ir
 from resnet_repro.models.cifar_resnet import PadShortcut
 from resnet_repro.models.preact_resnet import PreActBlock, PreActCifarResNet
+from resnet_repro.training.diagnostics import conv3x3_layers
 
 from .helpers import cfg_of
 

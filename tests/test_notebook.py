@@ -8,7 +8,7 @@ import nbclient
 import nbformat
 import pytest
 
-from resnet_repro.results import resolve_sweep
+from resnet_repro.analysis.results import resolve_sweep
 
 from .helpers import CI_LIMIT_S, REPO
 

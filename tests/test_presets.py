@@ -4,7 +4,7 @@ official layouts; epoch schedules turn into iterations; the d2l net learns Fashi
 import pytest
 
 from resnet_repro.config import iteration_schedule
-from resnet_repro.train import train
+from resnet_repro.training.train import train
 
 from .helpers import cfg_of, write_cifar100, write_cifar_pickles, write_idx
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from resnet_repro.errors import CheckpointError, RunDirError
-from resnet_repro.train import train
+from resnet_repro.training.train import train
 
 from .helpers import CI_LIMIT_S, REPO, Evil, interrupt_after, run_cli, smoke_cfg, start, wait_for
 
@@ -142,7 +142,7 @@ def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_path, monkeypatch):
-    import resnet_repro.checkpoint as checkpoint
+    import resnet_repro.record.checkpoint as checkpoint
 
     run = tmp_path / "run"
     real_save, calls = torch.save, {"n": 0}

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from resnet_repro.analysis.report import table6, table6_markdown, verdict, write_report
+from resnet_repro.analysis.results import collect
 from resnet_repro.errors import ResnetReproError
-from resnet_repro.report import table6, table6_markdown, verdict, write_report
-from resnet_repro.results import collect
 
 from .helpers import (
     CI_LIMIT_S,
@@ -267,7 +267,7 @@ def test_two_sweeps_that_differ_in_a_list_value_are_refused_in_one_line(tmp_path
         write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "rep")
     assert "do not share one recipe (schedule.milestones: [32000, 48000], [8000, 12000])" in str(e.value)
     assert "\n" not in str(e.value)
-    r = subprocess.run([sys.executable, "-m", "resnet_repro.report", str(tmp_path / "a"), str(tmp_path / "b"), "-o",
+    r = subprocess.run([sys.executable, "-m", "resnet_repro.analysis.report", str(tmp_path / "a"), str(tmp_path / "b"), "-o",
                         str(tmp_path / "rep")], capture_output=True, text=True, timeout=CI_LIMIT_S)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -298,7 +298,7 @@ def test_a_short_sweeps_report_says_so_at_the_top_of_every_file(tmp_path):
 
 
 def test_figure6_widens_its_axis_to_data_above_20_percent_and_says_so(tmp_path):
-    from resnet_repro.report import build_figure6, recipe
+    from resnet_repro.analysis.report import build_figure6, recipe
 
     sweep = tmp_path / SWEEP_NAME
     fabricate(sweep, degradation_runs(*PAPER_LIKE, iterations_total=40))  # metric rows at 42.5-53%
@@ -311,7 +311,7 @@ def test_figure6_widens_its_axis_to_data_above_20_percent_and_says_so(tmp_path):
     assert "40 iterations: not the paper's schedule" in texts
     out = tmp_path / "fig"
     out.mkdir()
-    from resnet_repro.report import figure6
+    from resnet_repro.analysis.report import figure6
 
     png = figure6(history, runs, out, recipe(runs))[0]
     img = (mpimg.imread(png)[..., :3] * 255).astype(int)
@@ -322,7 +322,7 @@ def test_figure6_widens_its_axis_to_data_above_20_percent_and_says_so(tmp_path):
 
 
 def test_figure6_keeps_the_papers_axis_when_the_data_fit(tmp_path):
-    from resnet_repro.report import build_figure6
+    from resnet_repro.analysis.report import build_figure6
 
     sweep = tmp_path / SWEEP_NAME
     runs = degradation_runs(*PAPER_LIKE)
@@ -337,8 +337,8 @@ def test_figure6_keeps_the_papers_axis_when_the_data_fit(tmp_path):
 
 
 def test_figure7_shows_every_finished_depth_with_legends_integer_ticks_and_markers(tmp_path):
-    from resnet_repro.report import build_figure7
-    from resnet_repro.results import collect_layer_stats
+    from resnet_repro.analysis.report import build_figure7
+    from resnet_repro.analysis.results import collect_layer_stats
 
     sweep = tmp_path / SWEEP_NAME
     write_manifest(sweep, [{"depth": d, "residual": r, "seed": 0} for d in (20, 32, 56, 110) for r in (True, False)])
@@ -358,8 +358,8 @@ def test_figure7_shows_every_finished_depth_with_legends_integer_ticks_and_marke
 
 
 def test_gradient_norms_of_finished_runs_relative_to_the_weights(tmp_path):
-    from resnet_repro.report import GRAD_CAPTION, build_figure_grad_norms
-    from resnet_repro.results import collect_grad_norms
+    from resnet_repro.analysis.report import GRAD_CAPTION, build_figure_grad_norms
+    from resnet_repro.analysis.results import collect_grad_norms
 
     sweep = tmp_path / SWEEP_NAME
     write_manifest(sweep, [{"depth": 20, "residual": r, "seed": 0} for r in (True, False)])
@@ -404,7 +404,7 @@ REPORT_FILES = ("table6.md", "table6.csv", "runs.csv", "runs.md", "fig6.png", "f
 
 
 def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resnet_repro.report", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "resnet_repro.analysis.report", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=CI_LIMIT_S)
 
 
@@ -520,7 +520,7 @@ def test_write_report_into_the_sweep_can_be_rerun(tiny_sweep, tmp_path):
 
 
 def test_an_unwritable_report_folder_is_one_clear_error(tiny_sweep, tmp_path, capsys):
-    from resnet_repro.report import main
+    from resnet_repro.analysis.report import main
 
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SystemExit) as ex:

@@ -3,7 +3,7 @@ save is one clear error that leaves the local report complete. Nothing here reac
 
 import pytest
 
-from resnet_repro import report
+from resnet_repro.analysis import report
 
 pytestmark = pytest.mark.slow  # every test here reads the tiny sweep (conftest.py)
 

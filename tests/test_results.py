@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from resnet_repro.files import METRIC_COLUMNS
-from resnet_repro.results import (
+from resnet_repro.analysis.results import (
     HISTORY_COLUMNS,
     collect,
     collect_grad_norms,
@@ -18,6 +17,7 @@ from resnet_repro.results import (
     latest_sweep,
     read_table,
 )
+from resnet_repro.record.files import METRIC_COLUMNS
 
 from .helpers import (
     CORRUPT,

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from resnet_repro.files import CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE
-from resnet_repro.results import HISTORY_COLUMNS, RUN_COLUMNS, collect, collect_wandb
+from resnet_repro.analysis.results import HISTORY_COLUMNS, RUN_COLUMNS, collect, collect_wandb
+from resnet_repro.record.files import CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE
 
 PATH = "my-team/resnet_repro"
 GROUP = "degradation-2026-11-23_10-00-00-000000"

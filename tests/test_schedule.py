@@ -1,7 +1,7 @@
 import pytest
 
 from resnet_repro.config import ScheduleConfig
-from resnet_repro.schedule import LRSchedule
+from resnet_repro.training.schedule import LRSchedule
 
 
 @pytest.mark.parametrize("it,lr", [(0, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001), (64_000, 0.001)])

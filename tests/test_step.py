@@ -8,8 +8,8 @@ import torch
 from resnet_repro.config import OptimizerConfig, TrainerConfig
 from resnet_repro.errors import CheckpointError, ConfigError
 from resnet_repro.models import resnet_cifar
-from resnet_repro.step import FastPath, TrainStep
-from resnet_repro.train import train
+from resnet_repro.training.step import FastPath, TrainStep
+from resnet_repro.training.train import train
 
 from .helpers import interrupt_after, smoke_cfg
 
@@ -107,7 +107,7 @@ def test_fp16_resume_restores_the_grad_scaler(tmp_path, monkeypatch):
 
 
 def test_loaded_momentum_buffers_take_the_parameters_layout():
-    from resnet_repro.step import match_optimizer_strides
+    from resnet_repro.training.step import match_optimizer_strides
 
     model = resnet_cifar(8)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -129,7 +129,7 @@ def test_loaded_momentum_buffers_take_the_parameters_layout():
 @pytest.mark.slow
 def test_the_loop_reads_the_clock_only_after_the_device_has_synced(tmp_path, monkeypatch):
     """With CUDA graphs the steps run ahead of the host: a window's time must be read after a sync."""
-    import resnet_repro.train as train_mod
+    import resnet_repro.training.train as train_mod
 
     events = []
     real_call, real_clock = TrainStep.__call__, train_mod.clock
@@ -193,7 +193,7 @@ def test_compiled_code_is_reset_once_per_job_never_per_step(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_resume_on_another_device_type_is_refused_before_any_work(tmp_path, monkeypatch):
-    import resnet_repro.train as train_mod
+    import resnet_repro.training.train as train_mod
 
     run = tmp_path / "run"
     interrupt_after(monkeypatch, 12)

@@ -10,7 +10,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hydra_plugins.resnet_repro_sweeper.resnet_sweeper import ResnetSweeper
-from resnet_repro.sweep import MANIFEST_COLUMNS, Manifest, job_name, job_names
+from resnet_repro.sweeps.sweep import MANIFEST_COLUMNS, Manifest, job_name, job_names
 
 from . import wandb_file
 from .helpers import CI_LIMIT_S, run_cli
@@ -168,7 +168,7 @@ def test_each_run_of_a_stack_has_its_own_wandb_run(tmp_path):
 def test_wandb_failing_mid_run_leaves_a_complete_local_record(tmp_path, monkeypatch):
     import wandb
 
-    from resnet_repro.train import train
+    from resnet_repro.training.train import train
 
     from .helpers import smoke_cfg
 
@@ -203,7 +203,7 @@ def test_wandb_failing_mid_run_leaves_a_complete_local_record(tmp_path, monkeypa
 def test_wandb_failing_at_start_is_noted_and_training_goes_on(tmp_path, monkeypatch):
     import wandb
 
-    from resnet_repro.train import train
+    from resnet_repro.training.train import train
 
     from .helpers import smoke_cfg
 
@@ -217,7 +217,7 @@ def test_wandb_failing_at_start_is_noted_and_training_goes_on(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
-    from resnet_repro.train import train
+    from resnet_repro.training.train import train
 
     from .helpers import interrupt_after, smoke_cfg
 
@@ -241,7 +241,7 @@ def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
 def test_auto_device_spreads_jobs_over_gpus(monkeypatch):
     import torch
 
-    from resnet_repro.device import pick_device
+    from resnet_repro.training.device import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
@@ -274,7 +274,7 @@ def test_presets_warm_up_resnet110_only():
 
 def test_job_outcomes_in_the_manifest(tmp_path, caplog):
     from resnet_repro.errors import CheckpointError
-    from resnet_repro.sweep import mark_jobs_ended
+    from resnet_repro.sweeps.sweep import mark_jobs_ended
 
     Manifest(tmp_path).set_jobs([{"name": "a"}, {"name": "b"}])
     for name, status in (("a", "running"), ("b", "completed")):

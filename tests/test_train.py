@@ -8,8 +8,8 @@ import torch
 import yaml
 
 from resnet_repro.errors import CheckpointError, DataError, RunDirError
-from resnet_repro.files import METRIC_COLUMNS
-from resnet_repro.train import train
+from resnet_repro.record.files import METRIC_COLUMNS
+from resnet_repro.training.train import train
 
 from .helpers import interrupt_after, run_cli, smoke_cfg
 
@@ -188,7 +188,7 @@ def test_a_run_on_synthetic_data_never_imports_torchvision(tmp_path):
 
 
 def test_the_bar_shows_loss_and_error_from_the_first_step(tmp_path, monkeypatch):
-    import resnet_repro.train as train_mod
+    import resnet_repro.training.train as train_mod
 
     shown = []
     real = train_mod.show
@@ -247,7 +247,7 @@ def test_the_summary_counters_and_times_mean_one_thing_each(tmp_path, monkeypatc
 def test_the_recorded_commit_is_the_one_the_process_imported(monkeypatch):
     """A commit made while a sweep runs changes neither the code its later jobs run nor the commit
     they record: git is asked once, when the record module is imported."""
-    from resnet_repro import record
+    from resnet_repro.record import run_record as record
 
     first = record.git_commit()
     monkeypatch.setattr(record.subprocess, "run", lambda *a, **k: pytest.fail("git asked again"))

@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from resnet_repro import stacking
 from resnet_repro.config import to_dict
 from resnet_repro.errors import ConfigError, Diverged
-from resnet_repro.train import train
-from resnet_repro.train_stack import train_stack
+from resnet_repro.training import stacking
+from resnet_repro.training.train import train
+from resnet_repro.training.train_stack import train_stack
 
 from .helpers import CI_LIMIT_S, REAL_200_ARGS, cfg_of, interrupt_after, run_cli, smoke_cfg
 
@@ -215,8 +215,8 @@ def test_a_stacked_job_rebuilds_each_runs_config_as_its_own_job_would():
 
 @pytest.mark.slow
 def test_a_stacked_sweep_leaves_the_records_and_manifest_of_a_separate_one(tmp_path):
-    from resnet_repro.results import collect
-    from resnet_repro.sweep import Manifest
+    from resnet_repro.analysis.results import collect
+    from resnet_repro.sweeps.sweep import Manifest
 
     args = ["-m", "experiment=smoke", "trainer.progress=false", "trainer.batch_size=8", "schedule.iterations=4",
             "schedule.milestones=[2]", "trainer.log_every=2", "trainer.eval_every=4", "model.residual=true,false",

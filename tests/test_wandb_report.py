@@ -15,8 +15,8 @@ wr = pytest.importorskip("wandb_workspaces.reports.v2")
 interface = pytest.importorskip("wandb_workspaces.reports.v2.interface")
 from wandb_workspaces import expr  # noqa: E402
 
+from resnet_repro.analysis.wandb_report import build_wandb_report  # noqa: E402
 from resnet_repro.errors import ResnetReproError  # noqa: E402
-from resnet_repro.wandb_report import build_wandb_report  # noqa: E402
 
 ENTITY, PROJECT = "my-team", "resnet_repro"
 GROUP = "degradation-2026-11-23_10-00-00-000000"

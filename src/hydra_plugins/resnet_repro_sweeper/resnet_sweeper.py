@@ -1,5 +1,5 @@
 """Hydra's basic sweeper, plus: ``exclude`` rules, every job's config validated before the first
-job starts, each job's directory named by ``resnet_repro.sweep.job_names``, and the sweep manifest
+job starts, each job's directory named by ``resnet_repro.sweeps.sweep.job_names``, and the sweep manifest
 (every job listed before the first starts, every outcome recorded once after the last ends)."""
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf, open_dict, read_write
 
-from resnet_repro import stacking
+from resnet_repro.cli.preflight import check_can_start
 from resnet_repro.config import to_config
 from resnet_repro.errors import ConfigError, ResnetReproError
-from resnet_repro.preflight import check_can_start
-from resnet_repro.sweep import (
+from resnet_repro.sweeps.sweep import (
     Manifest,
     excluded,
     job_names,
@@ -29,6 +28,7 @@ from resnet_repro.sweep import (
     mark_jobs_ended,
     summary_line,
 )
+from resnet_repro.training import stacking
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ mean over H and W (:class:`GlobalAvgPool`): torchvision's ``AdaptiveAvgPool2d`` 
 deterministic CUDA backward.
 
 Every 3x3 conv ``convK`` is followed by its BN ``bnK`` in the same block, so
-:func:`resnet_repro.diagnostics.conv3x3_layers` finds exactly the 3x3 layers (two per BasicBlock,
+:func:`resnet_repro.training.diagnostics.conv3x3_layers` finds exactly the 3x3 layers (two per BasicBlock,
 the middle one per Bottleneck, plus the stem when ``cifar_stem=True``).
 """
 

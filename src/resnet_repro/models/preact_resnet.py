@@ -20,7 +20,7 @@ Parameter count: equal to the post-activation option-A net of the same depth. Th
 then 32 fewer channels: 2x16 + 2x32) are saved, and ``final_bn`` (2x64) is added: 32+32+64 = 128.
 
 Diagnostics: here each ``bnK`` precedes its sibling ``convK`` (it normalises that conv's input).
-:func:`resnet_repro.diagnostics.conv3x3_layers` still pairs ``layerS.B.bnK`` with
+:func:`resnet_repro.training.diagnostics.conv3x3_layers` still pairs ``layerS.B.bnK`` with
 ``layerS.B.convK``, deterministically and in forward order: 2 per block, 6n = depth - 2 in all,
 and the "response" it reports is the BN output that feeds ``convK`` (pre-ReLU), not the conv's
 own output. The stem conv (no BN) and ``final_bn`` (no ``conv`` sibling) are not listed.

@@ -22,9 +22,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .config import Config, flat, to_config, to_dict
-from .errors import ConfigError
-from .models.registry import REGISTRY
+from ..config import Config, flat, to_config, to_dict
+from ..errors import ConfigError
+from ..models.registry import REGISTRY
 
 log = logging.getLogger(__name__)
 

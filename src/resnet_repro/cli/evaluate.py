@@ -33,8 +33,8 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import CheckpointError, ConfigError, DataError, ResnetReproError, RunDirError
-from .files import (
+from ..errors import CheckpointError, ConfigError, DataError, ResnetReproError, RunDirError
+from ..record.files import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     METRICS_FILE,
@@ -193,9 +193,9 @@ def _group(schema, values, group: str, source: str):
 
 def setup(cfg: dict, source: str, args) -> Setup:
     """The run's config groups, the data root and splits checked against what is asked, before any work."""
-    from .config import OptimizerConfig, TrainerConfig
-    from .data.registry import DatasetConfig, check_dataset
-    from .models.registry import ModelConfig, check_model
+    from ..config import OptimizerConfig, TrainerConfig
+    from ..data.registry import DatasetConfig, check_dataset
+    from ..models.registry import ModelConfig, check_model
 
     model = _group(ModelConfig, cfg.get("model"), "model", source)
     dataset = _group(DatasetConfig, cfg.get("dataset"), "dataset", source)
@@ -225,7 +225,7 @@ def setup(cfg: dict, source: str, args) -> Setup:
 
 def _data_folder(name: str) -> str | None:
     """The folder under ``dataset.root`` that holds dataset ``name`` (None: synthetic, made from a seed)."""
-    from .data.registry import DATASETS
+    from ..data.registry import DATASETS
 
     return DATASETS[name].folder
 
@@ -245,7 +245,7 @@ def check_data_root(dataset, args) -> None:
 
 def available_splits(dataset) -> list[str]:
     """The splits the run has with the data at hand: val (paper protocol), test (when the data hold one), train."""
-    from .data import test_batch_available
+    from ..data import test_batch_available
 
     held_out = ["val"] if dataset.protocol == "paper" else []
     if test_batch_available(dataset):
@@ -290,7 +290,7 @@ def _quiet_log():
 
 def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path, list[str]]:
     """The checkpoint (through the record's safe loader), its path, and what happened on the way."""
-    from .checkpoint import Checkpoints
+    from ..record.checkpoint import Checkpoints
 
     ckpts = Checkpoints(run_dir)
     if checkpoint is not None:
@@ -309,7 +309,7 @@ def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path,
 
 def read_config(run_dir: Path) -> tuple[dict | None, str, list[str]]:
     """config.yaml as a dict (None when missing or unreadable: the checkpoint's copy is used then)."""
-    from .record import RunRecord
+    from ..record.run_record import RunRecord
 
     try:
         cfg = RunRecord(run_dir, create=False).saved_config()
@@ -374,11 +374,11 @@ def evaluate_run(run_dir: Path, checkpoint: Path | None, args) -> dict:
 def _evaluate(plan: Setup, ckpt: dict, ckpt_path: Path, device, args) -> tuple[dict, object]:
     import torch
 
-    from .data import load_splits
-    from .data.pipeline import DeviceData
-    from .models import build_model
-    from .step import FastPath
-    from .train import evaluate
+    from ..data import load_splits
+    from ..data.pipeline import DeviceData
+    from ..models import build_model
+    from ..training.step import FastPath
+    from ..training.train import evaluate
 
     t = plan.trainer
     if args.precision == "fp32":  # IEEE fp32, deterministic kernels, the default layout

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .config import LoggerConfig
+from ..config import LoggerConfig
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"

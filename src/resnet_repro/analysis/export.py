@@ -20,8 +20,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import ResnetReproError
-from .files import CONFIG_FILE, GRAD_NORMS_FILE, LAYER_STATS_FILE, METRICS_FILE, SUMMARY_FILE
+from ..errors import ResnetReproError
+from ..record.files import (
+    CONFIG_FILE,
+    GRAD_NORMS_FILE,
+    LAYER_STATS_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+)
 from .results import find_run_dirs
 
 ENDED = ("completed", "diverged")  # a diverged run is a result too

@@ -23,13 +23,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .config import WARMUP_FROM_DEPTH
-from .data.registry import title
-from .errors import ResnetReproError
-from .files import RUNTIME_KEYS
-from .models.registry import CIFAR_MODELS
+from ..config import WARMUP_FROM_DEPTH
+from ..data.registry import title
+from ..errors import ResnetReproError
+from ..models.registry import CIFAR_MODELS
+from ..record.files import RUNTIME_KEYS
+from ..sweeps.sweep import MANIFEST_FILE
 from .results import Results, collect, collect_grad_norms, collect_layer_stats
-from .sweep import MANIFEST_FILE
 
 # He et al. 2016, Table 6 (CIFAR-10 test error %, params in millions). ResNet-110: best of 5 runs,
 # with mean ± std in brackets.

@@ -25,14 +25,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import check_format
-from .config import Config, iteration_schedule
-from .data import load_splits
-from .data.pipeline import DeviceData, eval_batches
+from ..config import Config, iteration_schedule
+from ..data import load_splits
+from ..data.pipeline import DeviceData, eval_batches
+from ..models import build_model
+from ..models.stacked import StackedCifarResNet, StackedSGD, stacked_cross_entropy
+from ..record.checkpoint import check_format
+from ..record.run_record import RunRecord
 from .diagnostics import conv_grad_norms
-from .models import build_model
-from .models.stacked import StackedCifarResNet, StackedSGD, stacked_cross_entropy
-from .record import RunRecord
 from .schedule import LRSchedule
 from .stacking import check_members
 from .state import Progress, TorchRNG
@@ -52,7 +52,7 @@ def train_stack(cfgs: list[Config], run_dirs: list[str | Path], *, group: str | 
 @dataclass
 class StackedNet:
     """The stacked net, its optimizer, step and batches, for the loop of ``train.py`` (the methods
-    of :class:`~resnet_repro.train.SingleNet`, for k members)."""
+    of :class:`~resnet_repro.training.train.SingleNet`, for k members)."""
 
     device: torch.device
     fast: FastPath

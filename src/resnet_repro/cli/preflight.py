@@ -30,11 +30,11 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from .config import Config, leaf_keys, to_config, to_dict, unknown_key_message
-from .data.registry import PROTOCOLS
-from .errors import ConfigError
-from .files import LOCK_FILE
-from .models.registry import SHORTCUTS
+from ..config import Config, leaf_keys, to_config, to_dict, unknown_key_message
+from ..data.registry import PROTOCOLS
+from ..errors import ConfigError
+from ..models.registry import SHORTCUTS
+from ..record.files import LOCK_FILE
 
 _EXPECTED = {
     "model.n": "a positive integer (depth = 6n+2: n=3,5,7,9,18 give 20,32,44,56,110)",
@@ -170,7 +170,7 @@ def _compose(args: argparse.Namespace, conf_dir: Path, *, check_data: bool) -> _
                     )
                 cfg = to_config(compose(name, overrides=overrides), overrides)
                 if check_data:  # imports torch: only for a config that is valid so far
-                    from .data import check_protocol
+                    from ..data import check_protocol
 
                     check_protocol(cfg.dataset)
                 return _Job(cfg, _run_dir(full), f"{full.hydra.job.name}.log")
@@ -206,9 +206,9 @@ _ARGS = _hydra_command_line()
 def check_can_start(cfg, run_dir: str | None) -> None:
     """The checks a run's start makes, before Hydra writes anything into its directory: the device
     exists; the directory can be written, is not in use, and holds no record of another run."""
-    from .device import check_device
-    from .lock import RunLock
-    from .record import RunRecord, check_writable
+    from ..record.lock import RunLock
+    from ..record.run_record import RunRecord, check_writable
+    from ..training.device import check_device
 
     if cfg.trainer.device != "auto":
         check_device(cfg.trainer.device)
@@ -289,7 +289,7 @@ def _remove_unstarted_run_dir(d: Path, leftovers: set[str]) -> bool:
     """
     if d.is_symlink() or not d.is_dir() or not {p.name for p in d.iterdir()} <= leftovers:
         return False
-    from .lock import RunLock
+    from ..record.lock import RunLock
 
     lock = RunLock(d)
     if not lock.try_acquire():

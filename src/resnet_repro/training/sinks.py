@@ -10,9 +10,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .errors import RunDirError
-from .files import CONFIG_FILE, GRAD_NORMS_FILE, LAYER_STATS_FILE, METRICS_FILE, SUMMARY_FILE
-from .record import RunRecord
+from ..errors import RunDirError
+from ..record.files import (
+    CONFIG_FILE,
+    GRAD_NORMS_FILE,
+    LAYER_STATS_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+)
+from ..record.run_record import RunRecord
 from .wandb_mirror import WandbMirror
 
 log = logging.getLogger("resnet_repro")

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 import yaml
 
+from ..config import flat
+from ..errors import RunDirError
 from .checkpoint import Checkpoints
-from .config import flat
-from .errors import RunDirError
 from .files import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -71,7 +71,7 @@ def library_versions() -> dict[str, str]:
     import numpy
     import omegaconf
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "python": platform.python_version(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from .config import ScheduleConfig
+from ..config import ScheduleConfig
 
 
 class LRSchedule:

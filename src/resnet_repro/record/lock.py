@@ -15,7 +15,7 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import RunDirError
+from ..errors import RunDirError
 from .files import LOCK_FILE, UMASK
 
 log = logging.getLogger("resnet_repro")

@@ -24,30 +24,30 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import checkpoint
-from .checkpoint import check_same_device_type
-from .config import (
+from ..config import (
     Config,
     iteration_schedule,
     to_dict,
     unreachable,
     unreachable_message,
 )
-from .data import load_splits
-from .data.pipeline import DeviceData, eval_batches
-from .device import device_sync, pick_device, platform_cpu
-from .diagnostics import conv_grad_norms, layer_response_std
-from .errors import Diverged, Preempted
-from .files import (
+from ..data import load_splits
+from ..data.pipeline import DeviceData, eval_batches
+from ..errors import Diverged, Preempted
+from ..models import build_model, count_params
+from ..models.registry import shortcut_of
+from ..record import checkpoint
+from ..record.checkpoint import check_same_device_type
+from ..record.files import (
     GRAD_NORM_COLUMNS,
     GRAD_NORMS_FILE,
     LAYER_STATS_COLUMNS,
     LAYER_STATS_FILE,
 )
-from .lock import RunLock
-from .models import build_model, count_params
-from .models.registry import shortcut_of
-from .record import RunRecord, git_commit, library_versions
+from ..record.lock import RunLock
+from ..record.run_record import RunRecord, git_commit, library_versions
+from .device import device_sync, pick_device, platform_cpu
+from .diagnostics import conv_grad_norms, layer_response_std
 from .schedule import LRSchedule
 from .sinks import RESULT_KEYS, Sinks
 from .state import Progress, TorchRNG

@@ -1,6 +1,6 @@
 """A W&B Report of one sweep: the paper's Figure 6 curves and Table 6, built from the logged runs.
 
-    from resnet_repro.wandb_report import build_wandb_report
+    from resnet_repro.analysis.wandb_report import build_wandb_report
     report = build_wandb_report("my-team", "resnet_repro", "degradation-2026-11-23_10-00-00-000000")
     report.save()          # the only step that talks to W&B
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import ResnetReproError
+from ..errors import ResnetReproError
 
 if TYPE_CHECKING:
     import wandb_workspaces.reports.v2

@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from .errors import ResnetReproError
+from ..errors import ResnetReproError
 
 
 def pick_device(name: str, job_num: int | None = None) -> torch.device:

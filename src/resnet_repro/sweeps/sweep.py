@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .files import SUMMARY_FILE, atomic_write
-from .models.registry import depth_of_n, depth_or_default
+from ..models.registry import depth_of_n, depth_or_default
+from ..record.files import SUMMARY_FILE, atomic_write
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"

@@ -1,6 +1,6 @@
 """Collect run records into tidy pandas frames, from run directories or from W&B.
 
-    from resnet_repro.results import collect
+    from resnet_repro.analysis.results import collect
     runs, history = collect("runs/degradation/2026-11-23_10-00-00-000000")
 
 ``runs`` has one row per run: identity columns (``run``, ``variant``, ``depth``, ``residual``,
@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 import yaml
 
-from .config import flat
-from .files import (
+from ..config import flat
+from ..record.files import (
     CONFIG_FILE,
     GRAD_NORMS_FILE,
     LAYER_STATS_FILE,
@@ -35,7 +35,7 @@ from .files import (
     METRICS_FILE,
     SUMMARY_FILE,
 )
-from .sweep import MANIFEST_FILE, Manifest
+from ..sweeps.sweep import MANIFEST_FILE, Manifest
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import ModelConfig, OptimizerConfig, TrainerConfig
-from .data.pipeline import DeviceBatches, pixel_mean
+from ..config import ModelConfig, OptimizerConfig, TrainerConfig
+from ..data.pipeline import DeviceBatches, pixel_mean
+from ..models import build_model
 from .device import device_sync
-from .models import build_model
 from .step import FastPath, TrainStep, cudagraph_skips
 
 

@@ -23,8 +23,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .config import config_dir, to_config
-from .errors import Preempted, ResnetReproError
+from ..config import config_dir, to_config
+from ..errors import Preempted, ResnetReproError
 
 # The directory Hydra runs a single run's job in, once the job has started (for main's clean-up).
 _job: dict[str, str] = {}
@@ -32,7 +32,7 @@ _job: dict[str, str] = {}
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | list | None:
-    from .train import train  # torch: only once a run starts
+    from ..training.train import train  # torch: only once a run starts
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -42,8 +42,8 @@ def hydra_main(cfg: DictConfig) -> float | list | None:
              "sweep_dir": hc.sweep.dir} if multirun else {}
     try:
         if cfg.trainer.stack_members:  # the sweeper made this job a stack of runs (stacking.py)
-            from .stacking import member_configs
-            from .train_stack import train_stack
+            from ..training.stacking import member_configs
+            from ..training.train_stack import train_stack
 
             members = cfg.trainer.stack_members
             summaries = train_stack(member_configs(cfg, list(hc.overrides.task)),
@@ -101,11 +101,3 @@ def _print(text: str) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy's: parallel launchers (joblib,
-    # submitit) pickle the task function by reference, which __main__ cannot give them.
-    from resnet_repro.cli import main as _main
-
-    _main()
