@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,23 @@ def unknown_keys(node: Any) -> list[str]:
     return [k for k in flat(OmegaConf.to_container(node, resolve=False)) if k not in valid and k.split(".")[0] != "hydra"]
 
 
+def override_pairs(overrides: Iterable[str]) -> list[tuple[str, str | None]]:
+    """``(key, value)`` of each command-line override as Hydra's own parser reads it: the key
+    without its ``+``/``++``/``~`` prefix, the value as Hydra writes it (None: a deletion). An
+    override Hydra cannot parse is left out (Hydra refuses it itself before any job)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, pairs = OverridesParser.create(), []
+    for o in overrides:
+        try:
+            ov = parser.parse_override(o)
+        except OverrideParseException:
+            continue
+        pairs.append((ov.key_or_group, None if ov.value() is None else ov.get_value_element_as_str()))
+    return pairs
+
+
 def to_config(node: Any, overrides: list[str] | tuple = ()) -> Config:
     """Turn a composed DictConfig into a validated :class:`Config` with the depth resolved.
 
@@ -381,7 +399,7 @@ def to_config(node: Any, overrides: list[str] | tuple = ()) -> Config:
     obj = OmegaConf.to_object(node)
     if not isinstance(obj, Config):
         raise ConfigError("The composed config is not a resnet_repro config (base_config missing).")
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    given = {k for k, _ in override_pairs(overrides)}
     if "model.n" in given and "model.depth" not in given:
         obj.model.depth = None
     elif "model.depth" in given and "model.n" not in given:

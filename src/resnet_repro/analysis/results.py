@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 import yaml
 
-from ..config import flat
+from ..config import flat, override_pairs
 from ..record.files import (
     CONFIG_FILE,
     GRAD_NORMS_FILE,
@@ -266,8 +266,8 @@ def _last_write(d: Path) -> str | None:
 def _depth_from_overrides(overrides: str) -> dict:
     """depth / residual / seed of a job that has no directory yet, read from its overrides."""
     out: dict[str, Any] = {}
-    for o in overrides.split():
-        k, _, v = o.partition("=")
+    for k, v in override_pairs(overrides.split()):
+        v = v or ""
         if k == "model.depth" and v.isdigit():
             out["depth"] = int(v)
         elif k == "model.n" and v.isdigit():

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..config import override_pairs
 from ..models.registry import depth_of_n, depth_or_default
 from ..record.files import SUMMARY_FILE, atomic_write
 
@@ -37,9 +38,9 @@ OUTCOME_COLUMNS = ["status", "started_at", "finished_at", "final_err", "error"]
 _NOT_IN_NAME = ("experiment", "trainer.progress", "trainer.device", "dataset.root", "dataset.download")
 
 
-def _split(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value.lower() if value in ("True", "False") else value
+def _pairs(overrides: Iterable[str]) -> list[tuple[str, str]]:
+    """Each override's key and value (Hydra's parser; booleans written lower-case, as in YAML)."""
+    return [(k, v.lower() if v in ("True", "False") else v or "") for k, v in override_pairs(overrides)]
 
 
 def job_name(overrides: Iterable[str], n: int | None = None, depth: int | None = None) -> str:
@@ -48,8 +49,7 @@ def job_name(overrides: Iterable[str], n: int | None = None, depth: int | None =
     ``["model.depth=56", "model.residual=false", "seed=1"]`` gives ``depth=56,residual=false,seed=1``.
     """
     items, o_n, o_depth = [], None, None
-    for o in overrides:
-        key, value = _split(o)
+    for key, value in _pairs(overrides):
         if key == "model.depth":
             o_depth = value
         elif key == "model.n":
@@ -70,17 +70,17 @@ def job_names(jobs: list[list[str]], depths: list[int], axes: Iterable[str] = ()
     own ``axes`` (its preset's ``hydra.sweeper.params``, so a sweep narrowed to one plain net still
     says ``residual=false``), always with the depth (and the seed when given); unique, fixed per
     job, so a rerun (or a requeue) finds it."""
+    keyed = [[(o, *(_pairs([o]) or [("", "")])[0]) for o in job] for job in jobs]  # (override, key, value)
     values: dict[str, set] = {}
-    for job in jobs:
-        for o in job:
-            k, _, v = o.partition("=")
+    for job in keyed:
+        for _, k, v in job:
             values.setdefault(k, set()).add(v)
-    varying = {k for k, v in values.items() if len(v) > 1 or any(k not in dict(o.partition("=")[::2] for o in j) for j in jobs)}
+    varying = {k for k, v in values.items() if len(v) > 1 or any(k not in {kk for _, kk, _ in j} for j in keyed)}
     varying |= set(axes)
     varying.add("seed")  # always named when given: sweeps of other seeds never share a directory
     names = []
-    for job, depth in zip(jobs, depths, strict=True):
-        name = job_name([o for o in job if o.partition("=")[0] in varying], depth=depth)
+    for job, depth in zip(keyed, depths, strict=True):
+        name = job_name([o for o, k, _ in job if k in varying], depth=depth)
         names.append(name.replace("'", ""))
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
@@ -92,7 +92,7 @@ def job_names(jobs: list[list[str]], depths: list[int], axes: Iterable[str] = ()
 
 def excluded(job: Sequence[str], exclude: Sequence[dict]) -> bool:
     """Whether a job's overrides match every key of one of the ``exclude`` entries."""
-    kv = dict(_split(o) for o in job)
+    kv = dict(_pairs(job))
     return any(
         all(str(kv.get(k, "")).lower() == str(v).lower() for k, v in rule.items()) for rule in exclude
     )
