@@ -4,6 +4,11 @@ Hydra's own messages name a bad key but not the valid choices. Here a single run
 parsed with Hydra's parser, its config composed with Hydra's compose API and validated, before
 Hydra makes a run directory. A sweep's jobs are all checked the same way by the sweeper
 (``hydra_plugins.resnet_repro_sweeper``) before its first job starts.
+
+Why not Hydra's callback API (``on_run_start``): Hydra calls callbacks only after it has composed
+the config, and a composition error (an unknown key, a bad group choice) is printed by Hydra itself
+as several lines with exit status 1 before any callback runs. The one-line errors naming the valid
+choices need the config composed here first, with Hydra's compose API.
 """
 
 from __future__ import annotations
