@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -378,3 +379,88 @@ def test_layer_stats_and_grad_norms_of_tiny_sweep(tiny_sweep):
         (run, it): n for run, n in layers.items() for it in (1, 10)}
     assert norms["module"].iloc[0] == "conv1"
     assert (norms["grad_norm"] > 0).all()
+
+
+# --- hostile records: one bad run costs one warning line, never the report or a hang ----------
+def _summary_with(**fields):
+    def edit(d: Path):
+        s = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({**s, **fields}))
+    return edit
+
+
+def _alias_bomb(d: Path):  # 882 bytes that expand to 9**9 strings
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9) + "]" for i in range(1, 9)]
+    (d / "config.yaml").write_text("\n".join(lines) + "\n")
+
+
+def _fifo(name: str):
+    def make(d: Path):
+        (d / name).unlink()
+        os.mkfifo(d / name)
+    return make
+
+
+HOSTILE = {
+    "fast_path a string": (_summary_with(fast_path="bf16"), "summary.json", "fast_path is"),
+    "reported_error a list": (_summary_with(reported_error=["val"]), "summary.json", "reported_error is"),
+    "status an int": (_summary_with(status=3), "summary.json", "status is"),
+    "iterations 'inf'": (_summary_with(iterations="inf"), "summary.json", "iterations is"),
+    "seed a list": (_summary_with(seed=[1]), "summary.json", "seed is"),
+    "depth a word": (_summary_with(depth="deep"), "summary.json", "depth is"),
+    "summary a list": (lambda d: (d / "summary.json").write_text("[1, 2]"), "summary.json", "not a mapping"),
+    "deeply nested JSON": (lambda d: (d / "summary.json").write_text("[" * 100_000 + "]" * 100_000), "summary.json",
+                           "RecursionError"),
+    "deeply nested YAML": (lambda d: (d / "config.yaml").write_text("a: " + "[" * 100_000 + "]" * 100_000),
+                           "config.yaml", "RecursionError"),
+    "YAML alias bomb": (_alias_bomb, "config.yaml", "alias"),
+    "inf in metrics' iter": (lambda d: (d / "metrics.csv").write_text((d / "metrics.csv").read_text()
+                                                                      + "inf,1,0.1,1,1,,,,,,\n"), None, None),
+    "binary manifest.csv": (lambda d: (d.parent / "manifest.csv").write_bytes(bytes(range(256)) * 8),
+                            "manifest.csv", "unreadable manifest"),
+    "a FIFO named summary.json": (_fifo("summary.json"), "summary.json", "not a regular file"),
+    "a FIFO named metrics.csv": (_fifo("metrics.csv"), "metrics.csv", "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_record_costs_one_warning_and_never_the_report(tmp_path, case, caplog):
+    import signal
+
+    from resnet_repro.analysis.report import write_report
+
+    edit, bad_file, said = HOSTILE[case]
+    metrics = [{"iter": 10, "epoch": 1, "lr": 0.1, "train_loss": 1.0, "train_err": 50.0},
+               {"iter": 40, "epoch": 1, "lr": 0.1, "train_loss": 0.5, "train_err": 20.0, "val_loss": 0.6, "val_err": 22.0}]
+    write_run(tmp_path / "depth=20,residual=true", depth=20, residual=True, seed=0, metrics=metrics)
+    bad = write_run(tmp_path / "depth=20,residual=false", depth=20, residual=False, seed=0, metrics=metrics)
+    edit(bad)
+
+    def hang(*_):
+        raise TimeoutError("reading the record hung")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(60)
+    try:
+        runs, _ = collect(tmp_path)
+        files = write_report([tmp_path], tmp_path / "report")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    good = runs[runs["run"] == "depth=20,residual=true"].iloc[0]
+    assert good["status"] == "completed" and good["final_err"] == 12.0  # the good run is read as it is
+    assert files["verdict"].is_file()
+    if bad_file is not None:
+        lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and bad_file in r.getMessage()]
+        assert lines and said in lines[0] and len(lines[0].splitlines()) == 1, lines
+
+
+def test_a_yaml_alias_in_a_runs_config_is_refused_in_one_line(tmp_path):
+    from resnet_repro.errors import RunDirError
+    from resnet_repro.record.run_record import RunRecord
+
+    _alias_bomb(tmp_path)
+    with pytest.raises(RunDirError, match="holds a YAML alias") as ex:
+        RunRecord(tmp_path, create=False).saved_config()
+    assert len(str(ex.value).splitlines()) == 1 and "nothing was changed" in str(ex.value)

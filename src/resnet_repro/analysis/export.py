@@ -15,7 +15,6 @@ before anything is written.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,9 @@ from ..record.files import (
     GRAD_NORMS_FILE,
     LAYER_STATS_FILE,
     METRICS_FILE,
+    RECORD_ERRORS,
     SUMMARY_FILE,
+    read_record_json,
 )
 from .results import find_run_dirs
 
@@ -39,8 +40,8 @@ Record = dict[str, bytes]  # a record's files by path in its run folder
 
 def _status(run: Path) -> str:
     try:
-        summary = json.loads((run / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
+        summary = read_record_json(run / SUMMARY_FILE)
+    except RECORD_ERRORS:
         return "no summary"
     status = summary.get("status") if isinstance(summary, dict) else None
     return status if isinstance(status, str) else "no status"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 from collections.abc import Iterable
@@ -23,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
-import yaml
 
 from ..config import flat, override_pairs
 from ..record.files import (
@@ -33,7 +32,12 @@ from ..record.files import (
     LAYER_STATS_FILE,
     METRIC_COLUMNS,
     METRICS_FILE,
+    RECORD_ERRORS,
     SUMMARY_FILE,
+    first_line,
+    read_record_json,
+    read_record_text,
+    read_record_yaml,
 )
 from ..sweeps.sweep import MANIFEST_FILE, Manifest
 
@@ -55,33 +59,103 @@ _WANDB_STATES = {"running": "running", "finished": "completed", "crashed": "inte
                  "failed": "failed", "killed": "interrupted", "pending": "pending"}
 
 
+_NUMBER = float  # an int or a float (not a bool); NaN and inf are numbers a run may write
+_WORDS = {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping", list: "a list",
+          _NUMBER: "a number"}
+# The types of the fields a run's record is read by (None is always allowed: not told); a summary
+# or config with another type in one of them is read as unreadable, and warned about once.
+FIELD_TYPES = {
+    SUMMARY_FILE: {
+        **dict.fromkeys(("name", "status", "model", "dataset", "protocol", "reported_error", "shortcut", "device",
+                         "device_name", "git_commit", "started_at", "finished_at", "error"), str),
+        **dict.fromkeys(("depth", "n", "seed", "iterations", "iterations_total", "params", "best_val_iter",
+                         "best_test_iter"), int),
+        **dict.fromkeys(("final_train_err", "final_train_loss", "final_val_err", "final_val_loss", "final_test_err",
+                         "final_test_loss", "best_val_err", "best_test_err", "wall_time_s", "train_time_s",
+                         "images_per_s"), _NUMBER),
+        "residual": bool, "fast_path": dict,
+    },
+    CONFIG_FILE: {
+        **dict.fromkeys(("name", "model.name", "model.shortcut", "dataset.name", "dataset.protocol",
+                         "schedule.unit"), str),
+        **dict.fromkeys(("seed", "model.depth", "model.n", "schedule.iterations", "trainer.batch_size"), int),
+        **dict.fromkeys(("optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "schedule.gamma"), _NUMBER),
+        "model.residual": bool, "schedule.milestones": list,
+    },
+}
+
+
+def field_problem(values: dict, types: dict) -> str | None:
+    """The first field of ``values`` (dotted keys) whose value is not of its type in ``types``."""
+    for key, t in types.items():
+        v = values.get(key)
+        if v is None:
+            continue
+        if t in (int, _NUMBER) and isinstance(v, bool):
+            ok = False
+        elif t is _NUMBER:
+            ok = isinstance(v, (int, float))
+        elif t is list:
+            ok = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        else:
+            ok = isinstance(v, t)
+        if not ok:
+            return f"{key} is {str(v)[:40]!r}, not {_WORDS[t]}"
+    return None
+
+
+def _checked(d: Path, name: str, values: dict | None) -> dict | None:
+    """``values`` read from ``d/name``, or None (with one warning naming the file) when a field the
+    report reads has a type no run writes."""
+    if values is None:
+        return None
+    try:
+        problem = field_problem(flat(values), FIELD_TYPES[name])
+    except RecursionError:
+        problem = "it is nested deeper than any record"
+    if problem:
+        log.warning("Reading %s as unreadable: %s", d / name, problem)
+        return None
+    return values
+
+
 class Results(NamedTuple):
     runs: pd.DataFrame
     history: pd.DataFrame
 
 
 # --- reading one run directory ----------------------------------------------------------------
-def _read_json(p: Path) -> dict | None:
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError):  # ValueError covers UnicodeDecodeError
+def _read(p: Path, reader) -> dict | None:
+    """A record's JSON or YAML mapping; None when there is none, with one warning when the file
+    is there but cannot be read as one."""
+    if not os.path.lexists(p):
         return None
-    return d if isinstance(d, dict) else None
+    try:
+        d = reader(p)
+    except RECORD_ERRORS as ex:
+        log.warning("Reading %s as unreadable: %s", p, first_line(ex))
+        return None
+    if not isinstance(d, dict):
+        log.warning("Reading %s as unreadable: it holds %s, not a mapping", p, type(d).__name__)
+        return None
+    return d
+
+
+def _read_json(p: Path) -> dict | None:
+    return _read(p, read_record_json)
 
 
 def _read_yaml(p: Path) -> dict | None:
-    try:
-        d = yaml.safe_load(p.read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    return d if isinstance(d, dict) else None
+    return _read(p, read_record_yaml)
 
 
 def read_table(p: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """A CSV table of the run record; a half-written last line (no newline yet) is dropped."""
     try:
-        text = p.read_text()
-    except (OSError, ValueError):  # missing, unreadable, or not text
+        text = read_record_text(p)
+    except RECORD_ERRORS as ex:  # missing, unreadable, not a regular file, or not text
+        if os.path.lexists(p):
+            log.warning("Reading %s as empty: %s", p, first_line(ex))
         return pd.DataFrame(columns=columns or [])
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
@@ -92,7 +166,8 @@ def read_table(p: Path, columns: list[str] | None = None) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
         return pd.DataFrame(columns=columns or [])
     if "iter" in df:
-        df = df[pd.to_numeric(df["iter"], errors="coerce").notna()].astype({"iter": int})
+        it = pd.to_numeric(df["iter"], errors="coerce")
+        df = df[it.notna() & np.isfinite(it) & (it >= 0) & (it == it.round())].astype({"iter": int})
     return df.reset_index(drop=True)
 
 
@@ -125,7 +200,7 @@ def _manifests(root: Path) -> dict[Path, dict]:
         try:
             for r in manifest.read():
                 rows[manifest.run_dir(r).resolve()] = {**r, "_sweep": m.parent}
-        except (OSError, csv.Error):
+        except (*RECORD_ERRORS, csv.Error):
             log.warning("Skipping unreadable manifest %s", m)
     return rows
 
@@ -235,7 +310,8 @@ def collect(path: str | Path | Iterable[str | Path]) -> Results:
     for root, d in _unique_run_dirs(roots):
         seen.add(d.resolve())
         m = manifests.get(d.resolve())
-        summary, config = _read_json(d / SUMMARY_FILE), _read_yaml(d / CONFIG_FILE)
+        summary = _checked(d, SUMMARY_FILE, _read_json(d / SUMMARY_FILE))
+        config = _checked(d, CONFIG_FILE, _read_yaml(d / CONFIG_FILE))
         sweep = m["_sweep"].name if m else (d.parent.name if (d.parent / MANIFEST_FILE).is_file() else None)
         row = run_row(_run_label(d, root, several), config, summary,
                       _status(summary, m, config is not None), sweep=sweep,

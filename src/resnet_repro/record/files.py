@@ -7,12 +7,17 @@ before, or without, any training.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -115,3 +120,58 @@ def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+# --- reading the record back: what no run writes is refused, never hangs or explodes ------------
+RECORD_SIZE_LIMIT = 256 * 2**20  # far above any record file a run writes (a long run's tables: a few MB)
+RECORD_ERRORS = (OSError, ValueError, RecursionError, yaml.YAMLError)  # what the readers below raise
+
+
+def read_record_text(p: Path, limit: int = RECORD_SIZE_LIMIT) -> str:
+    """A record file's text. Refused (ValueError) when it is not a regular file (a FIFO would block
+    its reader for ever, a device never end), larger than ``limit``, or not UTF-8 text."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO this way does not wait for a writer
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("it is not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"it is {st.st_size:,} bytes, larger than any record file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError("it is larger than any record file")
+    return data.decode()  # a UnicodeDecodeError is a ValueError
+
+
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: the record's files never hold them (``dump_yaml``), and a
+    file that does may expand to gigabytes from a few hundred bytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            raise yaml.YAMLError("it holds a YAML alias, which no record file has")
+        return super().compose_node(parent, index)
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a value written twice is written out twice, never as an alias
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+def read_record_yaml(p: Path) -> Any:
+    """A record's YAML file, safely (no Python tags, no aliases, no unbounded nesting): raises one
+    of ``RECORD_ERRORS``."""
+    return yaml.load(read_record_text(p), Loader=_NoAliases)  # noqa: S506 - a SafeLoader
+
+
+def read_record_json(p: Path) -> Any:
+    """A record's JSON file: raises one of ``RECORD_ERRORS`` (deep nesting: RecursionError)."""
+    return json.loads(read_record_text(p))
+

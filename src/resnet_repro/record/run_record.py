@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ..config import flat
 from ..errors import RunDirError
@@ -34,11 +33,15 @@ from .files import (
     CONFIG_FILE,
     METRIC_COLUMNS,
     METRICS_FILE,
+    RECORD_ERRORS,
     RUNTIME_KEYS,
     SUMMARY_FILE,
     TABLES,
     atomic_write,
+    dump_yaml,
     first_line,
+    read_record_json,
+    read_record_yaml,
     write_problem,
 )
 
@@ -156,8 +159,8 @@ class RunRecord:
         if not p.is_file():
             return None
         try:
-            cfg = yaml.safe_load(p.read_text())  # safe: a Python tag is refused, never run
-        except (yaml.YAMLError, UnicodeDecodeError) as ex:
+            cfg = read_record_yaml(p)  # safe: a Python tag or an alias is refused, never run or expanded
+        except RECORD_ERRORS as ex:
             raise RunDirError(
                 f"{p} cannot be read as a config ({first_line(ex)}): it is not a file this tool wrote. Restore "
                 f"it, or move the run directory aside and rerun; nothing was changed."
@@ -220,7 +223,7 @@ class RunRecord:
             )
 
     def write_config(self, cfg: dict) -> None:
-        text = yaml.safe_dump(cfg, sort_keys=False)
+        text = dump_yaml(cfg)
         with self._writing(CONFIG_FILE):
             atomic_write(self.path(CONFIG_FILE), lambda f: f.write(text.encode()))
 
@@ -287,9 +290,10 @@ class RunRecord:
         if not p.is_file():
             return None
         try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError:
+            summary = read_record_json(p)
+        except RECORD_ERRORS:
             return None
+        return summary if isinstance(summary, dict) else None
 
     def write_summary(self, summary: dict) -> None:
         text = json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n"

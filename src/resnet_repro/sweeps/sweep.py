@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,13 @@ from typing import Any
 
 from ..config import override_pairs
 from ..models.registry import depth_of_n, depth_or_default
-from ..record.files import SUMMARY_FILE, atomic_write
+from ..record.files import (
+    RECORD_ERRORS,
+    SUMMARY_FILE,
+    atomic_write,
+    read_record_json,
+    read_record_text,
+)
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
@@ -108,8 +113,8 @@ def job_outcome(run_dir: str | Path, exc: BaseException | None = None) -> dict |
     """
     path = Path(run_dir) / SUMMARY_FILE
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):  # ValueError covers UnicodeDecodeError
+        summary = read_record_json(path)
+    except RECORD_ERRORS:
         summary = None
     s = summary if isinstance(summary, dict) else {}
     status, error = s.get("status"), s.get("error")
@@ -150,8 +155,7 @@ class Manifest:
         """The rows as the sweeper wrote them (none without a manifest)."""
         if not self.path.is_file():
             return []
-        with open(self.path, newline="") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(io.StringIO(read_record_text(self.path), newline="")))
 
     def run_dir(self, row: dict) -> Path:
         """A job's run directory: its name inside the sweep folder (so a moved sweep still finds its
