@@ -99,6 +99,30 @@ def test_kill_and_resume_of_a_stack_is_bit_exact(tmp_path, monkeypatch, stop_at)
 
 
 @pytest.mark.slow
+def test_a_stack_killed_between_its_members_checkpoint_writes_resumes_as_one_bit_exactly(tmp_path, monkeypatch, caplog):
+    """A SIGKILL between the members' checkpoint writes of one evaluation leaves the first member
+    one checkpoint ahead (made here: the others' checkpoint.pt rolled back to their previous one):
+    the stack resumes as one net from the iteration they all share, bit-identical to a stack that
+    ran through."""
+    import shutil
+
+    caplog.set_level("INFO", logger="resnet_repro")
+    cfgs = member_cfgs()
+    train_stack(cfgs, [tmp_path / f"full{i}" for i in range(3)])
+    interrupt_after(monkeypatch, 3 * 10)  # stopped at 10 at once: its checkpoints of 4 (previous) and 8
+    with pytest.raises(KeyboardInterrupt):
+        train_stack(cfgs, [tmp_path / f"cut{i}" for i in range(3)])
+    monkeypatch.undo()
+    for i in (1, 2):  # as if killed after member 0 wrote iteration 8's checkpoint, before the others did
+        shutil.copy(tmp_path / f"cut{i}" / "checkpoint.prev.pt", tmp_path / f"cut{i}" / "checkpoint.pt")
+    resumed = train_stack(cfgs, [tmp_path / f"cut{i}" for i in range(3)])
+    assert {s["resumed_from"] for s in resumed} == {4}
+    assert "where the stack's other runs stand" in caplog.text and "train one after another" not in caplog.text
+    for i in range(3):
+        assert_same_record(tmp_path / f"full{i}", tmp_path / f"cut{i}", tol=0)
+
+
+@pytest.mark.slow
 def test_a_diverged_run_ends_alone_and_the_others_go_on(tmp_path, monkeypatch, float64):
     from resnet_repro.data.pipeline import StackedBatches
 

@@ -33,7 +33,7 @@ from ..config import (
 )
 from ..data import load_splits
 from ..data.pipeline import DeviceData, eval_batches
-from ..errors import Diverged, Preempted
+from ..errors import CheckpointError, Diverged, Preempted
 from ..models import build_model, count_params
 from ..models.registry import shortcut_of
 from ..record import checkpoint
@@ -43,6 +43,7 @@ from ..record.files import (
     GRAD_NORMS_FILE,
     LAYER_STATS_COLUMNS,
     LAYER_STATS_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
 )
 from ..record.lock import RunLock
 from ..record.run_record import RunRecord, git_commit, library_versions
@@ -115,6 +116,8 @@ def _train_runs(cfgs: list[Config], recs: list[RunRecord], stop: dict, build, *,
     points = [resume_point(c, r) for c, r in zip(cfgs, recs, strict=True)]
     summaries = [old if complete else None for _, old, complete in points]
     todo = [i for i, s in enumerate(summaries) if s is None]
+    if build is not None and len(todo) > 1:
+        _align(points, recs, todo)
     starts = {points[i][0]["iteration"] if points[i][0] else 0 for i in todo}
     together = build is not None and len(todo) > 1 and len(starts) == 1
     if build is not None and len(todo) > 1 and not together:
@@ -136,6 +139,33 @@ def _train_runs(cfgs: list[Config], recs: list[RunRecord], stop: dict, build, *,
     if diverged and len(diverged) == len(batches):
         raise diverged[0]
     return summaries
+
+
+def _align(points: list, recs: list[RunRecord], todo: list[int]) -> None:
+    """A stack killed between its members' checkpoint writes of one evaluation leaves some members
+    one checkpoint ahead: those resume from their previous checkpoint, the one the others stand
+    at, so the stack resumes as one net from the last iteration all members share."""
+    at = {i: points[i][0]["iteration"] if points[i][0] else 0 for i in todo}
+    behind = min(at.values())
+    if len(set(at.values())) == 1:
+        return
+    previous = {}
+    for i in todo:
+        if at[i] == behind:
+            continue
+        prev = recs[i].checkpoints.previous
+        try:
+            ckpt = recs[i].checkpoints.read(prev) if prev.is_file() else None
+        except CheckpointError:
+            ckpt = None
+        if ckpt is None or ckpt["iteration"] != behind:
+            return  # not one evaluation apart: the members train one after another
+        previous[i] = ckpt
+    for i, ckpt in previous.items():
+        log.info("%s: resuming from %s (iteration %d), where the stack's other runs stand; its checkpoint "
+                 "of iteration %d was written when the stack stopped", recs[i].dir.name, PREVIOUS_CHECKPOINT_FILE,
+                 behind, at[i])
+        points[i] = (ckpt, *points[i][1:])
 
 
 def _train_together(cfgs, recs, points, stop, build, group, job_num, sweep_dir) -> list[dict]:
