@@ -272,6 +272,35 @@ def test_a_sweep_that_cannot_stack_is_refused_before_any_job(tmp_path):
     assert r.returncode == 2
     assert "shortcut option A only, not model.shortcut=B" in r.stderr and "trainer.stack=off" in r.stderr
     assert not list(tmp_path.glob("runs/smoke/*/*/summary.json"))
+    assert not list(tmp_path.rglob("manifest.csv")) and not list(tmp_path.rglob("multirun.yaml"))  # no sweep folder
+
+
+@pytest.mark.parametrize("argv", [["experiment=smoke"], ["-m", "experiment=smoke", "seed=0,1"]])
+def test_stack_members_by_hand_are_refused_before_any_work(tmp_path, argv):
+    """trainer.stack_members is the sweeper's to set: by hand (here naming a folder outside the
+    sweep) it is one line before anything is composed or written."""
+    from resnet_repro.cli.preflight import preflight
+    from resnet_repro.config import config_dir
+    from resnet_repro.errors import ConfigError
+
+    members = "trainer.stack_members=[{residual:true,seed:0,name:'../../../escape_member'}]"
+    with pytest.raises(ConfigError, match="set by the sweeper") as ex:
+        preflight([*argv, members, f"hydra.run.dir={tmp_path}/run"], config_dir())
+    assert len(str(ex.value).splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../../../escape_member", "a/b", "..", ""])
+def test_a_stack_members_name_is_one_folder_name(name):
+    from omegaconf import OmegaConf
+
+    from resnet_repro.config import StackMember
+    from resnet_repro.errors import ConfigError
+    from resnet_repro.training.stacking import member_configs
+
+    node = OmegaConf.structured(smoke_cfg())
+    node.trainer.stack_members = [StackMember(residual=True, seed=0, name=name)]
+    with pytest.raises(ConfigError, match="not one folder name"):
+        member_configs(node, [])
 
 
 @pytest.mark.realdata

@@ -372,8 +372,8 @@ def unknown_keys(node: Any) -> list[str]:
 
 def override_pairs(overrides: Iterable[str]) -> list[tuple[str, str | None]]:
     """``(key, value)`` of each command-line override as Hydra's own parser reads it: the key
-    without its ``+``/``++``/``~`` prefix, the value as Hydra writes it (None: a deletion). An
-    override Hydra cannot parse is left out (Hydra refuses it itself before any job)."""
+    without its ``+``/``++``/``~`` prefix, the value as Hydra writes it (None: a deletion; a sweep's
+    values: as given). An override Hydra cannot parse is left out (Hydra refuses it itself)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
@@ -383,7 +383,10 @@ def override_pairs(overrides: Iterable[str]) -> list[tuple[str, str | None]]:
             ov = parser.parse_override(o)
         except OverrideParseException:
             continue
-        pairs.append((ov.key_or_group, None if ov.value() is None else ov.get_value_element_as_str()))
+        if ov.is_sweep_override():  # several values: the text as given
+            pairs.append((ov.key_or_group, o.partition("=")[2]))
+        else:
+            pairs.append((ov.key_or_group, None if ov.value() is None else ov.get_value_element_as_str()))
     return pairs
 
 

@@ -66,6 +66,7 @@ class ResnetSweeper(Sweeper):
         return [job for batch in self.split_arguments(parser.parse_overrides(params_conf), None) for job in batch]
 
     def sweep(self, arguments: list[str]) -> Any:
+        stacking.refuse_members_by_hand(arguments)
         jobs = self.jobs(arguments)
         depths, configs = [], []
         for overrides in jobs:
@@ -85,10 +86,10 @@ class ResnetSweeper(Sweeper):
                 check_can_start(c, sweep_dir / name)
             except ResnetReproError as ex:
                 raise type(ex)(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
+        launches = stacking.plan(configs)  # each entry: one job, or a stack of jobs; a refusal writes nothing
         Manifest(sweep_dir).set_jobs([{"name": n, "overrides": " ".join(o), "run_dir": os.path.abspath(sweep_dir / n)}
                                       for n, o in zip(names, jobs, strict=True)])
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        launches = stacking.plan(configs)  # each entry: one job, or a stack of jobs trained as one net
         stacked = sum(len(s) for s in launches if len(s) > 1)
         log.info("Sweep of %d jobs in %s%s", len(jobs), sweep_dir,
                  f" ({stacked} of them in {sum(len(s) > 1 for s in launches)} stacks, trainer.stack)" if stacked else "")

@@ -95,6 +95,9 @@ def preflight(argv: list[str], conf_dir: Path) -> Start | Literal[False]:
         return False
     for o in args.overrides:
         _parse(o)  # a syntax error, named by its override, in sweeps too
+    from ..training.stacking import refuse_members_by_hand
+
+    refuse_members_by_hand(args.overrides)  # in sweeps too
     if args.multirun:
         return False
     job = _compose(args, conf_dir, check_data=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..config import Config, flat, to_config, to_dict
+from ..config import Config, flat, override_pairs, to_config, to_dict
 from ..errors import ConfigError
 from ..models.registry import REGISTRY
 
@@ -131,10 +131,21 @@ def members_override(cfgs: list[Config], names: list[str]) -> str:
     return f"trainer.stack_members=[{items}]"
 
 
+def refuse_members_by_hand(overrides: list[str]) -> None:
+    """``trainer.stack_members`` is the sweeper's to set (``trainer.stack``): refused on a command line."""
+    if any(k == "trainer.stack_members" for k, _ in override_pairs(overrides)):
+        raise ConfigError("trainer.stack_members is set by the sweeper for the jobs it stacks, not by hand. Use "
+                          "trainer.stack=<k> (or auto) with -m to train a sweep's runs as stacks.")
+
+
 def member_configs(node: Any, overrides: list[str]) -> list[Config]:
-    """Each member's config, as its own job would have it, from a stacked job's composed config."""
+    """Each member's config, as its own job would have it, from a stacked job's composed config;
+    each member's name is one folder name (its run directory in the sweep folder)."""
     out = []
     for m in node.trainer.stack_members:
+        if not m.name or m.name in (".", "..") or "/" in m.name or "\\" in m.name or "\0" in m.name:
+            raise ConfigError(f"trainer.stack_members names {m.name!r}, which is not one folder name: a stack's "
+                              f"runs live in the sweep folder, one folder each.")
         c = copy.deepcopy(node)
         OmegaConf.set_readonly(c, False)
         c.model.residual, c.seed, c.trainer.stack_members = m.residual, m.seed, []
