@@ -210,8 +210,36 @@ def test_a_checkpoint_the_safe_loader_refuses(run, tmp_path, capsys, content, ex
         torch.save({"iteration": 10, "model": Evil(str(target))}, d / "checkpoint.pt")
     else:
         (d / "checkpoint.pt").write_bytes(content)
-    assert expected in refused(*cli(capsys, d))
+    err = refused(*cli(capsys, d))
+    assert expected in err and "start this run again" not in err  # evaluation's advice, not training's
     assert not target.exists()  # nothing in it was run
+
+
+def test_a_config_asking_for_more_than_can_be_allocated_is_one_line(run, tmp_path, capsys):
+    d = copy(run, tmp_path)
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    cfg["model"]["num_classes"] = 10**12
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    err = refused(*cli(capsys, d, "--device", "cpu"))
+    assert "describes a model that cannot be built on cpu" in err and "1,000,000,000,000 classes" in err
+
+
+@pytest.mark.parametrize("iteration", ["lots", -3, 2.5, None])
+def test_a_checkpoint_whose_iteration_is_not_a_count_is_refused(run, tmp_path, capsys, iteration):
+    d = copy(run, tmp_path, without=("checkpoint.prev.pt",))
+    ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
+    ckpt["iteration"] = iteration
+    torch.save(ckpt, d / "checkpoint.pt")
+    err = refused(*cli(capsys, d, "--device", "cpu"))
+    assert "is not a resnet_repro checkpoint" in err and "lots" not in err
+
+
+def test_a_long_reason_is_cut_between_words():
+    from resnet_repro.record.files import clip
+
+    text = "word " * 100
+    assert clip(text, 23) == "word word word word ..." and clip("short") == "short"
+    assert clip("x" * 300).endswith("...") and len(clip("x" * 300)) <= 204
 
 
 def test_weights_that_do_not_fit_the_config(run, tmp_path, capsys):

@@ -40,6 +40,7 @@ from ..record.files import (
     METRICS_FILE,
     PREVIOUS_CHECKPOINT_FILE,
     SUMMARY_FILE,
+    first_line,
 )
 
 PROG = "resnet-eval"
@@ -296,7 +297,8 @@ def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path,
     if checkpoint is not None:
         return ckpts.read(checkpoint), checkpoint, []
     with _quiet_log() as records:
-        ckpt = ckpts.load()
+        ckpt = ckpts.load(fix=f"Give another checkpoint with --checkpoint PATH (e.g. {ckpts.previous}); nothing was "
+                              f"changed.")
     if ckpt is None:  # gone between the check and the load
         raise CheckpointError(f"{run_dir} has no checkpoint to evaluate. Give one with --checkpoint PATH.")
     if ckpts.path.is_file():
@@ -392,14 +394,19 @@ def _evaluate(plan: Setup, ckpt: dict, ckpt_path: Path, device, args) -> tuple[d
         raise DataError(f"{ex} (For {PROG}, --data-root PATH sets dataset.root; it never downloads.)") from None
     data = DeviceData(splits, device, batch_size=plan.trainer.batch_size, augment=False, seed=plan.seed,
                       size=plan.dataset.image_size, probe_images=0)
-    model = build_model(plan.model).to(device, memory_format=fast.memory_format)
+    try:
+        model = build_model(plan.model).to(device, memory_format=fast.memory_format)
+    except (RuntimeError, MemoryError, OverflowError, ValueError) as ex:  # e.g. num_classes too large to allocate
+        m = plan.model
+        raise ConfigError(f"{plan.source} describes a model that cannot be built on {device} ({m.name}, depth "
+                          f"{m.depth}, {m.num_classes:,} classes): {first_line(ex)}. Evaluate the checkpoint of a "
+                          f"run of this harness.") from None
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError) as ex:
-        why = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
         raise CheckpointError(
             f"{ckpt_path}'s weights do not fit the model its config describes ({plan.source}: {plan.model.name}, "
-            f"depth {plan.model.depth}): {why[:300]}. Give the checkpoint of this run (--checkpoint PATH)."
+            f"depth {plan.model.depth}): {first_line(ex)}. Give the checkpoint of this run (--checkpoint PATH)."
         ) from None
     tensors = {**data.evals, "train": (data.batches.x, data.batches.y)}
     batch = args.batch_size or plan.trainer.eval_batch_size

@@ -24,6 +24,7 @@ from .files import (
     CHECKPOINT_FILE,
     PREVIOUS_CHECKPOINT_FILE,
     atomic_write,
+    clip,
     first_line,
     write_problem,
 )
@@ -112,24 +113,28 @@ class Checkpoints:
                     f"({', '.join(dict.fromkeys(refused))}); it was not loaded."
                 ) from None
             if "Weights only load failed" in text:  # torch's text ends on advice to load it unsafely: never relayed
-                why = text.partition("WeightsUnpickler error:")[2].strip().splitlines()
-                reason = f"UnpicklingError: {why[0].strip()[:200]}" if why else "UnpicklingError"
+                why = [ln.strip() for ln in text.partition("WeightsUnpickler error:")[2].splitlines() if ln.strip()]
+                reason = f"UnpicklingError: {clip(why[0])}" if why else "UnpicklingError: the safe loader refused it"
             else:
                 reason = first_line(ex)
             raise CheckpointError(f"Checkpoint {p} is truncated or corrupt ({reason}).") from None
-        if not isinstance(ckpt, dict) or "iteration" not in ckpt:
-            raise CheckpointError(f"Checkpoint {p} is not a resnet_repro checkpoint.")
+        it = ckpt.get("iteration") if isinstance(ckpt, dict) else None
+        if not isinstance(it, int) or isinstance(it, bool) or it < 0:
+            raise CheckpointError(f"Checkpoint {p} is not a resnet_repro checkpoint"
+                                  + ("." if it is None else " (its iteration is not a count of steps)."))
         missing = [k for k in KEYS if k not in ckpt]
         if missing:
             raise CheckpointError(f"Checkpoint {p} is incomplete: it has no {', '.join(missing)}.")
         return ckpt
 
-    def load(self) -> dict | None:
+    def load(self, fix: str = "Move the run directory aside to start this run again, or choose another run "
+             "directory; nothing was changed.") -> dict | None:
         """The last good checkpoint, or None when the run has none.
 
         A truncated or corrupt ``checkpoint.pt`` is moved aside to ``checkpoint.corrupt.pt`` and the
         run falls back to ``checkpoint.prev.pt`` when that one loads, saying so; otherwise it is a
-        clear error. Loading never unpickles code (``weights_only=True``).
+        clear error ending on ``fix`` (training's advice unless told another). Loading never unpickles
+        code (``weights_only=True``).
         """
         p, prev = self.path, self.previous
         self.check_paths()
@@ -153,10 +158,7 @@ class Checkpoints:
                 log.warning("%s Resuming from the previous good checkpoint %s (iteration %d).",
                             problem, prev.name, ckpt["iteration"])
                 return ckpt
-        raise CheckpointError(
-            f"{problem} Move the run directory aside to start this run again, or choose another run directory; "
-            f"nothing was changed."
-        )
+        raise CheckpointError(f"{problem} {fix}")
 
     def check_paths(self) -> None:
         """Refuse checkpoint paths that exist but are not regular files (a directory, a socket, ...):

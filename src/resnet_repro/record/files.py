@@ -65,10 +65,18 @@ os.umask(UMASK)
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` up to ``limit`` characters, cut between words (``...`` where cut)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(" ,;:") + " ..."
+
+
 def first_line(ex: BaseException) -> str:
     """An exception's first non-empty line, without terminal colour codes (never an IndexError)."""
     lines = [ln.strip() for ln in ANSI.sub("", str(ex)).splitlines() if ln.strip()]
-    return f"{type(ex).__name__}: {lines[0][:200]}" if lines else type(ex).__name__
+    return f"{type(ex).__name__}: {clip(lines[0])}" if lines else type(ex).__name__
 
 
 def write_problem(ex: BaseException, where: Path) -> str | None:
