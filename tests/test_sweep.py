@@ -304,3 +304,34 @@ def test_a_sweep_ends_with_a_summary_and_the_next_command(tmp_path):
     out = r.stdout + r.stderr
     assert ("Sweep of 2 jobs: 2 completed, 0 diverged, 0 failed, 0 interrupted. Folder: sw. "
             "Next: resnet-report sw") in out
+
+
+@pytest.mark.slow
+def test_two_sweeps_into_one_folder_never_mix_and_a_complete_job_stays_completed(tmp_path):
+    """A second sweep started into a folder while the first runs is refused in one line (the
+    folder's sweep.lock, or the running job's run.lock); the first completes every job and its
+    manifest says so; the same command afterwards has nothing to do; a sweep of other jobs into
+    that folder is refused before any job."""
+    import subprocess
+    import sys
+    import time
+
+    sweep = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "resnet_repro.cli", "-m", *TINY, "schedule.iterations=60", "schedule.milestones=[30]",
+            "trainer.eval_every=20", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    first = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + CI_LIMIT_S
+    while not (sweep / "manifest.csv").is_file() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=CI_LIMIT_S)
+    _, err = first.communicate(timeout=CI_LIMIT_S)
+    assert first.returncode == 0, err[-3000:]
+    if second.returncode != 0:  # it ran while the first did (else it found the sweep done, with nothing to do)
+        assert second.returncode == 2 and "is in use by" in second.stderr.strip().splitlines()[-1]
+    manifest = pd.read_csv(sweep / "manifest.csv")
+    assert sorted(manifest["name"]) == ["depth=8,seed=0", "depth=8,seed=1"] and (manifest["status"] == "completed").all()
+    again = run_cli(*argv[3:], cwd=tmp_path, timeout=CI_LIMIT_S)
+    assert again.returncode == 0 and (pd.read_csv(sweep / "manifest.csv")["status"] == "completed").all()
+    other = run_cli(*argv[3:-2], "seed=2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=CI_LIMIT_S)
+    assert other.returncode == 2 and "holds another sweep" in other.stderr.strip().splitlines()[-1]
+    assert sorted(pd.read_csv(sweep / "manifest.csv")["name"]) == ["depth=8,seed=0", "depth=8,seed=1"]

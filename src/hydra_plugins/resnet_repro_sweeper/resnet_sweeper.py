@@ -4,6 +4,7 @@ job starts, each job's directory named by ``resnet_repro.sweeps.sweep.job_names`
 
 from __future__ import annotations
 
+import csv
 import itertools
 import logging
 import os
@@ -19,8 +20,12 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 from resnet_repro.cli.preflight import check_can_start
 from resnet_repro.config import to_config
-from resnet_repro.errors import ConfigError, ResnetReproError
+from resnet_repro.errors import ConfigError, ResnetReproError, RunDirError
+from resnet_repro.record.files import RECORD_ERRORS
+from resnet_repro.record.lock import RunLock
 from resnet_repro.sweeps.sweep import (
+    MANIFEST_FILE,
+    SWEEP_LOCK_FILE,
     Manifest,
     excluded,
     job_names,
@@ -87,6 +92,18 @@ class ResnetSweeper(Sweeper):
             except ResnetReproError as ex:
                 raise type(ex)(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
         launches = stacking.plan(configs)  # each entry: one job, or a stack of jobs; a refusal writes nothing
+        check_same_sweep(sweep_dir, names)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(sweep_dir, SWEEP_LOCK_FILE, what="sweep")
+        lock.acquire()  # one sweep per folder at a time
+        try:
+            return self._run(sweep_dir, names, jobs, configs, launches)
+        finally:
+            lock.release()
+
+    def _run(self, sweep_dir: Path, names: list[str], jobs: list[list[str]], configs: list, launches: list) -> Any:
+        """List the jobs in the manifest, launch them, and record every outcome once."""
+        check_same_sweep(sweep_dir, names)  # again, now that no other sweep can write its manifest
         Manifest(sweep_dir).set_jobs([{"name": n, "overrides": " ".join(o), "run_dir": os.path.abspath(sweep_dir / n)}
                                       for n, o in zip(names, jobs, strict=True)])
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -110,6 +127,24 @@ class ResnetSweeper(Sweeper):
         for r in ended:  # after every job ran: raise the first failure, if any
             _ = r.return_value
         return returns
+
+
+def check_same_sweep(sweep_dir: Path, names: list[str]) -> None:
+    """Refuse a sweep into a folder whose manifest lists jobs this sweep does not have: its manifest
+    would lose them, and the folder would mix two sweeps. The same sweep, or one with more jobs
+    (more seeds), continues in place."""
+    try:
+        listed = [r.get("name") for r in Manifest(sweep_dir).recorded()]
+    except (*RECORD_ERRORS, csv.Error):
+        raise RunDirError(f"{sweep_dir / MANIFEST_FILE} cannot be read. Restore it, or give this sweep its own "
+                          f"folder (hydra.sweep.dir=<dir>); no job was started.") from None
+    gone = [n for n in listed if n and n not in names]
+    if gone:
+        raise RunDirError(
+            f"{sweep_dir} holds another sweep: its {MANIFEST_FILE} lists {len(gone)} job(s) this one does not have "
+            f"({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}). Rerun that sweep's own command to continue "
+            f"it, or give this sweep its own folder (hydra.sweep.dir=<dir>); no job was started."
+        )
 
 
 def _launched(launches: list[list[int]], jobs: list[list[str]], names: list[str], configs: list) -> list[list[str]]:

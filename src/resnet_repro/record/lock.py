@@ -23,9 +23,13 @@ _HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock's answers for "
 
 
 class RunLock:
-    def __init__(self, run_dir: str | Path):
+    """``run.lock`` of a run directory, or (``file``, ``what``) another folder's lock: a sweep
+    folder's ``sweep.lock``, held by the sweep's command while it runs."""
+
+    def __init__(self, run_dir: str | Path, file: str = LOCK_FILE, what: str = "run"):
         self.dir = Path(run_dir)
-        self.path = self.dir / LOCK_FILE
+        self.path = self.dir / file
+        self.what = what
         self._fd: int | None = None
 
     def _holder(self, fd: int) -> str:
@@ -95,7 +99,11 @@ class RunLock:
             self._fd = None
 
     def _in_use(self, holder: str) -> RunDirError:
+        if self.what == "sweep":
+            return RunDirError(f"{self.dir} is in use by another sweep, {holder} ({self.path.name}). Wait for it to "
+                               f"finish or stop it, or give this sweep its own folder (hydra.sweep.dir=<dir>); no "
+                               f"job was started.")
         return RunDirError(
-            f"{self.dir} is in use by {holder} ({LOCK_FILE}). Wait for that run to finish or stop "
+            f"{self.dir} is in use by {holder} ({self.path.name}). Wait for that run to finish or stop "
             f"it, or give this run its own directory (name=<new name> or hydra.run.dir=<dir>)."
         )

@@ -35,6 +35,7 @@ from ..record.files import (
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
+SWEEP_LOCK_FILE = "sweep.lock"  # held by the sweep's command while it runs: one sweep per folder
 MANIFEST_COLUMNS = ["job", "name", "overrides", "status", "run_dir", "started_at", "finished_at",
                     "final_err", "error"]
 # The columns a job's run tells (its summary.json), as opposed to what the sweeper lists.
