@@ -251,3 +251,13 @@ def test_every_dataset_is_one_registry_row_with_its_yaml_and_reader():
         module, _, fn = row.reader.partition(":")
         assert callable(getattr(importlib.import_module(f"resnet_repro.data.{module}"), fn)), row.name
         assert row.title and (row.optional_test is None or row.folder is not None)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "fashion_mnist"])
+def test_a_data_root_that_is_a_file_is_named_as_a_file(tmp_path, name):
+    from resnet_repro.errors import DataError
+
+    root = tmp_path / "data"
+    root.write_text("not a folder")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        load_splits(DatasetConfig(name=name, root=str(root), download=False))

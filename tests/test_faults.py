@@ -357,3 +357,22 @@ def test_the_start_check_leaves_nothing_behind(tmp_path):
     assert run_cli(*SMOKE, "schedule.iterations=5", "schedule.milestones=[]", "trainer.eval_every=5",
                    f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
     assert not list(tmp_path.rglob(".resnet_repro-probe.*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("planted", [b"PK\x03\x04 not a checkpoint", None])  # garbage; a foreign pickle
+def test_a_planted_checkpoint_in_a_fresh_folder_is_refused_and_the_folder_left_as_it_was(tmp_path, planted):
+    """A folder holding only a checkpoint nobody trained here: refused in one line saying nothing
+    was changed, and true: no .hydra/, train.log or run.lock is left beside the planted file."""
+    run = tmp_path / "run"
+    run.mkdir()
+    if planted is None:
+        torch.save({"iteration": 3, "model": Evil(str(tmp_path / "pwned"))}, run / "checkpoint.pt")
+    else:
+        (run / "checkpoint.pt").write_bytes(planted)
+    before = snapshot(run)
+    r = run_cli(*SMOKE, f"hydra.run.dir={run}", cwd=tmp_path)
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and line.startswith("resnet-train: error: ") and "nothing was changed" in line, r.stderr[-2000:]
+    assert snapshot(run) == before and sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+    assert not (tmp_path / "pwned").exists()

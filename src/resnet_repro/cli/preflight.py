@@ -267,22 +267,32 @@ class Start:
     run_dir: NewFolder | None
     data_root: NewFolder | None
     log_name: str = "train.log"
+    existing: Path | None = None  # the run directory, when it existed: what it held of the leftovers
+    had: frozenset = frozenset()
 
     @classmethod
     def note(cls, job: _Job) -> Start:
-        root = job.cfg.dataset.root
-        return cls(NewFolder.note(job.run_dir) if job.run_dir is not None else None,
-                   NewFolder.note(root) if root else None, job.log_name)
+        root, d = job.cfg.dataset.root, job.run_dir
+        existing = Path(d).resolve() if d is not None and Path(d).is_dir() else None
+        had = frozenset(p.name for p in existing.iterdir()) if existing else frozenset()
+        return cls(NewFolder.note(d) if d is not None else None, NewFolder.note(root) if root else None,
+                   job.log_name, existing, had)
+
+    def leftovers(self) -> set[str]:
+        return {".hydra", self.log_name, LOCK_FILE}
 
     def undo(self, output_dir: str | None = None) -> None:
         """Take back what a failed start made: the run directory when it holds only what Hydra and
         the start wrote before the run record began (``.hydra/``, the log, ``run.lock``), and the data
         root when it is still empty. ``output_dir`` is the directory Hydra ran the job in, when the
         job started: a directory other than the one noted here is left alone."""
-        new = self.run_dir
-        if new is not None and (output_dir is None or Path(output_dir).resolve() == new.path):
-            if _remove_unstarted_run_dir(new.path, {".hydra", self.log_name, LOCK_FILE}):
+        new, ours = self.run_dir, output_dir is None or Path(output_dir).resolve() in (
+            self.run_dir.path if self.run_dir else None, self.existing)
+        if new is not None and ours:
+            if _remove_unstarted_run_dir(new.path, self.leftovers()):
                 new.remove_empty_parents()
+        elif self.existing is not None and ours:  # a folder that was there: only what this start added to it
+            _remove_added_leftovers(self.existing, self.leftovers() - self.had)
         new = self.data_root
         if new is not None and _remove_empty_tree(new.path):
             new.remove_empty_parents()
@@ -310,6 +320,28 @@ def _remove_unstarted_run_dir(d: Path, leftovers: set[str]) -> bool:
     finally:
         lock.release()
     return not os.path.lexists(d)
+
+
+def _remove_added_leftovers(d: Path, added: set[str]) -> None:
+    """Remove the leftovers a failed start added to a run directory that was already there (its
+    own files stay), unless a live process holds its lock (a run started there meanwhile)."""
+    from ..record.lock import RunLock
+
+    if d.is_symlink() or not d.is_dir():
+        return
+    lock = RunLock(d)
+    if not lock.try_acquire():
+        return
+    try:
+        _close_logs_in(d)
+        for name in added:
+            p = d / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif os.path.lexists(p):
+                p.unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 
 def _remove_empty_tree(d: Path) -> bool:

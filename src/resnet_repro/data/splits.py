@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..config import DatasetConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .registry import DATASETS
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,12 @@ def load_splits(cfg: DatasetConfig) -> Splits:
     check_protocol(cfg)
     if cfg.name not in DATASETS:
         raise ConfigError(f"dataset.name={cfg.name!r} is not valid. Valid choices: {', '.join(DATASETS)}.")
-    module, _, reader = DATASETS[cfg.name].reader.partition(":")
+    row = DATASETS[cfg.name]
+    root = Path(cfg.root).expanduser()
+    if row.folder is not None and root.exists() and not root.is_dir():
+        raise DataError(f"dataset.root={cfg.root} is a file, not a folder: point dataset.root at the folder that "
+                        f"holds {row.folder}/.")
+    module, _, reader = row.reader.partition(":")
     x, y, test = getattr(importlib.import_module(f".{module}", __package__), reader)(cfg)
     if cfg.protocol == "full":
         return Splits(train=(x, y), val=None, test=test)
