@@ -464,3 +464,22 @@ def test_a_yaml_alias_in_a_runs_config_is_refused_in_one_line(tmp_path):
     with pytest.raises(RunDirError, match="holds a YAML alias") as ex:
         RunRecord(tmp_path, create=False).saved_config()
     assert len(str(ex.value).splitlines()) == 1 and "nothing was changed" in str(ex.value)
+
+
+def test_a_running_summary_whose_lock_nobody_holds_reads_as_interrupted(tmp_path):
+    """A run killed, or ended on a full disk before it could write its summary, leaves
+    ``status: running``: with its run.lock held by no live process it reads as interrupted, in the
+    runs frame and in the manifest's outcome; while a process holds the lock it is running."""
+    from resnet_repro.record.lock import RunLock
+    from resnet_repro.sweeps.sweep import job_outcome
+
+    d = write_run(tmp_path / "depth=20,residual=true", depth=20, residual=True, seed=0, status="running")
+    assert collect(tmp_path).runs["status"].tolist() == ["running"]  # no run.lock: cannot tell
+    lock = RunLock(d)
+    lock.acquire()
+    try:
+        assert collect(tmp_path).runs["status"].tolist() == ["running"]
+    finally:
+        lock.release()
+    assert collect(tmp_path).runs["status"].tolist() == ["interrupted"]
+    assert job_outcome(d)["status"] == "interrupted"

@@ -39,7 +39,7 @@ from ..record.files import (
     read_record_text,
     read_record_yaml,
 )
-from ..sweeps.sweep import MANIFEST_FILE, Manifest
+from ..sweeps.sweep import MANIFEST_FILE, Manifest, status_now
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +205,9 @@ def _manifests(root: Path) -> dict[Path, dict]:
     return rows
 
 
-def _status(summary: dict | None, manifest: dict | None, has_config: bool) -> str:
+def _status(summary: dict | None, manifest: dict | None, has_config: bool, run_dir: Path | None = None) -> str:
     if summary and summary.get("status"):
-        return summary["status"]
+        return status_now(run_dir, summary["status"]) if run_dir else summary["status"]
     if manifest and manifest.get("status"):
         return manifest["status"]
     return "starting" if has_config else "pending"
@@ -314,7 +314,7 @@ def collect(path: str | Path | Iterable[str | Path]) -> Results:
         config = _checked(d, CONFIG_FILE, _read_yaml(d / CONFIG_FILE))
         sweep = m["_sweep"].name if m else (d.parent.name if (d.parent / MANIFEST_FILE).is_file() else None)
         row = run_row(_run_label(d, root, several), config, summary,
-                      _status(summary, m, config is not None), sweep=sweep,
+                      _status(summary, m, config is not None, d), sweep=sweep,
                       job=int(m["job"]) if m and str(m.get("job", "")).isdigit() else None,
                       run_dir=str(d), updated_at=_last_write(d))
         if summary is None and (d / SUMMARY_FILE).is_file():

@@ -92,6 +92,19 @@ class RunLock:
         finally:
             os.close(fd)  # closing releases the probe's shared lock
 
+    def held(self) -> bool | None:
+        """Whether a live process holds the lock now (None: cannot tell: no lock file, or a
+        filesystem without file locks). Nothing is written."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            taken = self._flock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
+        return None if taken is None else not taken
+
     def release(self) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)

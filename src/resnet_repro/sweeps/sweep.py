@@ -32,6 +32,7 @@ from ..record.files import (
     read_record_json,
     read_record_text,
 )
+from ..record.lock import RunLock
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
@@ -104,6 +105,15 @@ def excluded(job: Sequence[str], exclude: Sequence[dict]) -> bool:
     )
 
 
+def status_now(run_dir: str | Path, status: str | None) -> str | None:
+    """A run's status as its summary states it, except that ``running`` with its ``run.lock`` held
+    by no live process is ``interrupted``: the run was killed, or ended where it could not write its
+    summary (a full disk)."""
+    if status == "running" and RunLock(run_dir).held() is False:
+        return "interrupted"
+    return status
+
+
 def job_outcome(run_dir: str | Path, exc: BaseException | None = None) -> dict | None:
     """A job's outcome columns as its run's ``summary.json`` tells them, or as the exception that
     ended the job tells them where the summary does not (none written, or one of an earlier attempt).
@@ -118,7 +128,7 @@ def job_outcome(run_dir: str | Path, exc: BaseException | None = None) -> dict |
     except RECORD_ERRORS:
         summary = None
     s = summary if isinstance(summary, dict) else {}
-    status, error = s.get("status"), s.get("error")
+    status, error = status_now(run_dir, s.get("status")), s.get("error")
     if exc is not None:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             status = "interrupted"
