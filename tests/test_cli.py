@@ -220,3 +220,21 @@ def test_undo_removes_a_new_data_root_only_while_empty(tmp_path):
     start.undo()
     assert list(tmp_path.iterdir()) == []
     assert NewFolder.note(tmp_path) is None  # what exists is never noted, so never removed
+
+
+def test_after_the_run_a_ctrl_c_exits_at_once_without_a_traceback(monkeypatch):
+    """Once the command's work is done, a Ctrl-C (a second one, pressed while the process tears
+    down) ends it at once with status 130 instead of a traceback from an exit handler."""
+    import signal
+
+    from resnet_repro.cli import train as cli_train
+
+    exited = []
+    monkeypatch.setattr(cli_train.os, "_exit", exited.append)
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        cli_train.exit_on_ctrl_c()
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert exited == [130]

@@ -92,6 +92,23 @@ def main() -> None:
             raise
         print(f"resnet-train: error: {msg}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        exit_on_ctrl_c()
+
+
+def exit_on_ctrl_c() -> None:
+    """From here on, a Ctrl-C ends the process at once (exit status 130), quietly: the run is over and
+    its record written, and one that lands in the interpreter's exit handlers (W&B's, torch's) would
+    print their traceback instead."""
+    def now(signum, _frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, now)
 
 
 def _print(text: str) -> None:
