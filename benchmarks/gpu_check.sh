@@ -26,10 +26,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "gpu_check: error: $*" >&2; exit 2; }
-out="runs/gpu_check" data="${RESNET_REPRO_DATA:-}" rehearse=0 skip_tests=0 skip_bench=0
+dest="runs/gpu_check" data="${RESNET_REPRO_DATA:-}" rehearse=0 skip_tests=0 skip_bench=0
 while (($#)); do
   case "$1" in
-    --out) out=${2:?--out needs a folder}; shift 2 ;;
+    --out) dest=${2:?--out needs a folder}; shift 2 ;;
     --data) data=${2:?--data needs a folder}; shift 2 ;;
     --rehearse) rehearse=1; shift ;;
     --skip-tests) skip_tests=1; shift ;;
@@ -39,11 +39,11 @@ while (($#)); do
   esac
 done
 [ -z "$data" ] || [ -d "$data/cifar-10-batches-py" ] || die "--data $data holds no cifar-10-batches-py/"
-mkdir -p "$out" || die "cannot make $out"
+mkdir -p "$dest" || die "cannot make $dest"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 [ -z "$data" ] || export RESNET_REPRO_DATA=$data
-exec > >(tee -a "$out/gpu_check.log") 2>&1
+exec > >(tee -a "$dest/gpu_check.log") 2>&1
 tee_pid=$!
 
 t0=$(date +%s)
@@ -57,13 +57,13 @@ capped() {
 
 if [ $rehearse = 1 ]; then
   export RESNET_REPRO_TEST_DEVICE=cpu
-  bench_args=(--device cpu --depths 8 14 --variants residual --batch 32 --warmup 1 --iters 2 --windows 2
+  bench_args=(--device cpu --depths 8 14 --variants residual --batch 32 --warmup 1 --iters 2 --windows 2 --compile off
               --synthetic-per-batch 200 --share 1 2)
   stack_args=(--device cpu --ks 1 2 --depth 8 --batch 16 --iters 1 --warmup 1)
 else
   bench_args=(--depths 20 56 110 --variants residual --warmup 5 --iters 15 --windows 3 --share 1 2 4)
   [ -z "$data" ] || bench_args+=(--data "$data")
-  stack_args=(--device cuda --ks 1 2 4 6 --depth 20 --iters 30 --warmup 5)
+  stack_args=(--device cuda --ks 1 2 4 6 --depth 20 --iters 30 --warmup 5 --precision bf16 --compile default)
 fi
 
 stage "environment"
@@ -84,7 +84,7 @@ tests_ok=1
 if [ $skip_tests = 0 ]; then
   stage "CUDA tests: pytest -m cuda"
   capped "${TESTS_CAP_S:-}" $PY -m pytest -m cuda tests/test_cuda.py -q -rs -p no:cacheprovider \
-    2>&1 | tee "$out/pytest_cuda.log"
+    2>&1 | tee "$dest/pytest_cuda.log"
   rc=${PIPESTATUS[0]}
   [ "$rc" = 0 ] || { tests_ok=0; echo "CUDA TESTS FAILED (exit $rc$([ "$rc" = 124 ] && echo ': out of time'))"; }
   took "CUDA tests"
@@ -101,13 +101,13 @@ bench_stage() {
 }
 if [ $skip_bench = 0 ]; then
   bench_stage "benchmark (short settings)" "${BENCH_CAP_S:-}" "bench.json keeps the nets measured" \
-    $PY benchmarks/throughput.py "${bench_args[@]}" --json "$out/bench.json"
+    $PY benchmarks/throughput.py "${bench_args[@]}" --json "$dest/bench.json"
   bench_stage "stacked benchmark" "${STACK_CAP_S:-}" "its table above has the rows measured" \
-    $PY benchmarks/stacked.py "${stack_args[@]}" --json "$out/stacked.json"
+    $PY benchmarks/stacked.py "${stack_args[@]}" --json "$dest/stacked.json"
 fi
 
 echo
-echo "== done in $(($(date +%s) - t0)) s; files in $out: $(cd "$out" && ls | tr '\n' ' ')"
+echo "== done in $(($(date +%s) - t0)) s; files in $dest: $(cd "$dest" && ls | tr '\n' ' ')"
 status=$([ $tests_ok = 1 ] && echo 0 || echo 1)
 exec >&- 2>&-  # close the pipe to tee, and let it write the last lines before the script ends
 wait "$tee_pid"

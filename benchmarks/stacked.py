@@ -2,7 +2,7 @@
 
     python benchmarks/stacked.py                                  # CPU, ResNet-20, batch 128, k = 1 2 4 6
     python benchmarks/stacked.py --threads 2 --iters 5            # the numbers stacking.MEASURED_SPEEDUP holds
-    python benchmarks/stacked.py --device cuda --iters 100 --warmup 20   # the fast path auto gives on CUDA
+    python benchmarks/stacked.py --device cuda --iters 100 --warmup 20 --precision bf16 --compile default  # trainer=fast on CUDA
     python benchmarks/stacked.py --device cuda --compile off --precision fp32
 
 Both sides run the harness's own training step (``TrainStep`` on the fast path ``trainer.*``

@@ -1,4 +1,4 @@
-"""Training throughput: the harness's fast path against the seeds' training loop, side by side.
+"""Training throughput: the harness's fast path against a standard torchvision DataLoader training loop, side by side.
 
     python benchmarks/throughput.py --data /path/to/data              # ResNet-20/56/110, plain and residual, batch 128
     python benchmarks/throughput.py --data /path/to/data --share 1 2 4  # also k ResNet-20 runs sharing the device
@@ -8,12 +8,14 @@ For every model it measures training images/s (the median of ``--windows`` timed
 ``--iters`` steps, after ``--warmup`` steps; the device is synchronised before every clock read):
 
 - ``ours``: the harness's own training step (``resnet_repro.training.step.TrainStep`` on the
-  device-resident ``DeviceBatches``) at its fastest setting: the config defaults for the device
-  (on CUDA: bf16, channels_last, fused SGD, torch.compile replayed as CUDA graphs);
+  device-resident ``DeviceBatches``) on the fast path, ``trainer=fast``'s settings unless
+  ``--precision``/``--compile``/``--channels-last`` say otherwise (bf16, channels_last,
+  torch.compile; on CUDA also fused SGD and CUDA graphs);
 - ``ours_eager``: the same precision and layout with no compile (what compile and graphs add);
-- ``ours_fp32``: the same step in IEEE fp32 (no TF32) with no compile and no channels_last;
-- ``baseline``: the loop of the seed notebooks: torchvision ``CIFAR10`` with ``RandomCrop(32, 4)``,
-  ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` on the CPU, a ``DataLoader`` with
+- ``ours_fp32``: the same step in IEEE fp32 (no TF32) with no compile and no channels_last (a
+  run's default, the paper's precision);
+- ``baseline``: a standard torchvision DataLoader training loop (PIL transforms, fp32): torchvision
+  ``CIFAR10`` with ``RandomCrop(32, 4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` on the CPU, a ``DataLoader`` with
   ``num_workers=4``, shuffle and ``pin_memory``, an fp32 ``model.train()`` loop with
   ``zero_grad``/``backward``/``step`` and ``loss.item()`` every step; same model, same batch, torch's
   default numerics (TF32 convolutions on CUDA) and cuDNN autotuning. No timed window crosses an
@@ -78,14 +80,14 @@ def measure_ours(variant, depth, device, root, args, setting: dict) -> dict:
                    iters=args.iters, windows=args.windows)
 
 
-# --- the seeds' loop -------------------------------------------------------------------------
+# --- the DataLoader loop -------------------------------------------------------------------------
 def seed_loader(root: Path, batch: int, device):
     import torchvision
     from torchvision import transforms
 
     class CIFAR10(torchvision.datasets.CIFAR10):
-        # The harness verifies these files by content digest; the offline copy's pickles lack the
-        # per-image filenames, so torchvision's file md5 check would refuse them.
+        # The harness verifies these files by content digest; torchvision's file md5 check would refuse
+        # a pixel-exact folder whose pickles lack the per-image filenames.
         def _check_integrity(self) -> bool:
             return True
 
@@ -103,7 +105,7 @@ def seed_loader(root: Path, batch: int, device):
 
 
 class EpochBatches:
-    """The seeds' loader, epoch after epoch (their ``for epoch ...: for x, y in loader``).
+    """The DataLoader baseline, epoch after epoch (``for epoch ...: for x, y in loader``).
 
     ``fresh_epoch_if_short(n)`` starts a new epoch, and takes its first batch, when fewer than ``n``
     batches are left in this one: called before a timed window, it keeps the loader's worker
@@ -119,7 +121,7 @@ class EpochBatches:
 
     def fresh_epoch_if_short(self, n: int) -> None:
         if n > len(self.loader):
-            sys.exit(f"throughput: error: --iters {n} is longer than an epoch of the seeds' loader "
+            sys.exit(f"throughput: error: --iters {n} is longer than an epoch of the DataLoader baseline "
                      f"({len(self.loader)} steps), so a timed window would cross an epoch end. Use --iters "
                      f"<= {len(self.loader)} or more data.")
         if self.left < n:
@@ -135,7 +137,7 @@ class EpochBatches:
 
 
 def seeds_numerics() -> None:
-    """torch's default backend flags, as the seed notebooks ran (plus cuDNN autotuning)."""
+    """torch's default backend flags, as a standard training script runs (plus cuDNN autotuning)."""
     torch.use_deterministic_algorithms(False)
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = True
@@ -295,20 +297,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--data", help="folder holding cifar-10-batches-py (default: synthetic files of CIFAR-10's "
                                    "size and layout)")
     ap.add_argument("--synthetic-per-batch", type=int, default=REAL_PER_BATCH, help=argparse.SUPPRESS)
-    ap.add_argument("--precision", default="auto", help="ours' fast setting: auto | fp32 | bf16 | fp16")
-    ap.add_argument("--compile", default="auto", help="ours' fast setting: auto | off | default | max-autotune")
-    ap.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
-                    help="ours' memory format: auto (channels_last on CUDA only) | on | off")
+    ap.add_argument("--precision", default="bf16",
+                    help="ours' precision: bf16 (trainer=fast's, default) | fp16 | fp32 | auto (a run's default)")
+    ap.add_argument("--compile", default="default",
+                    help="ours' compile mode: default (trainer=fast's) | max-autotune | off | auto (a run's default)")
+    ap.add_argument("--channels-last", default="on", choices=["auto", "on", "off"],
+                    help="ours' memory format: on (trainer=fast's, default) | off | auto (a run's default)")
     ap.add_argument("--no-eager", action="store_true", help="skip ours without compile")
     ap.add_argument("--no-fp32", action="store_true", help="skip ours in plain fp32")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the seeds' loop")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the DataLoader baseline")
     ap.add_argument("--share", type=int, nargs="+", default=[1],
                     help="also time k ResNet-20 runs sharing the device, for each k given (e.g. 1 2 4)")
     ap.add_argument("--numerics", type=int, default=0, help="also train ResNet-20 N steps at fp32 and fast")
     ap.add_argument("--numerics-every", type=int, default=50)
     ap.add_argument("--json", help="where to write the JSON (default runs/bench/throughput-<time>.json)")
     args = ap.parse_args(argv)
-    # the seeds' 4 workers, whatever the core count: no warning about it on small machines
+    # the baseline's 4 workers, whatever the core count: no warning about it on small machines
     warnings.filterwarnings("ignore", message="This DataLoader will create")
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

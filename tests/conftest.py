@@ -17,7 +17,7 @@ from .helpers import REAL_200_ARGS, run_cli, write_cifar_pickles
 
 
 def offline_data_root() -> Path | None:
-    """The offline copy named by $RESNET_REPRO_DATA, when it holds CIFAR-10."""
+    """The data folder named by $RESNET_REPRO_DATA, when it holds CIFAR-10."""
     env = os.environ.get("RESNET_REPRO_DATA")
     if env and (Path(env) / "cifar-10-batches-py" / "data_batch_1").is_file():
         return Path(env)

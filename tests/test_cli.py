@@ -16,7 +16,7 @@ from resnet_repro.cli.preflight import NewFolder, Start, job_config
 from resnet_repro.config import config_dir, to_dict
 from resnet_repro.errors import ConfigError
 
-from .helpers import CI_LIMIT_S, cfg_of, run_cli
+from .helpers import HANG_LIMIT_S, cfg_of, run_cli
 
 CONF = config_dir()
 MISSING_DATA = ("dataset=cifar10", "dataset.download=false", "trainer.device=cpu", "trainer.progress=false")
@@ -28,7 +28,7 @@ def cli(*args: str, cwd, python_flags: tuple[str, ...] = ()) -> subprocess.Compl
     env = {**os.environ}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, *python_flags, "-m", "resnet_repro.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=CI_LIMIT_S, env=env)
+                          capture_output=True, text=True, timeout=HANG_LIMIT_S, env=env)
 
 
 # --- --help ----------------------------------------------------------------------------------------

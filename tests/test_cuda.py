@@ -17,6 +17,7 @@ On the GPU they check what the fast path promises:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -38,7 +39,7 @@ from resnet_repro.training.diagnostics import conv_grad_norms, layer_response_st
 from resnet_repro.training.step import FastPath, TrainStep, cudagraph_skips
 from resnet_repro.training.train import evaluate, train
 
-from .helpers import CI_LIMIT_S, smoke_cfg
+from .helpers import HANG_LIMIT_S, cfg_of, smoke_cfg
 
 pytestmark = pytest.mark.cuda
 STAND_IN = os.environ.get("RESNET_REPRO_TEST_DEVICE") == "cpu"
@@ -56,18 +57,25 @@ def device() -> torch.device:
     return torch.device("cuda")
 
 
+def fast_overrides(device: torch.device) -> tuple[str, ...]:
+    """The fast path these tests check: ``trainer=fast`` on CUDA (bf16, channels_last, compile, CUDA
+    graphs, fused SGD); the CPU stand-in keeps fp32 (compile is asked for where a test needs it)."""
+    return ("trainer=fast",) if device.type == "cuda" else ()
+
+
 def cfg(device: torch.device, *overrides: str):
-    """The smoke preset on ``device``, at this file's net and batch, on synthetic data."""
-    return smoke_cfg(f"trainer.device={device.type}", f"model.n={N}", f"trainer.batch_size={BATCH}",
+    """The smoke preset on ``device`` on the fast path, at this file's net and batch, on synthetic data."""
+    return smoke_cfg(*fast_overrides(device), f"trainer.device={device.type}", f"model.n={N}", f"trainer.batch_size={BATCH}",
                      "dataset.num_train=1280", "dataset.val_size=256", *overrides)
 
 
 def fast_path(device: torch.device, **kw) -> FastPath:
-    """The device's defaults (on CUDA: bf16, channels_last, compile, CUDA graphs, fused SGD); on the
-    CPU stand-in, compile too, so that the compiled path runs there as well."""
+    """``trainer=fast`` on CUDA (bf16, channels_last, compile, CUDA graphs, fused SGD); on the CPU
+    stand-in fp32 with compile, so that the compiled path runs there as well."""
+    t = cfg_of(*fast_overrides(device)).trainer
     if device.type == "cpu":
         kw.setdefault("compile", "default")
-    return FastPath.resolve(TrainerConfig(**kw), OptimizerConfig(), device)
+    return FastPath.resolve(dataclasses.replace(t, **kw), OptimizerConfig(), device)
 
 
 def batches(device: torch.device, steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -270,7 +278,8 @@ CHILD = "import sys; sys.argv = ['resnet-train', *sys.argv[1:]]; from resnet_rep
 
 
 def _start(device: torch.device, run: Path) -> subprocess.Popen:
-    args = ["experiment=smoke", "trainer.progress=false", f"trainer.device={device.type}", "trainer.deterministic=true",
+    args = ["experiment=smoke", *fast_overrides(device), "trainer.progress=false", f"trainer.device={device.type}",
+            "trainer.deterministic=true",
             f"model.n={N}", f"trainer.batch_size={BATCH}", "dataset.num_train=1280", "dataset.val_size=256",
             "schedule.iterations=80", "schedule.milestones=[40,60]", "trainer.log_every=5", "trainer.eval_every=10",
             "diagnostics.layer_stats=eval", f"hydra.run.dir={run}"]
@@ -283,17 +292,17 @@ def _start(device: torch.device, run: Path) -> subprocess.Popen:
 def test_kill_and_resume_is_bit_identical_when_deterministic(device, tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "cut"
     p = _start(device, ref)
-    assert p.wait(timeout=CI_LIMIT_S) == 0, p.stderr.read()[-3000:]
+    assert p.wait(timeout=HANG_LIMIT_S) == 0, p.stderr.read()[-3000:]
     p = _start(device, run)
-    deadline = time.monotonic() + CI_LIMIT_S  # a loaded machine is slower, never red
+    deadline = time.monotonic() + HANG_LIMIT_S  # a loaded machine is slower, never red
     while not (run / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
-    assert p.wait(timeout=CI_LIMIT_S) == -signal.SIGKILL, f"the run ended before it could be killed: {p.stderr.read()[-3000:]}"
+    assert p.wait(timeout=HANG_LIMIT_S) == -signal.SIGKILL, f"the run ended before it could be killed: {p.stderr.read()[-3000:]}"
     done = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
     assert 0 < done < 80
     p = _start(device, run)
-    assert p.wait(timeout=CI_LIMIT_S) == 0, p.stderr.read()[-3000:]
+    assert p.wait(timeout=HANG_LIMIT_S) == 0, p.stderr.read()[-3000:]
     a = torch.load(ref / "checkpoint.pt", weights_only=True)
     b = torch.load(run / "checkpoint.pt", weights_only=True)
     assert a["device_type"] == b["device_type"] == device.type
@@ -307,7 +316,7 @@ def test_kill_and_resume_is_bit_identical_when_deterministic(device, tmp_path):
 # --- a short real-data run ----------------------------------------------------------------------
 def test_a_short_real_data_run_leaves_a_complete_record(device, data_root, tmp_path):
     iters = 30 if device.type == "cpu" else 300
-    c = smoke_cfg("dataset=cifar10", f"dataset.root={data_root}", "dataset.download=false",
+    c = smoke_cfg(*fast_overrides(device), "dataset=cifar10", f"dataset.root={data_root}", "dataset.download=false",
                   f"trainer.device={device.type}", "model.n=3", f"trainer.batch_size={128 if iters == 300 else 32}",
                   f"schedule.iterations={iters}", f"schedule.milestones=[{iters}]", "trainer.log_every=10",
                   f"trainer.eval_every={iters // 3}", "trainer.eval_batch_size=1000", "diagnostics.grad_norms=[1,10]")

@@ -152,17 +152,18 @@ def test_full_protocol_needs_the_test_batch(cifar_pickles, tmp_path):
 
 
 @pytest.mark.realdata
-def test_offline_copy_loads_and_verifies(data_root):
+def test_the_data_folders_cifar10_loads_and_verifies(data_root):
     x, y, test = load_cifar10(data_root, download=False, verify=True)
     assert x.shape == (50_000, 3, 32, 32) and x.dtype == torch.uint8
     assert torch.equal(torch.bincount(y), torch.full((10,), 5000))
-    assert test is None  # the offline copy has no test batch
+    assert test is None or (test[0].shape == (10_000, 3, 32, 32) and len(test[1]) == 10_000)  # with or without test_batch
     s = load_splits(DatasetConfig(root=str(data_root), download=False))
-    assert len(s.train[0]) == 45_000 and len(s.val[0]) == 5_000 and s.eval_splits == ["val"]
+    assert len(s.train[0]) == 45_000 and len(s.val[0]) == 5_000
+    assert s.eval_splits == (["val"] if test is None else ["val", "test"])
 
 
 @pytest.mark.realdata
-def test_offline_copy_with_one_changed_pixel_fails_verification(data_root, tmp_path):
+def test_the_data_folder_with_one_changed_pixel_fails_verification(data_root, tmp_path):
     base = tmp_path / "cifar-10-batches-py"
     base.mkdir()
     for f in (data_root / "cifar-10-batches-py").iterdir():
@@ -232,7 +233,7 @@ def test_cifar100_labels_out_of_range_and_checksums_are_clear_errors(tmp_path):
 @pytest.mark.realdata
 def test_offline_fashion_mnist_loads_and_verifies(data_root):
     if not (data_root / RAW_FOLDER / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("the offline copy has no FashionMNIST/raw")
+        pytest.skip("the data folder has no FashionMNIST/raw")
     x, y, (tx, ty) = load_fashion_mnist(data_root, download=False, verify=True)
     assert x.shape == (60000, 1, 28, 28) and tx.shape == (10000, 1, 28, 28)
     assert y.bincount().tolist() == [6000] * 10 and ty.bincount().tolist() == [1000] * 10

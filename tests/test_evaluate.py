@@ -14,7 +14,7 @@ import yaml
 from resnet_repro.cli.evaluate import main
 from resnet_repro.training.train import train
 
-from .helpers import CI_LIMIT_S, Evil, cfg_of, smoke_cfg, write_cifar_pickles
+from .helpers import HANG_LIMIT_S, Evil, cfg_of, smoke_cfg, write_cifar_pickles
 
 # checkpoints at iterations 5 (checkpoint.prev.pt) and 10 (checkpoint.pt), each with its eval row
 SHORT = ("schedule.iterations=10", "schedule.milestones=[5,8]", "trainer.log_every=5", "trainer.eval_every=5",
@@ -131,7 +131,7 @@ def test_without_config_yaml_the_checkpoints_copy_rebuilds_the_run(run, tmp_path
 
 def test_precision_as_trained_reproduces_a_bf16_runs_numbers(tmp_path, capsys):
     d = tmp_path / "bf16"
-    train(smoke_cfg(*TINY, "trainer.precision=bf16"), d)  # bf16 autocast, as CUDA runs train by default
+    train(smoke_cfg(*TINY, "trainer.precision=bf16"), d)  # bf16 autocast, as trainer=fast trains
     result = as_json(capsys, d, "--precision", "as-trained")
     assert result["precision"] == "bf16 (as trained)"
     same(result, recorded(d, 2))
@@ -275,7 +275,7 @@ def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path)
              "    try:\n        main(argv)\n    except SystemExit as ex:\n        print('exit', ex.code)\n"
              "print('torch imported' if 'torch' in sys.modules else 'no torch')\n")
     r = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True,
-                       timeout=CI_LIMIT_S)
+                       timeout=HANG_LIMIT_S)
     assert "usage: resnet-eval" in r.stdout and "examples:" in r.stdout
     assert r.stdout.splitlines()[-3:] == ["exit 0", "exit 2", "no torch"], r.stdout + r.stderr
     assert ERROR.fullmatch(r.stderr) and "is not a run directory" in r.stderr
@@ -284,7 +284,7 @@ def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path)
 @pytest.mark.slow
 def test_the_command_line_end_to_end(run):
     r = subprocess.run([sys.executable, "-m", "resnet_repro.cli.evaluate", str(run), "--device", "cpu"],
-                       capture_output=True, text=True, timeout=CI_LIMIT_S)
+                       capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"val: error \d+\.\d\d%, loss \d+\.\d{4} \(128 images, iteration 10, checkpoint\.pt, "
                         r"fp32 on cpu\)\n", r.stdout), r.stdout

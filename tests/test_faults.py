@@ -22,7 +22,7 @@ import torch
 from resnet_repro.errors import CheckpointError
 from resnet_repro.training.train import train
 
-from .helpers import CI_LIMIT_S, Evil, interrupt_after, run_cli, smoke_cfg, start, wait_for
+from .helpers import HANG_LIMIT_S, Evil, interrupt_after, run_cli, smoke_cfg, start, wait_for
 
 SMOKE = ("experiment=smoke", "trainer.progress=false")
 RECORD = ("config.yaml", "metrics.csv", "summary.json", "layer_stats.csv", ".hydra/config.yaml",
@@ -180,12 +180,12 @@ def test_a_missing_cuda_device_is_refused_before_any_directory_exists(tmp_path, 
 @pytest.mark.slow
 def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "cut"
-    assert start(ref).wait(timeout=CI_LIMIT_S) == 0
+    assert start(ref).wait(timeout=HANG_LIMIT_S) == 0
     p = start(run)
     assert wait_for(lambda: (run / "metrics.csv").is_file() and len((run / "metrics.csv").read_text().splitlines()) > 3
                     or p.poll() is not None)
     p.send_signal(signal.SIGINT)
-    rc = p.wait(timeout=CI_LIMIT_S)
+    rc = p.wait(timeout=HANG_LIMIT_S)
     err = p.stderr.read()
     assert rc == 130 and "Traceback" not in err, err[-3000:]
     s = json.loads((run / "summary.json").read_text())
@@ -194,7 +194,7 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path):
         f"resnet-train: stopped by SIGINT (Ctrl-C) at iteration {ck['iteration']}; checkpoint written to "
         f"{run}/checkpoint.pt. Rerun the same command to resume.")
     assert s["status"] == "interrupted" and s["iterations_done"] == ck["iteration"] < 60
-    assert start(run).wait(timeout=CI_LIMIT_S) == 0
+    assert start(run).wait(timeout=HANG_LIMIT_S) == 0
     a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (ref, run))
     assert all(torch.equal(a[k], b[k]) for k in a)  # deterministic: bit-identical to an uncut run
 
@@ -217,7 +217,7 @@ def in_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PY": sys.executable}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(["unshare", "-rm", "bash", "-euc", script], cwd=cwd, capture_output=True, text=True,
-                          timeout=CI_LIMIT_S, env=env)
+                          timeout=HANG_LIMIT_S, env=env)
 
 
 TRAIN = '"$PY" -m resnet_repro.cli experiment=smoke trainer.progress=false trainer.eval_every=5'

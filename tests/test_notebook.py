@@ -10,7 +10,7 @@ import pytest
 
 from resnet_repro.analysis.results import resolve_sweep
 
-from .helpers import CI_LIMIT_S, REPO
+from .helpers import HANG_LIMIT_S, REPO
 
 
 @pytest.mark.parametrize("named", ["absolute", "relative"])
@@ -21,7 +21,7 @@ def test_degradation_notebook_executes_on_a_tiny_sweep(tiny_sweep, monkeypatch, 
         monkeypatch.setenv("PWD", str(tiny_sweep.parents[2]))
         monkeypatch.setenv("RESNET_SWEEP", os.path.join("runs", "degradation", tiny_sweep.name))
     nb = nbformat.read(REPO / "analysis" / "degradation.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=CI_LIMIT_S, kernel_name="python3",
+    nbclient.NotebookClient(nb, timeout=HANG_LIMIT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(REPO / "analysis")}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -60,7 +60,7 @@ def test_family_config_errors_are_clear(overrides, needle):
 @pytest.mark.realdata
 def test_d2l_resnet18_learns_fashion_mnist_at_28px(data_root, tmp_path):
     if not (data_root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("the offline copy has no FashionMNIST/raw")
+        pytest.skip("the data folder has no FashionMNIST/raw")
     cfg = cfg_of("experiment=d2l_fashion_mnist", f"dataset.root={data_root}", "dataset.image_size=null",
                  "trainer.device=cpu", "trainer.progress=false", "trainer.batch_size=128",
                  "schedule.unit=iterations", "schedule.iterations=120", "trainer.eval_every=120",

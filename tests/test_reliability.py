@@ -24,7 +24,7 @@ import torch
 from resnet_repro.errors import CheckpointError, RunDirError
 from resnet_repro.training.train import train
 
-from .helpers import CI_LIMIT_S, REPO, Evil, interrupt_after, run_cli, smoke_cfg, start, wait_for
+from .helpers import HANG_LIMIT_S, REPO, Evil, interrupt_after, run_cli, smoke_cfg, start, wait_for
 
 TIMING = ["time_s", "img_per_s"]
 
@@ -38,7 +38,7 @@ def final_state(run: Path):
 @pytest.mark.slow
 def test_kills_at_random_points_lose_nothing_and_resume_bit_exactly(tmp_path):
     ref = tmp_path / "ref"
-    assert start(ref).wait(timeout=CI_LIMIT_S) == 0
+    assert start(ref).wait(timeout=HANG_LIMIT_S) == 0
     ref_ckpt, ref_metrics, ref_stats = final_state(ref)
 
     run, rng = tmp_path / "cut", random.Random(7)
@@ -54,7 +54,7 @@ def test_kills_at_random_points_lose_nothing_and_resume_bit_exactly(tmp_path):
         else:  # from start-up (imports) to the end of training
             time.sleep(rng.uniform(0.0, 7.0))
         p.send_signal(sig)
-        rc = p.wait(timeout=CI_LIMIT_S)
+        rc = p.wait(timeout=HANG_LIMIT_S)
         outcomes.append((sig.name, when, rc))
         if rc == 0:  # it finished before the signal arrived
             break
@@ -65,7 +65,7 @@ def test_kills_at_random_points_lose_nothing_and_resume_bit_exactly(tmp_path):
         else:  # SIGKILL anywhere; SIGTERM before training started or after it ended
             assert rc == -sig, p.stderr.read()[-2000:]
     assert outcomes[0][2] == 143 and outcomes[1][2] == -signal.SIGKILL, outcomes  # mid-training, mid-write
-    assert start(run).wait(timeout=CI_LIMIT_S) == 0, outcomes
+    assert start(run).wait(timeout=HANG_LIMIT_S) == 0, outcomes
     ckpt, metrics, stats = final_state(run)
     assert ckpt["iteration"] == 60 and json.loads((run / "summary.json").read_text())["status"] == "completed"
     assert all(torch.equal(ref_ckpt["model"][k], ckpt["model"][k]) for k in ref_ckpt["model"]), outcomes

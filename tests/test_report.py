@@ -19,7 +19,7 @@ from resnet_repro.analysis.results import collect
 from resnet_repro.errors import ResnetReproError
 
 from .helpers import (
-    CI_LIMIT_S,
+    HANG_LIMIT_S,
     DONE_RESNET,
     SWEEP_NAME,
     make_mixed_sweep,
@@ -163,7 +163,7 @@ def test_table6_markdown_of_a_net_without_params_shows_a_dash(tmp_path):
 
 
 def degradation_runs(plain_train: dict, resnet_val: dict, iterations_total: int = 64_000) -> list[dict]:
-    """Two seeds per net; the seeds' errors are the given value ± 1 (so the means are the values).
+    """Two seeds per net; the errors of the seeds are the given value ± 1 (so the means are the values).
     Plain nets' validation error is 20 ± 1, ResNets' training error 1 ± 0.2. At 64,000 iterations the
     records claim the paper's whole schedule."""
     out = []
@@ -268,7 +268,7 @@ def test_two_sweeps_that_differ_in_a_list_value_are_refused_in_one_line(tmp_path
     assert "do not share one recipe (schedule.milestones: [32000, 48000], [8000, 12000])" in str(e.value)
     assert "\n" not in str(e.value)
     r = subprocess.run([sys.executable, "-m", "resnet_repro.analysis.report", str(tmp_path / "a"), str(tmp_path / "b"), "-o",
-                        str(tmp_path / "rep")], capture_output=True, text=True, timeout=CI_LIMIT_S)
+                        str(tmp_path / "rep")], capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -405,7 +405,7 @@ REPORT_FILES = ("table6.md", "table6.csv", "runs.csv", "runs.md", "fig6.png", "f
 
 def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "resnet_repro.analysis.report", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=CI_LIMIT_S)
+                          capture_output=True, text=True, timeout=HANG_LIMIT_S)
 
 
 def listing(d: Path) -> set[str]:

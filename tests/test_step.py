@@ -1,5 +1,6 @@
 """The fast path: resolved from config per device, and correct on the CPU (the GPU paths need a GPU)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,25 +9,37 @@ import torch
 from resnet_repro.config import OptimizerConfig, TrainerConfig
 from resnet_repro.errors import CheckpointError, ConfigError
 from resnet_repro.models import resnet_cifar
-from resnet_repro.training.step import FastPath, TrainStep
+from resnet_repro.training import step
+from resnet_repro.training.step import FAST_BY_DEFAULT, FastPath, TrainStep
 from resnet_repro.training.train import train
 
-from .helpers import interrupt_after, smoke_cfg
+from .helpers import cfg_of, interrupt_after, smoke_cfg
 
 
-def test_auto_is_fp32_eager_on_cpu_and_everything_on_cuda():
-    cpu = FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu"))
-    assert cpu.describe() == {"precision": "fp32", "channels_last": False, "compile": "off",
-                              "cuda_graphs": False, "optimizer_impl": "foreach", "tf32": False}
-    cuda = FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cuda", 0))
-    assert cuda.describe() == {"precision": "bf16", "channels_last": True, "compile": "default",
-                               "cuda_graphs": True, "optimizer_impl": "fused", "tf32": True}
-    det = FastPath.resolve(TrainerConfig(deterministic=True), OptimizerConfig(), torch.device("cuda", 0))
-    assert det.compile == "off" and not det.cuda_graphs  # deterministic runs stay eager
+def test_auto_is_the_papers_fp32_eager_on_every_device_until_the_fast_path_is_verified_there():
+    fp32 = {"precision": "fp32", "channels_last": False, "compile": "off", "cuda_graphs": False,
+            "optimizer_impl": "foreach", "tf32": False}
+    assert FAST_BY_DEFAULT == frozenset()  # no device type has passed its GPU check yet
+    for device in (torch.device("cpu"), torch.device("cuda", 0)):
+        assert FastPath.resolve(TrainerConfig(), OptimizerConfig(), device).describe() == fp32
     plain = FastPath.resolve(TrainerConfig(precision="fp32", compile="off", channels_last=False),
                              OptimizerConfig(impl="loop"), torch.device("cuda", 0))
-    assert plain.describe() == {"precision": "fp32", "channels_last": False, "compile": "off",
-                                "cuda_graphs": False, "optimizer_impl": "loop", "tf32": False}
+    assert plain.describe() == {**fp32, "optimizer_impl": "loop"}
+
+
+def test_trainer_fast_is_the_whole_fast_path_and_a_verified_device_gets_it_from_auto(monkeypatch):
+    fast = cfg_of("trainer=fast").trainer
+    cuda = FastPath.resolve(fast, OptimizerConfig(), torch.device("cuda", 0))
+    assert cuda.describe() == {"precision": "bf16", "channels_last": True, "compile": "default",
+                               "cuda_graphs": True, "optimizer_impl": "fused", "tf32": True}
+    cpu = FastPath.resolve(fast, OptimizerConfig(), torch.device("cpu"))
+    assert cpu.describe() == {"precision": "bf16", "channels_last": True, "compile": "default",
+                              "cuda_graphs": False, "optimizer_impl": "foreach", "tf32": False}
+    det = FastPath.resolve(dataclasses.replace(fast, deterministic=True), OptimizerConfig(), torch.device("cuda", 0))
+    assert det.compile == "off" and not det.cuda_graphs  # deterministic runs stay eager
+    monkeypatch.setattr(step, "FAST_BY_DEFAULT", frozenset({"cuda"}))  # the rule, once a GPU check passes
+    assert FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cuda", 0)).describe() == cuda.describe()
+    assert FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu")).precision == "fp32"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -164,7 +177,7 @@ def test_every_run_sets_deterministic_algorithms_from_its_config(tmp_path):
 def test_fp32_means_ieee_fp32_and_the_autocast_precisions_allow_tf32():
     cuda = torch.device("cuda", 0)  # flags only: no CUDA device needed to set them
     try:
-        for precision, tf32 in (("fp32", False), ("bf16", True), ("auto", True), ("fp32", False)):
+        for precision, tf32 in (("fp32", False), ("bf16", True), ("auto", False), ("fp16", True), ("fp32", False)):
             fast = FastPath.resolve(TrainerConfig(precision=precision), OptimizerConfig(), cuda)
             fast.configure_backends()
             assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
@@ -216,3 +229,15 @@ def test_resume_on_another_device_type_is_refused_before_any_work(tmp_path, monk
     torch.save(ckpt, run / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="was written on cuda and this run is on cpu"):
         train(smoke_cfg(), run)
+
+
+def test_a_cpu_runs_device_name_is_the_cpus_model_and_core_count(tmp_path, monkeypatch):
+    from resnet_repro.training import device
+
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\nprocessor\t: 1\n")
+    assert device.platform_cpu(str(info)) == "AMD EPYC 9B14 (2 cores)"
+    monkeypatch.setattr(device.platform, "processor", lambda: "")
+    monkeypatch.setattr(device.platform, "machine", lambda: "aarch64")
+    assert device.platform_cpu(str(tmp_path / "none")) == "aarch64 (2 cores)"  # no /proc/cpuinfo: the platform's word

@@ -13,7 +13,7 @@ from hydra_plugins.resnet_repro_sweeper.resnet_sweeper import ResnetSweeper
 from resnet_repro.sweeps.sweep import MANIFEST_COLUMNS, Manifest, job_name, job_names
 
 from . import wandb_file
-from .helpers import CI_LIMIT_S, run_cli
+from .helpers import HANG_LIMIT_S, run_cli
 
 TINY = ["experiment=smoke", "trainer.progress=false", "trainer.batch_size=8", "schedule.iterations=4",
         "schedule.milestones=[2]", "trainer.log_every=2", "trainer.eval_every=4"]
@@ -53,9 +53,9 @@ def test_degradation_preset_is_the_nine_runs_of_figure_6():
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
 def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
     extra = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-             "submitit_local": ["hydra/launcher=submitit_local",  # a job's limit: CI's, not a tighter one
-                                f"hydra.launcher.timeout_min={CI_LIMIT_S // 60}"]}[launcher]
-    r = run_cli("-m", *TINY, "model.depth=8,14", "seed=0,1", *extra, cwd=tmp_path, timeout=CI_LIMIT_S)
+             "submitit_local": ["hydra/launcher=submitit_local",  # a job's limit: the hang bound, not a tighter one
+                                f"hydra.launcher.timeout_min={HANG_LIMIT_S // 60}"]}[launcher]
+    r = run_cli("-m", *TINY, "model.depth=8,14", "seed=0,1", *extra, cwd=tmp_path, timeout=HANG_LIMIT_S)
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     manifest = pd.read_csv(sweep / "manifest.csv")
@@ -75,7 +75,7 @@ def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
 
 @pytest.mark.slow
 def test_a_diverging_job_is_marked_and_the_others_finish(tmp_path):
-    r = run_cli("-m", *TINY, "optimizer.lr=1e30,0.1,0.05", cwd=tmp_path, timeout=CI_LIMIT_S)
+    r = run_cli("-m", *TINY, "optimizer.lr=1e30,0.1,0.05", cwd=tmp_path, timeout=HANG_LIMIT_S)
     assert r.returncode == 2
     assert "resnet-train: error: training diverged at iteration 2" in r.stderr
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
@@ -126,7 +126,7 @@ def _assert_wandb_mirrors_local(run: Path):
 def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
     r = run_cli("-m", *TINY, "logger=wandb", "logger.mode=offline", "logger.tags=[smoke,test]", "seed=0,1",
-                *extra, cwd=tmp_path, timeout=CI_LIMIT_S, env={"WANDB_SILENT": "true"})
+                *extra, cwd=tmp_path, timeout=HANG_LIMIT_S, env={"WANDB_SILENT": "true"})
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     ids = set()
@@ -148,7 +148,7 @@ def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
 @pytest.mark.slow
 def test_each_run_of_a_stack_has_its_own_wandb_run(tmp_path):
     r = run_cli("-m", *TINY, "logger=wandb", "logger.mode=offline", "seed=0,1", "model.residual=true,false",
-                "trainer.stack=4", cwd=tmp_path, timeout=CI_LIMIT_S, env={"WANDB_SILENT": "true"})
+                "trainer.stack=4", cwd=tmp_path, timeout=HANG_LIMIT_S, env={"WANDB_SILENT": "true"})
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -299,7 +299,7 @@ def test_the_tiny_sweep_fixture_runs(tiny_sweep_result):
 
 @pytest.mark.slow
 def test_a_sweep_ends_with_a_summary_and_the_next_command(tmp_path):
-    r = run_cli("-m", *TINY, "seed=0,1", "hydra.sweep.dir=sw", cwd=tmp_path, timeout=CI_LIMIT_S)
+    r = run_cli("-m", *TINY, "seed=0,1", "hydra.sweep.dir=sw", cwd=tmp_path, timeout=HANG_LIMIT_S)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert ("Sweep of 2 jobs: 2 completed, 0 diverged, 0 failed, 0 interrupted. Folder: sw. "
@@ -320,18 +320,18 @@ def test_two_sweeps_into_one_folder_never_mix_and_a_complete_job_stays_completed
     argv = [sys.executable, "-m", "resnet_repro.cli", "-m", *TINY, "schedule.iterations=60", "schedule.milestones=[30]",
             "trainer.eval_every=20", "seed=0,1", f"hydra.sweep.dir={sweep}"]
     first = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + CI_LIMIT_S
+    deadline = time.monotonic() + HANG_LIMIT_S
     while not (sweep / "manifest.csv").is_file() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=CI_LIMIT_S)
-    _, err = first.communicate(timeout=CI_LIMIT_S)
+    second = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=HANG_LIMIT_S)
+    _, err = first.communicate(timeout=HANG_LIMIT_S)
     assert first.returncode == 0, err[-3000:]
     if second.returncode != 0:  # it ran while the first did (else it found the sweep done, with nothing to do)
         assert second.returncode == 2 and "is in use by" in second.stderr.strip().splitlines()[-1]
     manifest = pd.read_csv(sweep / "manifest.csv")
     assert sorted(manifest["name"]) == ["depth=8,seed=0", "depth=8,seed=1"] and (manifest["status"] == "completed").all()
-    again = run_cli(*argv[3:], cwd=tmp_path, timeout=CI_LIMIT_S)
+    again = run_cli(*argv[3:], cwd=tmp_path, timeout=HANG_LIMIT_S)
     assert again.returncode == 0 and (pd.read_csv(sweep / "manifest.csv")["status"] == "completed").all()
-    other = run_cli(*argv[3:-2], "seed=2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=CI_LIMIT_S)
+    other = run_cli(*argv[3:-2], "seed=2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=HANG_LIMIT_S)
     assert other.returncode == 2 and "holds another sweep" in other.stderr.strip().splitlines()[-1]
     assert sorted(pd.read_csv(sweep / "manifest.csv")["name"]) == ["depth=8,seed=0", "depth=8,seed=1"]

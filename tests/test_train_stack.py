@@ -15,7 +15,7 @@ from resnet_repro.training import stacking
 from resnet_repro.training.train import train
 from resnet_repro.training.train_stack import train_stack
 
-from .helpers import CI_LIMIT_S, REAL_200_ARGS, cfg_of, interrupt_after, run_cli, smoke_cfg
+from .helpers import HANG_LIMIT_S, REAL_200_ARGS, cfg_of, interrupt_after, run_cli, smoke_cfg
 
 TIMING = ["time_s", "img_per_s"]
 OV = ("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true", "schedule.warmup_until_error=0.85",
@@ -249,7 +249,7 @@ def test_a_stacked_sweep_leaves_the_records_and_manifest_of_a_separate_one(tmp_p
     for stack in ("off", "4"):
         cwd = tmp_path / stack
         cwd.mkdir()
-        r = run_cli(*args, f"trainer.stack={stack}", cwd=cwd, timeout=CI_LIMIT_S)
+        r = run_cli(*args, f"trainer.stack={stack}", cwd=cwd, timeout=HANG_LIMIT_S)
         assert r.returncode == 0, r.stderr[-3000:]
         (sweep,) = (cwd / "runs" / "smoke").iterdir()
         rows = Manifest(sweep).read()
@@ -268,7 +268,7 @@ def test_a_stacked_sweep_leaves_the_records_and_manifest_of_a_separate_one(tmp_p
 @pytest.mark.slow
 def test_a_sweep_that_cannot_stack_is_refused_before_any_job(tmp_path):
     r = run_cli("-m", "experiment=smoke", "trainer.progress=false", "model.shortcut=B", "seed=0,1",
-                "trainer.stack=2", cwd=tmp_path, timeout=CI_LIMIT_S)
+                "trainer.stack=2", cwd=tmp_path, timeout=HANG_LIMIT_S)
     assert r.returncode == 2
     assert "shortcut option A only, not model.shortcut=B" in r.stderr and "trainer.stack=off" in r.stderr
     assert not list(tmp_path.glob("runs/smoke/*/*/summary.json"))
@@ -309,7 +309,7 @@ def test_a_stack_on_real_cifar10_trains_as_its_separate_run_does(data_root, resn
     grows, so a stacked run is its separate run up to rounding. Over 200 real-data iterations the
     training curves stay together; the one validation error at the end is noisy (at lr 0.1 its BN
     statistics move a lot: over five seeds, rounding alone moved it by up to 8.2 points, while
-    the five seeds' means agreed to 0.1; README, Stacked runs)."""
+    the means over five seeds agreed to 0.1; README, Stacked runs)."""
     r, alone_dir = resnet20_real_200  # seed 0 alone, trained by the command line (conftest.py)
     assert r.returncode == 0, r.stderr[-3000:]
     alone = json.loads((alone_dir / "summary.json").read_text())

@@ -94,9 +94,9 @@ class TrainerConfig:
     deterministic: bool = False
     num_threads: int | None = None
     # The fast path (auto: what is fast and correct on the device the run lands on)
-    precision: str = "auto"  # auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16 (with a grad scaler)
-    channels_last: bool | None = None  # null: on CUDA only
-    compile: str = "auto"  # auto (default on CUDA, else off) | off | default | max-autotune
+    precision: str = "auto"  # auto (fp32: see step.FAST_BY_DEFAULT) | fp32 | bf16 | fp16 (with a grad scaler)
+    channels_last: bool | None = None  # null: where the fast path is the default (nowhere yet)
+    compile: str = "auto"  # auto (off: see step.FAST_BY_DEFAULT) | off | default | max-autotune
     cuda_graphs: bool = True  # with compile on CUDA: replay the compiled step as CUDA graphs
     # Stacked runs (stacking.py): a multirun's jobs that differ only in model.residual and seed train
     # as one grouped net of up to k members. auto: where benchmarks measured it faster | off | k

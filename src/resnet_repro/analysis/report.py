@@ -584,7 +584,8 @@ def verdict(runs: pd.DataFrame) -> str:
     seeds = sorted(set(t.loc[t["seeds"] > 0, "seeds"]))
     its = runs.loc[runs["status"] == "completed", "iterations_total"].dropna().unique()
     word = split_word(t["split"].iloc[0])
-    lines.append(f"Based on {int(t['seeds'].sum())} finished runs ({'/'.join(map(str, seeds))} seed(s) per net)"
+    finished = int(t["seeds"].sum())
+    lines.append(f"Based on {finished} finished runs ({'/'.join(map(str, seeds))} seed(s) per net)"
                  + (f", {int(its[0]):,} iterations each" if len(its) == 1 else "")
                  + f"; errors are final {word} errors, training errors over the last logged window"
                  + ("; one seed per net, so there is no noise estimate." if max(seeds) < 2 else

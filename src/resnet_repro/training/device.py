@@ -3,6 +3,7 @@ and waiting for the work queued on it."""
 
 from __future__ import annotations
 
+import os
 import platform
 
 import torch
@@ -41,6 +42,15 @@ def device_sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def platform_cpu() -> str:
-    """The CPU's name, for the summary's ``device_name`` on a CPU run."""
-    return platform.processor() or platform.machine()
+def platform_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's name and core count for the summary's ``device_name`` on a CPU run, e.g. "AMD EPYC
+    (2 cores)": Linux's model name where it tells one, else the platform's processor or machine."""
+    name = ""
+    try:
+        with open(cpuinfo) as f:
+            name = next((line.partition(":")[2].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    cores = os.cpu_count()
+    return f"{name} ({cores} cores)" if cores else name
