@@ -19,8 +19,8 @@ from resnet_repro.analysis.results import collect
 from resnet_repro.errors import ResnetReproError
 
 from .helpers import (
-    HANG_LIMIT_S,
     DONE_RESNET,
+    HANG_LIMIT_S,
     SWEEP_NAME,
     make_mixed_sweep,
     metric_rows,
