@@ -1,4 +1,4 @@
-"""Shared fixtures: the offline data copy, CIFAR-layout pickles written on the fly, the tiny sweep;
+"""Shared fixtures: the data folder, CIFAR-layout pickles written on the fly, the tiny sweep;
 which tests are ``slow``.
 
 The plain helpers that test modules import by name (run_cli, smoke_cfg, the file writers...) are in
@@ -15,10 +15,15 @@ import pytest
 
 from .helpers import REAL_200_ARGS, run_cli, write_cifar_pickles
 
+# The data folder the real-data tests read. It is taken out of the environment for every other test:
+# it is also dataset.root's default, and the tests that compose configs or start resnet-train expect
+# the plain default (./data) unless they say otherwise.
+DATA_FOLDER = os.environ.pop("RESNET_REPRO_DATA", None)
+
 
 def offline_data_root() -> Path | None:
     """The data folder named by $RESNET_REPRO_DATA, when it holds CIFAR-10."""
-    env = os.environ.get("RESNET_REPRO_DATA")
+    env = DATA_FOLDER
     if env and (Path(env) / "cifar-10-batches-py" / "data_batch_1").is_file():
         return Path(env)
     return None
@@ -48,7 +53,7 @@ def pytest_collection_modifyitems(items):
 def data_root() -> Path:
     root = offline_data_root()
     if root is None:
-        pytest.skip("offline CIFAR-10 copy not found: set RESNET_REPRO_DATA to a folder holding cifar-10-batches-py/")
+        pytest.skip("no CIFAR-10 data folder: set RESNET_REPRO_DATA to a folder holding cifar-10-batches-py/")
     return root
 
 

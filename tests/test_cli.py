@@ -71,7 +71,7 @@ def test_help_lists_every_config_group_and_preset_of_conf(help_run):
         group, sep, options = line.strip().partition(": ")
         if sep and line.startswith("  "):
             listed[group] = [o.strip() for o in options.split("(")[0].split(",")]
-    groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "study")} | {"hydra/launcher"}
+    groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "local")} | {"hydra/launcher"}
     assert set(listed) == groups
     for group, options in listed.items():
         if group != "experiment":  # the presets have a section of their own

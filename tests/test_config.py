@@ -1,5 +1,7 @@
 """Config spelling, sweeps and bad-config errors (checked before any work)."""
 
+import shutil
+
 import pytest
 
 from resnet_repro.cli.preflight import preflight
@@ -18,6 +20,56 @@ def test_defaults_are_the_paper_recipe():
     assert (c.trainer.batch_size, c.schedule.iterations, list(c.schedule.milestones)) == (128, 64000, [32000, 48000])
     assert (c.dataset.name, c.dataset.protocol, c.dataset.val_size) == ("cifar10", "paper", 5000)
     assert c.name == "resnet20-seed0"
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100 model.num_classes=100", "fashion_mnist model=resnet18"])
+def test_the_data_root_is_resnet_repro_data_when_set_else_data(monkeypatch, dataset, tmp_path):
+    ov = [f"dataset={d}" if d in ("cifar10", "cifar100", "fashion_mnist") else d for d in dataset.split()]
+    monkeypatch.delenv("RESNET_REPRO_DATA", raising=False)
+    assert cfg_of(*ov).dataset.root == "data"
+    monkeypatch.setenv("RESNET_REPRO_DATA", str(tmp_path))
+    assert cfg_of(*ov).dataset.root == str(tmp_path)
+    assert cfg_of(*ov, "dataset.root=/elsewhere").dataset.root == "/elsewhere"  # the command line wins
+
+
+def _compose_with_local(tmp_path, local: str, *overrides: str, hydra: bool = False):
+    """The project's config composed from a copy of conf/ whose local/default.yaml is ``local``."""
+    from hydra import compose, initialize_config_dir
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "local" / "default.yaml").write_text(local)  # in place of this machine's, if it has one
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+LOCAL = """# @package _global_
+dataset:
+  root: /my/data
+logger:
+  entity: my-team
+"""
+
+
+def test_a_local_config_holds_the_machines_settings_under_the_command_line(tmp_path):
+    c = _compose_with_local(tmp_path, LOCAL)
+    assert (c.dataset.root, c.logger.entity) == ("/my/data", "my-team")
+    assert _compose_with_local(tmp_path / "b", LOCAL, "dataset.root=/other").dataset.root == "/other"
+    assert _compose_with_local(tmp_path / "c", LOCAL, "experiment=table6").dataset.root == "/my/data"  # over presets
+    assert _compose_with_local(tmp_path / "d", LOCAL, "~local").dataset.root == "data"
+
+
+def test_a_local_config_can_make_slurm_the_machines_launcher_with_its_partition(tmp_path):
+    slurm = LOCAL + "defaults:\n  - override /hydra/launcher: slurm\nhydra:\n  launcher:\n    partition: gpu\n"
+    c = _compose_with_local(tmp_path, slurm, hydra=True)
+    assert c.hydra.launcher.partition == "gpu" and c.hydra.launcher._target_.endswith("SlurmLauncher")
+
+
+def test_the_example_local_config_is_all_comments_and_the_real_one_is_git_ignored():
+    from omegaconf import OmegaConf
+
+    assert not OmegaConf.load(CONF / "local" / "example.yaml")  # nothing set until the user uncomments it
+    assert "conf/local/default.yaml" in (CONF.parent / ".gitignore").read_text().splitlines()
 
 
 @pytest.mark.parametrize("n,depth", [(3, 20), (5, 32), (7, 44), (9, 56), (18, 110)])
