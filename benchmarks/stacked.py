@@ -39,9 +39,15 @@ from resnet_repro.training.step import FastPath, TrainStep
 
 
 def config(args):
-    ov = [f"trainer.device={args.device}", f"trainer.precision={args.precision}", f"trainer.compile={args.compile}",
-          f"model.depth={args.depth}", f"trainer.batch_size={args.batch}", "dataset=synthetic",
-          f"dataset.num_train={max(args.batch * 8, 1024) + 128}"]
+    ov = [
+        f"trainer.device={args.device}",
+        f"trainer.precision={args.precision}",
+        f"trainer.compile={args.compile}",
+        f"model.depth={args.depth}",
+        f"trainer.batch_size={args.batch}",
+        "dataset=synthetic",
+        f"dataset.num_train={max(args.batch * 8, 1024) + 128}",
+    ]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return to_config(compose("config", overrides=ov), ov)
 
@@ -82,10 +88,16 @@ def separate(k, cfg, fast, device, data) -> float:
 
 def stacked(k, cfg, fast, device, data) -> float:
     x, y, mean = data
-    model = StackedCifarResNet.from_members(members(cfg, k)).to(device, memory_format=fast.memory_format)
+    model = StackedCifarResNet.from_members(members(cfg, k)).to(
+        device, memory_format=fast.memory_format
+    )
     o = cfg.optimizer
-    opt = StackedSGD(model.parameters(), k, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    step_ = TrainStep(model, opt, dataclasses.replace(fast, optimizer_impl="foreach"), loss=stacked_cross_entropy)
+    opt = StackedSGD(
+        model.parameters(), k, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+    )
+    step_ = TrainStep(
+        model, opt, dataclasses.replace(fast, optimizer_impl="foreach"), loss=stacked_cross_entropy
+    )
     batches = StackedBatches(x, y, cfg.trainer.batch_size, mean, device, seeds=list(range(k)))
 
     def step():
@@ -98,13 +110,17 @@ ARGS = argparse.Namespace()
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 6])
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--iters", type=int, default=3, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps before each measurement (compiles)")
+    p.add_argument(
+        "--warmup", type=int, default=1, help="untimed steps before each measurement (compiles)"
+    )
     p.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--compile", choices=("auto", "off", "default", "max-autotune"), default="auto")
@@ -116,10 +132,18 @@ def main(argv=None) -> list[dict]:
     cfg = config(args)
     device = torch.device(args.device)
     fast = FastPath.resolve(cfg.trainer, cfg.optimizer, device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {args.threads} thread(s)"
-    print(f"ResNet-{args.depth}, batch {args.batch} per member; fast path {fast.describe()}; {name}; "
-          f"torch {torch.__version__}; {args.iters} timed steps after {args.warmup} warm-up")
-    print(f"{'k':>2}  {'mode':<9}  {'ms/step':>9}  {'img/s/member':>12}  {'img/s total':>11}  {'stacked/separate':>16}")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu, {args.threads} thread(s)"
+    )
+    print(
+        f"ResNet-{args.depth}, batch {args.batch} per member; fast path {fast.describe()}; {name}; "
+        f"torch {torch.__version__}; {args.iters} timed steps after {args.warmup} warm-up"
+    )
+    print(
+        f"{'k':>2}  {'mode':<9}  {'ms/step':>9}  {'img/s/member':>12}  {'img/s total':>11}  {'stacked/separate':>16}"
+    )
     g = torch.Generator().manual_seed(0)
     n = max(args.batch * 8, 1024)
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
@@ -132,16 +156,26 @@ def main(argv=None) -> list[dict]:
             fast.new_job()  # as every job does: backend flags set, earlier compiled code dropped
             times[mode] = fn(k, cfg, fast, device, data)
         for mode, t in times.items():
-            row = {"k": k, "mode": mode, "ms_per_step": t * 1e3, "img_per_s_member": args.batch / t,
-                   "img_per_s_total": k * args.batch / t, "device": name, "fast_path": fast.describe(),
-                   "depth": args.depth, "batch": args.batch}
+            row = {
+                "k": k,
+                "mode": mode,
+                "ms_per_step": t * 1e3,
+                "img_per_s_member": args.batch / t,
+                "img_per_s_total": k * args.batch / t,
+                "device": name,
+                "fast_path": fast.describe(),
+                "depth": args.depth,
+                "batch": args.batch,
+            }
             ratio = ""
             if mode == "stacked":
                 row["speedup"] = times["separate"] / t
                 ratio = f"{row['speedup']:16.2f}"
             rows.append(row)
-            print(f"{k:>2}  {mode:<9}  {t * 1e3:9.1f}  {args.batch / t:12.0f}  {k * args.batch / t:11.0f}  {ratio}",
-                  flush=True)
+            print(
+                f"{k:>2}  {mode:<9}  {t * 1e3:9.1f}  {args.batch / t:12.0f}  {k * args.batch / t:11.0f}  {ratio}",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

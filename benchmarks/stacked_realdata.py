@@ -29,7 +29,9 @@ from resnet_repro.training.train_stack import train_stack
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", required=True, help="folder holding cifar-10-batches-py/")
     p.add_argument("--device", default="cpu")
     p.add_argument("--depth", type=int, default=20)
@@ -37,9 +39,16 @@ def main(argv=None) -> dict:
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--json")
     args = p.parse_args(argv)
-    ov = [f"dataset.root={args.data}", "dataset.download=false", f"trainer.device={args.device}",
-          "trainer.progress=false", f"model.depth={args.depth}", f"schedule.iterations={args.iterations}",
-          f"trainer.log_every={max(args.iterations // 4, 1)}", f"trainer.eval_every={args.iterations}"]
+    ov = [
+        f"dataset.root={args.data}",
+        "dataset.download=false",
+        f"trainer.device={args.device}",
+        "trainer.progress=false",
+        f"model.depth={args.depth}",
+        f"schedule.iterations={args.iterations}",
+        f"trainer.log_every={max(args.iterations // 4, 1)}",
+        f"trainer.eval_every={args.iterations}",
+    ]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfgs = [to_config(compose("config", overrides=[*ov, f"seed={s}"]), ov) for s in args.seeds]
     tmp = Path(tempfile.mkdtemp(prefix="stacked_realdata-"))
@@ -52,17 +61,27 @@ def main(argv=None) -> dict:
     windows = []
     for s in args.seeds:
         a, b = (pd.read_csv(tmp / f"{kind}{s}" / "metrics.csv") for kind in ("alone", "stacked"))
-        windows.append({"seed": s, "train_loss_alone": a["train_loss"].round(4).tolist(),
-                        "train_loss_stacked": b["train_loss"].round(4).tolist(),
-                        "max_train_loss_diff": float((a["train_loss"] - b["train_loss"]).abs().max()),
-                        "max_train_err_diff": float((a["train_err"] - b["train_err"]).abs().max())})
-    err = {k: [r["final_val_err"] for r in runs] for k, runs in (("alone", alone), ("stacked", stacked))}
+        windows.append(
+            {
+                "seed": s,
+                "train_loss_alone": a["train_loss"].round(4).tolist(),
+                "train_loss_stacked": b["train_loss"].round(4).tolist(),
+                "max_train_loss_diff": float((a["train_loss"] - b["train_loss"]).abs().max()),
+                "max_train_err_diff": float((a["train_err"] - b["train_err"]).abs().max()),
+            }
+        )
+    err = {
+        k: [r["final_val_err"] for r in runs]
+        for k, runs in (("alone", alone), ("stacked", stacked))
+    }
     out = {
         "setup": f"ResNet-{args.depth}, {args.iterations} iterations, fp32, {args.device}, seeds {args.seeds}",
         "final_val_err": err,
         "mean": {k: statistics.mean(v) for k, v in err.items()},
         "sd": {k: statistics.stdev(v) if len(v) > 1 else None for k, v in err.items()},
-        "max_final_val_err_diff": max(abs(x - y) for x, y in zip(err["alone"], err["stacked"], strict=True)),
+        "max_final_val_err_diff": max(
+            abs(x - y) for x, y in zip(err["alone"], err["stacked"], strict=True)
+        ),
         "windows": windows,
         "max_train_loss_diff": max(w["max_train_loss_diff"] for w in windows),
         "max_train_err_diff": max(w["max_train_err_diff"] for w in windows),

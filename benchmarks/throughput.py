@@ -76,8 +76,18 @@ def load_train(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def measure_ours(variant, depth, device, root, args, setting: dict) -> dict:
     x, y = load_train(root)
-    return measure(variant, depth, device, x, y, batch=args.batch, setting=setting, warmup=args.warmup,
-                   iters=args.iters, windows=args.windows)
+    return measure(
+        variant,
+        depth,
+        device,
+        x,
+        y,
+        batch=args.batch,
+        setting=setting,
+        warmup=args.warmup,
+        iters=args.iters,
+        windows=args.windows,
+    )
 
 
 # --- the DataLoader loop -------------------------------------------------------------------------
@@ -91,17 +101,24 @@ def seed_loader(root: Path, batch: int, device):
         def _check_integrity(self) -> bool:
             return True
 
-        def _load_meta(self) -> None:  # the class names only (torchvision also md5-checks this file)
+        def _load_meta(
+            self,
+        ) -> None:  # the class names only (torchvision also md5-checks this file)
             self.classes = [f"class{i}" for i in range(10)]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
-    tf = transforms.Compose([
-        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    ])
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        ]
+    )
     ds = CIFAR10(str(root), train=True, download=False, transform=tf)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=4,
-                                       pin_memory=device.type == "cuda")
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, num_workers=4, pin_memory=device.type == "cuda"
+    )
 
 
 class EpochBatches:
@@ -121,9 +138,11 @@ class EpochBatches:
 
     def fresh_epoch_if_short(self, n: int) -> None:
         if n > len(self.loader):
-            sys.exit(f"throughput: error: --iters {n} is longer than an epoch of the DataLoader baseline "
-                     f"({len(self.loader)} steps), so a timed window would cross an epoch end. Use --iters "
-                     f"<= {len(self.loader)} or more data.")
+            sys.exit(
+                f"throughput: error: --iters {n} is longer than an epoch of the DataLoader baseline "
+                f"({len(self.loader)} steps), so a timed window would cross an epoch end. Use --iters "
+                f"<= {len(self.loader)} or more data."
+            )
         if self.left < n:
             self._new_epoch()
 
@@ -148,7 +167,9 @@ def measure_baseline(variant, depth, device, root, args) -> dict:
     reset_peak_memory(device)
     seeds_numerics()
     torch.manual_seed(0)
-    model = build_model(ModelConfig(depth=depth, n=(depth - 2) // 6, residual=variant == "residual")).to(device)
+    model = build_model(
+        ModelConfig(depth=depth, n=(depth - 2) // 6, residual=variant == "residual")
+    ).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss()
     batches = EpochBatches(seed_loader(root, args.batch, device))
@@ -165,8 +186,15 @@ def measure_baseline(variant, depth, device, root, args) -> dict:
         running["loss"] += loss.item()  # the progress print's read-back, every step
         running["n"] += 1
 
-    rate = timed_windows(fn, device, args.batch, args.warmup, args.iters, args.windows,
-                         before_window=batches.fresh_epoch_if_short)
+    rate = timed_windows(
+        fn,
+        device,
+        args.batch,
+        args.warmup,
+        args.iters,
+        args.windows,
+        before_window=batches.fresh_epoch_if_short,
+    )
     return {"img_per_s": rate, "peak_mem_mb": peak_memory_mb(device)}
 
 
@@ -178,15 +206,21 @@ def _shared_worker(variant, depth, device_name, root, args_dict, setting, runs, 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // runs))
     x, y = load_train(Path(root))
     skips = cudagraph_skips()
-    fn, _ = harness_step(variant, depth, device, x, y, args.batch, setting)  # sets this process's backend flags
+    fn, _ = harness_step(
+        variant, depth, device, x, y, args.batch, setting
+    )  # sets this process's backend flags
     for _ in range(args.warmup):  # compilation, each run on its own
         fn()
     device_sync(device)
     barrier.wait()  # all runs start their windows together
     timing: dict = {}
     timed_windows(fn, device, args.batch, 0, args.iters, args.windows, timing)
-    return {"images": args.iters * args.windows * args.batch, "t0": timing["t0"], "t1": timing["t1"],
-            "cudagraph_skips": cudagraph_skips() - skips}
+    return {
+        "images": args.iters * args.windows * args.batch,
+        "t0": timing["t0"],
+        "t1": timing["t1"],
+        "cudagraph_skips": cudagraph_skips() - skips,
+    }
 
 
 def measure_shared(runs: int, variant, depth, device, root, args, setting) -> dict:
@@ -195,14 +229,30 @@ def measure_shared(runs: int, variant, depth, device, root, args, setting) -> di
     with ctx.Manager() as manager:
         barrier = manager.Barrier(runs)
         with ProcessPoolExecutor(runs, mp_context=ctx) as pool:
-            futs = [pool.submit(_shared_worker, variant, depth, str(device), str(root), vars(args), setting, runs,
-                                barrier) for _ in range(runs)]
+            futs = [
+                pool.submit(
+                    _shared_worker,
+                    variant,
+                    depth,
+                    str(device),
+                    str(root),
+                    vars(args),
+                    setting,
+                    runs,
+                    barrier,
+                )
+                for _ in range(runs)
+            ]
             parts = [f.result() for f in futs]
     span = max(p["t1"] for p in parts) - min(p["t0"] for p in parts)
-    return {"runs": runs, "model": f"ResNet-{depth}" if variant == "residual" else f"plain-{depth}",
-            "img_per_s_each": [p["images"] / (p["t1"] - p["t0"]) for p in parts],
-            "img_per_s_total": sum(p["images"] for p in parts) / span, "cuda_mps": cuda_mps_active(),
-            "cudagraph_skips": sum(p["cudagraph_skips"] for p in parts)}
+    return {
+        "runs": runs,
+        "model": f"ResNet-{depth}" if variant == "residual" else f"plain-{depth}",
+        "img_per_s_each": [p["images"] / (p["t1"] - p["t0"]) for p in parts],
+        "img_per_s_total": sum(p["images"] for p in parts) / span,
+        "cuda_mps": cuda_mps_active(),
+        "cudagraph_skips": sum(p["cudagraph_skips"] for p in parts),
+    }
 
 
 def measure_sharing(ks: list[int], device, root, args, setting) -> list[dict]:
@@ -224,7 +274,9 @@ def cuda_mps_active() -> bool:
 
 
 # --- numerics --------------------------------------------------------------------------------
-def loss_curve(device, root, args, setting: dict, steps: int, every: int) -> list[tuple[int, float]]:
+def loss_curve(
+    device, root, args, setting: dict, steps: int, every: int
+) -> list[tuple[int, float]]:
     x, y = load_train(root)
     fn, _ = harness_step("residual", 20, device, x, y, args.batch, setting, seed=0)
     curve, acc = [], 0.0
@@ -245,15 +297,25 @@ def project_study(result: dict) -> dict:
     per_run, estimated = {}, []
     for variant, depth in STUDY:
         s, est = timings.seconds_per_iteration(variant, depth)
-        per_run[f"{variant}-{depth}"] = (STUDY_ITERATIONS * s + timings.setup_seconds(variant, depth)) / 60
+        per_run[f"{variant}-{depth}"] = (
+            STUDY_ITERATIONS * s + timings.setup_seconds(variant, depth)
+        ) / 60
         if est:
             estimated.append(f"{variant}-{depth}")
     sequential = sum(per_run.values())
-    out = {"iterations_per_run": STUDY_ITERATIONS, "minutes_per_run": per_run, "estimated_runs": estimated,
-           "sequential_min": sequential}
+    out = {
+        "iterations_per_run": STUDY_ITERATIONS,
+        "minutes_per_run": per_run,
+        "estimated_runs": estimated,
+        "sequential_min": sequential,
+    }
     k = timings.best_parallel()
     if k > 1:
-        out.update(shared_runs=k, shared_speedup=timings.speedup(k), shared_min=sequential / timings.speedup(k))
+        out.update(
+            shared_runs=k,
+            shared_speedup=timings.speedup(k),
+            shared_min=sequential / timings.speedup(k),
+        )
     return out
 
 
@@ -262,8 +324,10 @@ def data_root(args) -> Path:
     if args.data:
         root = Path(args.data)
         if not (root / BASE_FOLDER / "data_batch_1").is_file():
-            sys.exit(f"throughput: error: {root} has no {BASE_FOLDER}/data_batch_1. Point --data at a folder "
-                     f"holding CIFAR-10 (e.g. /path/to/data), or leave it out to use synthetic files.")
+            sys.exit(
+                f"throughput: error: {root} has no {BASE_FOLDER}/data_batch_1. Point --data at a folder "
+                f"holding CIFAR-10 (e.g. /path/to/data), or leave it out to use synthetic files."
+            )
         return root
     import pickle
 
@@ -289,34 +353,67 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
     ap.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110])
-    ap.add_argument("--variants", nargs="+", default=["residual", "plain"], choices=["residual", "plain"])
+    ap.add_argument(
+        "--variants", nargs="+", default=["residual", "plain"], choices=["residual", "plain"]
+    )
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--warmup", type=int, default=30, help="untimed steps first (compile happens here)")
+    ap.add_argument(
+        "--warmup", type=int, default=30, help="untimed steps first (compile happens here)"
+    )
     ap.add_argument("--iters", type=int, default=50, help="steps per timed window")
     ap.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
-    ap.add_argument("--data", help="folder holding cifar-10-batches-py (default: synthetic files of CIFAR-10's "
-                                   "size and layout)")
-    ap.add_argument("--synthetic-per-batch", type=int, default=REAL_PER_BATCH, help=argparse.SUPPRESS)
-    ap.add_argument("--precision", default="bf16",
-                    help="ours' precision: bf16 (trainer=fast's, default) | fp16 | fp32 | auto (a run's default)")
-    ap.add_argument("--compile", default="default",
-                    help="ours' compile mode: default (trainer=fast's) | max-autotune | off | auto (a run's default)")
-    ap.add_argument("--channels-last", default="on", choices=["auto", "on", "off"],
-                    help="ours' memory format: on (trainer=fast's, default) | off | auto (a run's default)")
+    ap.add_argument(
+        "--data",
+        help="folder holding cifar-10-batches-py (default: synthetic files of CIFAR-10's "
+        "size and layout)",
+    )
+    ap.add_argument(
+        "--synthetic-per-batch", type=int, default=REAL_PER_BATCH, help=argparse.SUPPRESS
+    )
+    ap.add_argument(
+        "--precision",
+        default="bf16",
+        help="ours' precision: bf16 (trainer=fast's, default) | fp16 | fp32 | auto (a run's default)",
+    )
+    ap.add_argument(
+        "--compile",
+        default="default",
+        help="ours' compile mode: default (trainer=fast's) | max-autotune | off | auto (a run's default)",
+    )
+    ap.add_argument(
+        "--channels-last",
+        default="on",
+        choices=["auto", "on", "off"],
+        help="ours' memory format: on (trainer=fast's, default) | off | auto (a run's default)",
+    )
     ap.add_argument("--no-eager", action="store_true", help="skip ours without compile")
     ap.add_argument("--no-fp32", action="store_true", help="skip ours in plain fp32")
     ap.add_argument("--no-baseline", action="store_true", help="skip the DataLoader baseline")
-    ap.add_argument("--share", type=int, nargs="+", default=[1],
-                    help="also time k ResNet-20 runs sharing the device, for each k given (e.g. 1 2 4)")
-    ap.add_argument("--numerics", type=int, default=0, help="also train ResNet-20 N steps at fp32 and fast")
+    ap.add_argument(
+        "--share",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="also time k ResNet-20 runs sharing the device, for each k given (e.g. 1 2 4)",
+    )
+    ap.add_argument(
+        "--numerics", type=int, default=0, help="also train ResNet-20 N steps at fp32 and fast"
+    )
     ap.add_argument("--numerics-every", type=int, default=50)
-    ap.add_argument("--json", help="where to write the JSON (default runs/bench/throughput-<time>.json)")
+    ap.add_argument(
+        "--json", help="where to write the JSON (default runs/bench/throughput-<time>.json)"
+    )
     args = ap.parse_args(argv)
     # the baseline's 4 workers, whatever the core count: no warning about it on small machines
     warnings.filterwarnings("ignore", message="This DataLoader will create")
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     root = data_root(args)
     fast_setting = {"precision": args.precision, "compile": args.compile}
     if args.channels_last != "auto":
@@ -326,24 +423,47 @@ def main(argv=None) -> dict:
         settings["ours_eager"] = {**fast_setting, **EAGER}
     if not args.no_fp32:
         settings["ours_fp32"] = FP32
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"device: {device} ({name}), torch {torch.__version__}, batch {args.batch}, "
-          f"{args.windows} windows of {args.iters} steps after {args.warmup} warm-up steps", flush=True)
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (platform.processor() or platform.machine())
+    )
+    print(
+        f"device: {device} ({name}), torch {torch.__version__}, batch {args.batch}, "
+        f"{args.windows} windows of {args.iters} steps after {args.warmup} warm-up steps",
+        flush=True,
+    )
     print(HEADER, flush=True)
 
-    out = Path(args.json) if args.json else Path("runs/bench") / f"throughput-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+    out = (
+        Path(args.json)
+        if args.json
+        else Path("runs/bench") / f"throughput-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result = {
-        "device": str(device), "device_name": name, "torch": torch.__version__, "batch": args.batch,
-        "warmup": args.warmup, "iters": args.iters, "windows": args.windows, "data": args.data or "synthetic",
-        "cpu_count": os.cpu_count(), "partial": True, "rows": [], "shared": None,
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "windows": args.windows,
+        "data": args.data or "synthetic",
+        "cpu_count": os.cpu_count(),
+        "partial": True,
+        "rows": [],
+        "shared": None,
     }
     rows = result["rows"]
     for depth in args.depths:
         for variant in args.variants:
-            row = {"model": f"ResNet-{depth}" if variant == "residual" else f"plain-{depth}",
-                   "variant": variant, "depth": depth}
+            row = {
+                "model": f"ResNet-{depth}" if variant == "residual" else f"plain-{depth}",
+                "variant": variant,
+                "depth": depth,
+            }
             for key, setting in settings.items():
                 row[key] = measure_ours(variant, depth, device, root, args, setting)
             if not args.no_baseline:
@@ -351,7 +471,9 @@ def main(argv=None) -> dict:
                 row["ratio"] = row["ours"]["img_per_s"] / row["baseline"]["img_per_s"]
             rows.append(row)
             print(format_row(row), flush=True)
-            out.write_text(json.dumps(result, indent=2) + "\n")  # a run cut short keeps what it measured
+            out.write_text(
+                json.dumps(result, indent=2) + "\n"
+            )  # a run cut short keeps what it measured
 
     if len(set(args.share) | {1}) > 1:
         result["shared"] = measure_sharing(args.share, device, root, args, fast_setting)
@@ -362,7 +484,9 @@ def main(argv=None) -> dict:
         result["numerics"] = {
             "fp32": loss_curve(device, root, args, FP32, args.numerics, every),
             "fast": loss_curve(device, root, args, fast_setting, args.numerics, every),
-            "fast_setting": FastPath.resolve(TrainerConfig(**fast_setting), OptimizerConfig(), device).describe(),
+            "fast_setting": FastPath.resolve(
+                TrainerConfig(**fast_setting), OptimizerConfig(), device
+            ).describe(),
         }
     result["cudagraph_problems"] = cudagraph_problems(result)
     result["bench_s"] = time.perf_counter() - started
@@ -375,11 +499,20 @@ def main(argv=None) -> dict:
 
 def cudagraph_problems(res: dict) -> list[str]:
     """Measurements that claim CUDA graphs but fell back from them (torch's cudagraph_skips > 0)."""
-    bad = [f"{r['model']} {k}: {r[k]['cudagraph_skips']} skips" for r in res["rows"] for k in r
-           if isinstance(r[k], dict) and r[k].get("setting", {}).get("cuda_graphs") and r[k]["cudagraph_skips"]]
+    bad = [
+        f"{r['model']} {k}: {r[k]['cudagraph_skips']} skips"
+        for r in res["rows"]
+        for k in r
+        if isinstance(r[k], dict)
+        and r[k].get("setting", {}).get("cuda_graphs")
+        and r[k]["cudagraph_skips"]
+    ]
     graphs = res["rows"] and res["rows"][0]["ours"]["setting"]["cuda_graphs"]
-    bad += [f"{s['runs']} shared runs: {s['cudagraph_skips']} skips" for s in res["shared"] or []
-            if graphs and s["cudagraph_skips"]]
+    bad += [
+        f"{s['runs']} shared runs: {s['cudagraph_skips']} skips"
+        for s in res["shared"] or []
+        if graphs and s["cudagraph_skips"]
+    ]
     return bad
 
 
@@ -387,47 +520,71 @@ def _fmt(v, spec=",.0f") -> str:
     return "—" if v is None else format(v, spec)
 
 
-HEADER = (f"{'model':<12} {'ours img/s':>11} {'eager img/s':>12} {'fp32 img/s':>11} {'baseline img/s':>15} "
-          f"{'ratio':>7} {'warm-up s':>10} {'peak MiB ours':>14} {'peak MiB base':>14}")
+HEADER = (
+    f"{'model':<12} {'ours img/s':>11} {'eager img/s':>12} {'fp32 img/s':>11} {'baseline img/s':>15} "
+    f"{'ratio':>7} {'warm-up s':>10} {'peak MiB ours':>14} {'peak MiB base':>14}"
+)
 
 
 def format_row(r: dict) -> str:
     b = r.get("baseline", {})
-    return (f"{r['model']:<12} {_fmt(r['ours']['img_per_s']):>11} {_fmt(r.get('ours_eager', {}).get('img_per_s')):>12} "
-            f"{_fmt(r.get('ours_fp32', {}).get('img_per_s')):>11} {_fmt(b.get('img_per_s')):>15} "
-            f"{_fmt(r.get('ratio'), '.2f'):>7} {_fmt(r['ours']['warmup_s'], '.1f'):>10} "
-            f"{_fmt(r['ours']['peak_mem_mb']):>14} {_fmt(b.get('peak_mem_mb')):>14}")
+    return (
+        f"{r['model']:<12} {_fmt(r['ours']['img_per_s']):>11} {_fmt(r.get('ours_eager', {}).get('img_per_s')):>12} "
+        f"{_fmt(r.get('ours_fp32', {}).get('img_per_s')):>11} {_fmt(b.get('img_per_s')):>15} "
+        f"{_fmt(r.get('ratio'), '.2f'):>7} {_fmt(r['ours']['warmup_s'], '.1f'):>10} "
+        f"{_fmt(r['ours']['peak_mem_mb']):>14} {_fmt(b.get('peak_mem_mb')):>14}"
+    )
 
 
 def print_report(res: dict) -> None:
     rows = res["rows"]
     print()
-    print(f"Training throughput on {res['device_name']} ({res['device']}), batch {res['batch']}; "
-          f"ours = {rows[0]['ours']['setting'] if rows else '-'}")
+    print(
+        f"Training throughput on {res['device_name']} ({res['device']}), batch {res['batch']}; "
+        f"ours = {rows[0]['ours']['setting'] if rows else '-'}"
+    )
     print(HEADER)
     for r in rows:
         print(format_row(r))
     if res["shared"]:
-        print(f"\nResNet-20 runs sharing the device (aggregate images/s; CUDA MPS "
-              f"{'on' if res['shared'][0]['cuda_mps'] else 'off'}):")
+        print(
+            f"\nResNet-20 runs sharing the device (aggregate images/s; CUDA MPS "
+            f"{'on' if res['shared'][0]['cuda_mps'] else 'off'}):"
+        )
         for s in res["shared"]:
-            print(f"  k={s['runs']}: {s['img_per_s_total']:,.0f} img/s = {s['speedup']:.2f}x one run")
+            print(
+                f"  k={s['runs']}: {s['img_per_s_total']:,.0f} img/s = {s['speedup']:.2f}x one run"
+            )
     p = res["projection"]
-    est = f" (estimated from the measured depths: {', '.join(p['estimated_runs'])})" if p["estimated_runs"] else ""
-    print(f"\nProjected nine-run degradation study, {p['iterations_per_run']:,} iterations per run, ours "
-          f"(plus each run's warm-up and compilation; evals not included):")
+    est = (
+        f" (estimated from the measured depths: {', '.join(p['estimated_runs'])})"
+        if p["estimated_runs"]
+        else ""
+    )
+    print(
+        f"\nProjected nine-run degradation study, {p['iterations_per_run']:,} iterations per run, ours "
+        f"(plus each run's warm-up and compilation; evals not included):"
+    )
     print(f"  sequential: {p['sequential_min']:,.1f} min{est}")
     if "shared_min" in p:
-        print(f"  {p['shared_runs']} runs sharing the device: {p['shared_min']:,.1f} min "
-              f"({p['shared_speedup']:.2f}x one run's throughput, measured on ResNet-20)")
+        print(
+            f"  {p['shared_runs']} runs sharing the device: {p['shared_min']:,.1f} min "
+            f"({p['shared_speedup']:.2f}x one run's throughput, measured on ResNet-20)"
+        )
     skips = [r["ours"]["cudagraph_skips"] for r in rows]
-    print(f"\nCUDA graphs: {'on' if rows and rows[0]['ours']['setting']['cuda_graphs'] else 'off'}; "
-          f"cudagraph_skips per net: {skips}")
+    print(
+        f"\nCUDA graphs: {'on' if rows and rows[0]['ours']['setting']['cuda_graphs'] else 'off'}; "
+        f"cudagraph_skips per net: {skips}"
+    )
     for problem in res["cudagraph_problems"]:
-        print(f"WARNING: CUDA graphs were skipped: {problem} (torch logs why with TORCH_LOGS=perf_hints)")
+        print(
+            f"WARNING: CUDA graphs were skipped: {problem} (torch logs why with TORCH_LOGS=perf_hints)"
+        )
     if "numerics" in res:
         n = res["numerics"]
-        print(f"\nNumerics, ResNet-20 from seed 0: mean training loss per window, fp32 vs {n['fast_setting']}")
+        print(
+            f"\nNumerics, ResNet-20 from seed 0: mean training loss per window, fp32 vs {n['fast_setting']}"
+        )
         print(f"{'iter':>6} {'fp32':>9} {'fast':>9} {'diff':>9}")
         for (i, a), (_, b) in zip(n["fp32"], n["fast"], strict=True):
             print(f"{i:>6} {a:>9.4f} {b:>9.4f} {b - a:>+9.4f}")
@@ -436,6 +593,8 @@ def print_report(res: dict) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt:  # e.g. a time limit's SIGINT: the JSON holds every net measured so far
+    except (
+        KeyboardInterrupt
+    ):  # e.g. a time limit's SIGINT: the JSON holds every net measured so far
         print("throughput: interrupted; the JSON keeps the nets measured before", file=sys.stderr)
         sys.exit(130)

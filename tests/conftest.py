@@ -53,7 +53,9 @@ def pytest_collection_modifyitems(items):
 def data_root() -> Path:
     root = offline_data_root()
     if root is None:
-        pytest.skip("no CIFAR-10 data folder: set RESNET_REPRO_DATA to a folder holding cifar-10-batches-py/")
+        pytest.skip(
+            "no CIFAR-10 data folder: set RESNET_REPRO_DATA to a folder holding cifar-10-batches-py/"
+        )
     return root
 
 
@@ -74,10 +76,20 @@ def cifar_pickles(tmp_path) -> Path:
 
 
 TINY_SWEEP_ARGS = (
-    "-m", "experiment=degradation", "dataset=synthetic", "trainer.device=cpu", "trainer.progress=false",
-    "model.depth=8,14", "seed=0,1", "trainer.batch_size=32", "trainer.eval_batch_size=128",
-    "schedule.iterations=40", "schedule.milestones=[20,30]", "trainer.log_every=5",
-    "trainer.eval_every=20", "diagnostics.grad_norms=[1,10]",
+    "-m",
+    "experiment=degradation",
+    "dataset=synthetic",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+    "model.depth=8,14",
+    "seed=0,1",
+    "trainer.batch_size=32",
+    "trainer.eval_batch_size=128",
+    "schedule.iterations=40",
+    "schedule.milestones=[20,30]",
+    "trainer.log_every=5",
+    "trainer.eval_every=20",
+    "diagnostics.grad_norms=[1,10]",
 )
 
 
@@ -103,5 +115,7 @@ def tiny_sweep_result(tmp_path_factory) -> tuple[Path | None, str | None]:
 def tiny_sweep(tiny_sweep_result) -> Path:
     sweep, why = tiny_sweep_result
     if why is not None:
-        pytest.skip("the tiny sweep failed; tests/test_sweep.py::test_the_tiny_sweep_fixture_runs says why")
+        pytest.skip(
+            "the tiny sweep failed; tests/test_sweep.py::test_the_tiny_sweep_fixture_runs says why"
+        )
     return sweep

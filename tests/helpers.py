@@ -28,19 +28,31 @@ HANG_LIMIT_S = 1800
 
 
 # --- the command line ----------------------------------------------------------------------------
-def run_cli(*args: str, cwd: Path, timeout: int = HANG_LIMIT_S, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, timeout: int = HANG_LIMIT_S, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m resnet_repro.cli`` (``resnet-train``) with Hydra overrides; progress bars off."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, "-m", "resnet_repro.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
     )
 
 
 # ResNet-20 for 200 iterations on the real data, on the CPU (with dataset.root): conftest.py's run
-REAL_200_ARGS = ("dataset.download=false", "trainer.device=cpu", "trainer.progress=false", "schedule.iterations=200",
-                 "trainer.log_every=50", "trainer.eval_every=200")
+REAL_200_ARGS = (
+    "dataset.download=false",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+    "schedule.iterations=200",
+    "trainer.log_every=50",
+    "trainer.eval_every=200",
+)
 
 
 # --- configs and training ------------------------------------------------------------------------
@@ -82,9 +94,16 @@ def interrupt_after(monkeypatch, calls):
 
 
 # --- a training process to kill ------------------------------------------------------------------
-RUN_ARGS = ("experiment=smoke", "trainer.progress=false", "trainer.deterministic=true",
-            "schedule.iterations=60", "schedule.milestones=[30,45]", "trainer.log_every=5",
-            "trainer.eval_every=5", "diagnostics.layer_stats=eval")
+RUN_ARGS = (
+    "experiment=smoke",
+    "trainer.progress=false",
+    "trainer.deterministic=true",
+    "schedule.iterations=60",
+    "schedule.milestones=[30,45]",
+    "trainer.log_every=5",
+    "trainer.eval_every=5",
+    "diagnostics.layer_stats=eval",
+)
 # The child: the real CLI, with checkpoint fsyncs slowed down so that a kill can land mid-write.
 CHILD = """
 import os, sys, time
@@ -104,8 +123,14 @@ def start(run: Path, *extra: str) -> subprocess.Popen:
     """Start the CLI child on RUN_ARGS (plus ``extra``) with its run directory at ``run``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-c", CHILD, *RUN_ARGS, f"hydra.run.dir={run}", *extra],
-                            cwd=run.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, *RUN_ARGS, f"hydra.run.dir={run}", *extra],
+        cwd=run.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(cond, timeout=HANG_LIMIT_S) -> bool:
@@ -128,8 +153,9 @@ class Evil:
 
 
 # --- dataset files in the official layouts -------------------------------------------------------
-def write_cifar_pickles(root: Path, per_file: int = 20, *, test: bool = False, seed: int = 0,
-                       filenames: bool = True) -> Path:
+def write_cifar_pickles(
+    root: Path, per_file: int = 20, *, test: bool = False, seed: int = 0, filenames: bool = True
+) -> Path:
     """Write small batches in the official python-pickle layout under root/cifar-10-batches-py."""
     base = root / "cifar-10-batches-py"
     base.mkdir(parents=True, exist_ok=True)
@@ -161,7 +187,9 @@ def write_idx(root, n_train=30, n_test=10, seed=0):
         y = rng.integers(0, 10, n, dtype=np.uint8)
         header = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, 28, 28))
         (raw / img).write_bytes(gzip.compress(header + x.tobytes()))
-        (raw / lbl).write_bytes(gzip.compress((2049).to_bytes(4, "big") + n.to_bytes(4, "big") + y.tobytes()))
+        (raw / lbl).write_bytes(
+            gzip.compress((2049).to_bytes(4, "big") + n.to_bytes(4, "big") + y.tobytes())
+        )
     return raw
 
 
@@ -174,8 +202,11 @@ def write_cifar100(root, n=20, labels=None):
     rng = np.random.default_rng(0)
     for name in ("train", "test"):
         fine = labels if labels is not None else rng.integers(0, 100, n)
-        entry = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),  # labels as Python ints
-                 b"fine_labels": [int(v) for v in fine], b"coarse_labels": [int(v) for v in rng.integers(0, 20, n)]}
+        entry = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),  # labels as Python ints
+            b"fine_labels": [int(v) for v in fine],
+            b"coarse_labels": [int(v) for v in rng.integers(0, 20, n)],
+        }
         with open(base / name, "wb") as f:
             pickle.dump(entry, f, protocol=2)
     return base
@@ -193,18 +224,36 @@ def overrides(depth: int, residual: bool, seed: int) -> str:
     return f"model.depth={depth} model.residual={str(residual).lower()} seed={seed}"
 
 
-def make_config(depth: int, residual: bool, seed: int, *, lr: float = 0.1, iterations: int = 40,
-                shortcut: str = "A") -> dict:
+def make_config(
+    depth: int,
+    residual: bool,
+    seed: int,
+    *,
+    lr: float = 0.1,
+    iterations: int = 40,
+    shortcut: str = "A",
+) -> dict:
     """A run's config.yaml; at 64,000 iterations, the paper's whole schedule (milestones, batch, warm-up)."""
     n = (depth - 2) // 6
     paper = iterations == 64_000
     return {
-        "model": {"name": "resnet_cifar", "n": n, "depth": depth, "residual": residual,
-                  "shortcut": shortcut, "num_classes": 10},
+        "model": {
+            "name": "resnet_cifar",
+            "n": n,
+            "depth": depth,
+            "residual": residual,
+            "shortcut": shortcut,
+            "num_classes": 10,
+        },
         "dataset": {"name": "cifar10", "protocol": "paper", "val_size": 5000, "augment": True},
         "optimizer": {"name": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 1e-4},
-        "schedule": {"name": "paper", "iterations": iterations, "gamma": 0.1,
-                     "milestones": [32000, 48000] if paper else [20, 30], "warmup": depth >= 110},
+        "schedule": {
+            "name": "paper",
+            "iterations": iterations,
+            "gamma": 0.1,
+            "milestones": [32000, 48000] if paper else [20, 30],
+            "warmup": depth >= 110,
+        },
         "trainer": {"device": "cpu", "batch_size": 128 if paper else 32},
         "logger": {"name": "local"},
         "diagnostics": {"layer_stats": "end", "grad_norms": [1, 10]},
@@ -214,12 +263,21 @@ def make_config(depth: int, residual: bool, seed: int, *, lr: float = 0.1, itera
     }
 
 
-def metric_rows(iters=(10, 20, 30, 40), eval_every: int = 20, base: float = 50.0, test: bool = False) -> list[dict]:
+def metric_rows(
+    iters=(10, 20, 30, 40), eval_every: int = 20, base: float = 50.0, test: bool = False
+) -> list[dict]:
     """metrics.csv rows: training columns at every row, eval columns every ``eval_every``."""
     rows = []
     for i, it in enumerate(iters):
-        row = {"iter": it, "epoch": 1 + it // 20, "lr": 0.1, "train_loss": 2.0 - 0.1 * i,
-               "train_err": base - 2.5 * i, "time_s": 0.5 * (i + 1), "img_per_s": 640.0 + i}
+        row = {
+            "iter": it,
+            "epoch": 1 + it // 20,
+            "lr": 0.1,
+            "train_loss": 2.0 - 0.1 * i,
+            "train_err": base - 2.5 * i,
+            "time_s": 0.5 * (i + 1),
+            "img_per_s": 640.0 + i,
+        }
         if it % eval_every == 0:
             row.update(val_loss=2.1 - 0.1 * i, val_err=base + 5 - 2.0 * i)
             if test:
@@ -228,32 +286,62 @@ def metric_rows(iters=(10, 20, 30, 40), eval_every: int = 20, base: float = 50.0
     return rows
 
 
-def write_run(run_dir: Path, *, depth: int, residual: bool, seed: int, status: str | None = "completed",
-              reported_error: str = "validation", final_train_err: float | None = 10.0,
-              final_val_err: float | None = 12.0, final_test_err: float | None = None,
-              iterations: int = 40, iterations_total: int = 40, params: int = 270_000,
-              error: str | None = None, lr: float = 0.1, shortcut: str = "A",
-              metrics: list[dict] | None = None, partial_line: str | None = None,
-              summary_text: str | None = None, config: bool = True,
-              layer_stats: bool = False, grad_norms: tuple[int, ...] = ()) -> Path:
+def write_run(
+    run_dir: Path,
+    *,
+    depth: int,
+    residual: bool,
+    seed: int,
+    status: str | None = "completed",
+    reported_error: str = "validation",
+    final_train_err: float | None = 10.0,
+    final_val_err: float | None = 12.0,
+    final_test_err: float | None = None,
+    iterations: int = 40,
+    iterations_total: int = 40,
+    params: int = 270_000,
+    error: str | None = None,
+    lr: float = 0.1,
+    shortcut: str = "A",
+    metrics: list[dict] | None = None,
+    partial_line: str | None = None,
+    summary_text: str | None = None,
+    config: bool = True,
+    layer_stats: bool = False,
+    grad_norms: tuple[int, ...] = (),
+) -> Path:
     """A run directory as a run leaves it: config.yaml, summary.json, metrics.csv (and the diagnostics)."""
     from resnet_repro.record.files import METRIC_COLUMNS
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if config:
-        cfg = make_config(depth, residual, seed, lr=lr, iterations=iterations_total, shortcut=shortcut)
+        cfg = make_config(
+            depth, residual, seed, lr=lr, iterations=iterations_total, shortcut=shortcut
+        )
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     if summary_text is not None:
         (run_dir / "summary.json").write_text(summary_text)
     elif status is not None:
         summary = {
-            "name": f"{'resnet' if residual else 'plain'}{depth}-seed{seed}", "run_dir": str(run_dir),
-            "status": status, "model": "resnet_cifar", "depth": depth, "n": (depth - 2) // 6,
-            "residual": residual, "shortcut": shortcut if residual else None, "params": params,
-            "dataset": "cifar10", "protocol": "paper", "seed": seed, "reported_error": reported_error,
-            "iterations": iterations, "iterations_total": iterations_total,
-            "final_train_err": final_train_err, "final_val_err": final_val_err,
-            "wall_time_s": 12.5, "started_at": "2026-01-02T03:04:05+00:00",
+            "name": f"{'resnet' if residual else 'plain'}{depth}-seed{seed}",
+            "run_dir": str(run_dir),
+            "status": status,
+            "model": "resnet_cifar",
+            "depth": depth,
+            "n": (depth - 2) // 6,
+            "residual": residual,
+            "shortcut": shortcut if residual else None,
+            "params": params,
+            "dataset": "cifar10",
+            "protocol": "paper",
+            "seed": seed,
+            "reported_error": reported_error,
+            "iterations": iterations,
+            "iterations_total": iterations_total,
+            "final_train_err": final_train_err,
+            "final_val_err": final_val_err,
+            "wall_time_s": 12.5,
+            "started_at": "2026-01-02T03:04:05+00:00",
         }
         if final_test_err is not None:
             summary["final_test_err"] = final_test_err
@@ -293,11 +381,20 @@ def write_manifest(sweep: Path, jobs: list[dict]) -> Path:
         w.writeheader()
         for i, j in enumerate(jobs):
             name = j.get("name") or run_name(j["depth"], j["residual"], j["seed"])
-            w.writerow({"job": i, "name": name,
-                        "overrides": j.get("overrides") or overrides(j["depth"], j["residual"], j["seed"]),
-                        "status": j.get("status", "completed"), "run_dir": j.get("run_dir", str(sweep / name)),
-                        "started_at": "", "finished_at": "", "final_err": j.get("final_err", ""),
-                        "error": j.get("error", "")})
+            w.writerow(
+                {
+                    "job": i,
+                    "name": name,
+                    "overrides": j.get("overrides")
+                    or overrides(j["depth"], j["residual"], j["seed"]),
+                    "status": j.get("status", "completed"),
+                    "run_dir": j.get("run_dir", str(sweep / name)),
+                    "started_at": "",
+                    "finished_at": "",
+                    "final_err": j.get("final_err", ""),
+                    "error": j.get("error", ""),
+                }
+            )
     return sweep
 
 
@@ -313,24 +410,72 @@ HALF_LINE = "30,2,0.1,1.23"
 
 def make_mixed_sweep(sweep: Path) -> Path:
     """Runs completed (validation / test), failed, running (half a line), pending, corrupt summary."""
-    write_manifest(sweep, [
-        {"depth": 20, "residual": True, "seed": 0, "final_err": 8.5},
-        {"depth": 20, "residual": False, "seed": 0, "final_err": 12.0},
-        {"depth": 56, "residual": False, "seed": 0, "status": "failed", "error": "RuntimeError: boom"},
-        {"depth": 56, "residual": True, "seed": 0, "status": "running"},
-        {"depth": 56, "residual": False, "seed": 1, "status": "pending"},
-        {"depth": 32, "residual": True, "seed": 0, "status": "running"},
-    ])
-    write_run(sweep / DONE_RESNET, depth=20, residual=True, seed=0, final_train_err=3.0,
-              final_val_err=8.5, metrics=metric_rows(), lr=0.05)
-    write_run(sweep / DONE_PLAIN_TEST, depth=20, residual=False, seed=0, reported_error="test",
-              final_train_err=4.0, final_val_err=11.0, final_test_err=12.0,
-              metrics=metric_rows(base=40.0, test=True))
-    write_run(sweep / FAILED, depth=56, residual=False, seed=0, status="failed",
-              error="RuntimeError: boom", final_val_err=None, iterations=20,
-              metrics=metric_rows(iters=(10, 20)))
-    write_run(sweep / RUNNING, depth=56, residual=True, seed=0, status="running", final_val_err=30.0,
-              iterations=20, metrics=metric_rows(iters=(10, 20, 25)), partial_line=HALF_LINE)
-    write_run(sweep / CORRUPT, depth=32, residual=True, seed=0, summary_text='{"status": "compl',
-              metrics=metric_rows(iters=(10,)))
+    write_manifest(
+        sweep,
+        [
+            {"depth": 20, "residual": True, "seed": 0, "final_err": 8.5},
+            {"depth": 20, "residual": False, "seed": 0, "final_err": 12.0},
+            {
+                "depth": 56,
+                "residual": False,
+                "seed": 0,
+                "status": "failed",
+                "error": "RuntimeError: boom",
+            },
+            {"depth": 56, "residual": True, "seed": 0, "status": "running"},
+            {"depth": 56, "residual": False, "seed": 1, "status": "pending"},
+            {"depth": 32, "residual": True, "seed": 0, "status": "running"},
+        ],
+    )
+    write_run(
+        sweep / DONE_RESNET,
+        depth=20,
+        residual=True,
+        seed=0,
+        final_train_err=3.0,
+        final_val_err=8.5,
+        metrics=metric_rows(),
+        lr=0.05,
+    )
+    write_run(
+        sweep / DONE_PLAIN_TEST,
+        depth=20,
+        residual=False,
+        seed=0,
+        reported_error="test",
+        final_train_err=4.0,
+        final_val_err=11.0,
+        final_test_err=12.0,
+        metrics=metric_rows(base=40.0, test=True),
+    )
+    write_run(
+        sweep / FAILED,
+        depth=56,
+        residual=False,
+        seed=0,
+        status="failed",
+        error="RuntimeError: boom",
+        final_val_err=None,
+        iterations=20,
+        metrics=metric_rows(iters=(10, 20)),
+    )
+    write_run(
+        sweep / RUNNING,
+        depth=56,
+        residual=True,
+        seed=0,
+        status="running",
+        final_val_err=30.0,
+        iterations=20,
+        metrics=metric_rows(iters=(10, 20, 25)),
+        partial_line=HALF_LINE,
+    )
+    write_run(
+        sweep / CORRUPT,
+        depth=32,
+        residual=True,
+        seed=0,
+        summary_text='{"status": "compl',
+        metrics=metric_rows(iters=(10,)),
+    )
     return sweep

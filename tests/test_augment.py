@@ -13,7 +13,9 @@ from resnet_repro.data.pipeline import (
 
 def _images(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(1, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)  # no zeros: padding shows
+    return torch.randint(
+        1, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8
+    )  # no zeros: padding shows
 
 
 def test_matches_torchvision_crop_and_flip_for_same_offsets():
@@ -33,14 +35,20 @@ def test_matches_torchvision_crop_and_flip_for_same_offsets():
 def test_matches_torchvision_random_transforms_with_their_draws():
     """torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip draw; we replay their draws."""
     x = _images(16)
-    tv = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()])
+    tv = transforms.Compose(
+        [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
+    )
     for i in range(len(x)):
         torch.manual_seed(100 + i)
         ref = tv(x[i])
-        torch.manual_seed(100 + i)  # the same draws, in torchvision's order: crop offsets, then flip
+        torch.manual_seed(
+            100 + i
+        )  # the same draws, in torchvision's order: crop offsets, then flip
         top, left, _, _ = transforms.RandomCrop.get_params(TF.pad(x[i], [4]), (32, 32))
         flip = bool(torch.rand(1) < 0.5)
-        ours = crop_flip(x[i : i + 1], torch.tensor([top]), torch.tensor([left]), torch.tensor([flip]), 4)[0]
+        ours = crop_flip(
+            x[i : i + 1], torch.tensor([top]), torch.tensor([left]), torch.tensor([flip]), 4
+        )[0]
         assert torch.equal(ours, ref), i
 
 
@@ -56,7 +64,9 @@ def test_offsets_and_flips_are_uniform_and_independent_per_sample():
     frac = len(hit) / n
     assert abs(frac - 25 / 81) < 0.02
     rows = hit[:, 1]
-    assert set(rows.tolist()) <= set(range(5)) and all(abs((rows == r).float().mean() - 0.2) < 0.03 for r in range(5))
+    assert set(rows.tolist()) <= set(range(5)) and all(
+        abs((rows == r).float().mean() - 0.2) < 0.03 for r in range(5)
+    )
     # flips: the 128 neighbour is to the right of the marker unless flipped
     b, r, c = hit[:, 0], hit[:, 1], hit[:, 2]
     right = out[b, 0, r, (c + 1).clamp(max=31)] == 128

@@ -19,7 +19,12 @@ from resnet_repro.errors import ConfigError
 from .helpers import HANG_LIMIT_S, cfg_of, run_cli
 
 CONF = config_dir()
-MISSING_DATA = ("dataset=cifar10", "dataset.download=false", "trainer.device=cpu", "trainer.progress=false")
+MISSING_DATA = (
+    "dataset=cifar10",
+    "dataset.download=false",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+)
 
 
 def cli(*args: str, cwd, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -27,8 +32,14 @@ def cli(*args: str, cwd, python_flags: tuple[str, ...] = ()) -> subprocess.Compl
     for the answers that start no run; run_cli (python -m resnet_repro.cli) for those that do."""
     env = {**os.environ}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, *python_flags, "-m", "resnet_repro.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=HANG_LIMIT_S, env=env)
+    return subprocess.run(
+        [sys.executable, *python_flags, "-m", "resnet_repro.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT_S,
+        env=env,
+    )
 
 
 # --- --help ----------------------------------------------------------------------------------------
@@ -40,7 +51,7 @@ def help_run(tmp_path_factory) -> subprocess.CompletedProcess:
 
 def _section(text: str, title: str) -> list[str]:
     lines = text.split(f"== {title}", 1)[1].splitlines()[1:]
-    return lines[:next((i for i, line in enumerate(lines) if line.startswith("==")), len(lines))]
+    return lines[: next((i for i, line in enumerate(lines) if line.startswith("==")), len(lines))]
 
 
 @pytest.mark.slow
@@ -51,10 +62,21 @@ def test_help_is_the_tools_own(help_run):
     assert first.startswith("resnet-train: train") and "He et al. 2016" in first
     assert "powered by Hydra" not in text
     assert max(len(line) for line in text.splitlines()) <= 100  # a terminal's width
-    for needle in ("runs/<experiment>/<name>/", "runs/<experiment>/<timestamp>/<job>/", "resnet-report ",
-                   "resnet-eval ", "resnet-train --cfg job", "--hydra-help", "dataset.root=/path/to/data"):
+    for needle in (
+        "runs/<experiment>/<name>/",
+        "runs/<experiment>/<timestamp>/<job>/",
+        "resnet-report ",
+        "resnet-eval ",
+        "resnet-train --cfg job",
+        "--hydra-help",
+        "dataset.root=/path/to/data",
+    ):
         assert needle in text, needle
-    examples = [line.strip() for line in _section(text, "Examples") if line.strip().startswith("resnet-train")]
+    examples = [
+        line.strip()
+        for line in _section(text, "Examples")
+        if line.strip().startswith("resnet-train")
+    ]
     assert len(examples) == 6
     assert any("experiment=smoke" in e for e in examples)  # a first look that needs no data
     assert any("model.residual=false" in e for e in examples)  # a plain net
@@ -71,14 +93,21 @@ def test_help_lists_every_config_group_and_preset_of_conf(help_run):
         group, sep, options = line.strip().partition(": ")
         if sep and line.startswith("  "):
             listed[group] = [o.strip() for o in options.split("(")[0].split(",")]
-    groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "local")} | {"hydra/launcher"}
+    groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "local")} | {
+        "hydra/launcher"
+    }
     assert set(listed) == groups
     for group, options in listed.items():
         if group != "experiment":  # the presets have a section of their own
             assert sorted(options) == sorted(p.stem for p in (CONF / group).glob("*.yaml")), group
     defaults = yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
     for entry in defaults:  # the default option comes first
-        if isinstance(entry, dict) and len(entry) == 1 and (k := next(iter(entry))) in listed and entry[k]:
+        if (
+            isinstance(entry, dict)
+            and len(entry) == 1
+            and (k := next(iter(entry))) in listed
+            and entry[k]
+        ):
             assert listed[k][0] == entry[k], k
     presets = [line.split()[0] for line in _section(text, "Presets") if line.startswith("  ")]
     assert sorted(presets) == sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -87,8 +116,12 @@ def test_help_lists_every_config_group_and_preset_of_conf(help_run):
 @pytest.mark.slow
 def test_help_imports_no_torch(help_run):
     # -X importtime names every module imported, after the last "|"
-    imported = {line.rsplit("|", 1)[-1].strip() for line in help_run.stderr.splitlines() if "|" in line}
-    assert "hydra" in imported and not {m for m in imported if m == "torch" or m.startswith("torch.")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in help_run.stderr.splitlines() if "|" in line
+    }
+    assert "hydra" in imported and not {
+        m for m in imported if m == "torch" or m.startswith("torch.")
+    }
 
 
 @pytest.mark.slow
@@ -98,13 +131,25 @@ def test_hydra_help_stays_hydras(tmp_path):
 
 
 # --- --cfg job -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, want", [
-    (["--cfg", "job", "model.depth=56"], {"n": 9, "depth": 56, "in_channels": 3, "warmup": False}),
-    (["-c", "job", "model.n=9"], {"n": 9, "depth": 56}),
-    (["--cfg=job", "model.depth=110"], {"n": 18, "depth": 110, "warmup": True}),  # auto: on from depth 110
-    (["--cfg", "job", "--resolve", "experiment=paper_resnet56"], {"n": 9, "depth": 56}),
-    (["--cfg", "job", "dataset=fashion_mnist", "model=resnet18"], {"depth": 18, "in_channels": 1}),
-])
+@pytest.mark.parametrize(
+    "argv, want",
+    [
+        (
+            ["--cfg", "job", "model.depth=56"],
+            {"n": 9, "depth": 56, "in_channels": 3, "warmup": False},
+        ),
+        (["-c", "job", "model.n=9"], {"n": 9, "depth": 56}),
+        (
+            ["--cfg=job", "model.depth=110"],
+            {"n": 18, "depth": 110, "warmup": True},
+        ),  # auto: on from depth 110
+        (["--cfg", "job", "--resolve", "experiment=paper_resnet56"], {"n": 9, "depth": 56}),
+        (
+            ["--cfg", "job", "dataset=fashion_mnist", "model=resnet18"],
+            {"depth": 18, "in_channels": 1},
+        ),
+    ],
+)
 def test_cfg_job_is_the_validated_config(argv, want):
     cfg = yaml.safe_load(job_config(argv, CONF))
     got = {**cfg["model"], "warmup": cfg["schedule"]["warmup"]}
@@ -114,10 +159,17 @@ def test_cfg_job_is_the_validated_config(argv, want):
 
 def test_cfg_job_package_and_what_hydra_answers():
     assert job_config(["--cfg", "job", "model.depth=56", "--package", "model"], CONF).startswith(
-        "# @package model\nname: resnet_cifar\nn: 9\ndepth: 56\n")
+        "# @package model\nname: resnet_cifar\nn: 9\ndepth: 56\n"
+    )
     assert job_config(["--cfg", "job", "-p", "model.n", "model.depth=56"], CONF) == "9\n"
-    for argv in (["--cfg", "hydra"], ["--cfg", "all"], ["--cfg", "job", "-m", "model.n=3,5"],
-                 ["--cfg", "job", "experiment=degradation"], ["--cfg", "job", "-p", "nope"], ["model.depth=56"]):
+    for argv in (
+        ["--cfg", "hydra"],
+        ["--cfg", "all"],
+        ["--cfg", "job", "-m", "model.n=3,5"],
+        ["--cfg", "job", "experiment=degradation"],
+        ["--cfg", "job", "-p", "nope"],
+        ["model.depth=56"],
+    ):
         assert job_config(argv, CONF) is None, argv
 
 
@@ -131,7 +183,9 @@ def test_cli_cfg_job_prints_both_depth_spellings(tmp_path):
     r = cli("--cfg", "job", "model.depth=56", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "\n  n: 9\n  depth: 56\n" in r.stdout
-    assert r.stdout == yaml.safe_dump(to_dict(cfg_of("model.depth=56")), sort_keys=False)  # as config.yaml will be
+    assert r.stdout == yaml.safe_dump(
+        to_dict(cfg_of("model.depth=56")), sort_keys=False
+    )  # as config.yaml will be
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
@@ -154,7 +208,11 @@ def test_a_failed_start_keeps_what_was_there(tmp_path):
     r = run_cli("name=x", f"dataset.root={tmp_path / 'nope'}", *MISSING_DATA, cwd=tmp_path)
     assert r.returncode == 2
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        "runs", "runs/cifar10", "runs/cifar10/old", "runs/cifar10/old/summary.json"]
+        "runs",
+        "runs/cifar10",
+        "runs/cifar10/old",
+        "runs/cifar10/old/summary.json",
+    ]
 
     # a run directory that was there stays whole, with its record: this start resumes it
     ov = ("name=old", f"dataset.root={tmp_path / 'nope'}", *MISSING_DATA)
@@ -191,7 +249,12 @@ def test_undo_removes_only_a_new_unstarted_run_dir(tmp_path):
 
     _started(run, "config.yaml")  # the run record has begun: the run's, kept whole
     start.undo(str(run))
-    assert sorted(p.name for p in run.iterdir()) == [".hydra", "config.yaml", "run.lock", "train.log"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".hydra",
+        "config.yaml",
+        "run.lock",
+        "train.log",
+    ]
 
 
 def test_undo_leaves_a_run_dir_another_process_holds(tmp_path):
@@ -205,7 +268,9 @@ def test_undo_leaves_a_run_dir_another_process_holds(tmp_path):
     finally:
         os.close(fd)
     assert run.is_dir()
-    start.undo(str(tmp_path / "elsewhere"))  # Hydra ran the job in another directory: this one stays
+    start.undo(
+        str(tmp_path / "elsewhere")
+    )  # Hydra ran the job in another directory: this one stays
     assert run.is_dir()
 
 

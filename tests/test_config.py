@@ -17,19 +17,30 @@ def test_defaults_are_the_paper_recipe():
     c = cfg_of()
     assert (c.model.depth, c.model.n, c.model.residual, c.model.shortcut) == (20, 3, True, "A")
     assert (c.optimizer.lr, c.optimizer.momentum, c.optimizer.weight_decay) == (0.1, 0.9, 1e-4)
-    assert (c.trainer.batch_size, c.schedule.iterations, list(c.schedule.milestones)) == (128, 64000, [32000, 48000])
+    assert (c.trainer.batch_size, c.schedule.iterations, list(c.schedule.milestones)) == (
+        128,
+        64000,
+        [32000, 48000],
+    )
     assert (c.dataset.name, c.dataset.protocol, c.dataset.val_size) == ("cifar10", "paper", 5000)
     assert c.name == "resnet20-seed0"
 
 
-@pytest.mark.parametrize("dataset", ["cifar10", "cifar100 model.num_classes=100", "fashion_mnist model=resnet18"])
+@pytest.mark.parametrize(
+    "dataset", ["cifar10", "cifar100 model.num_classes=100", "fashion_mnist model=resnet18"]
+)
 def test_the_data_root_is_resnet_repro_data_when_set_else_data(monkeypatch, dataset, tmp_path):
-    ov = [f"dataset={d}" if d in ("cifar10", "cifar100", "fashion_mnist") else d for d in dataset.split()]
+    ov = [
+        f"dataset={d}" if d in ("cifar10", "cifar100", "fashion_mnist") else d
+        for d in dataset.split()
+    ]
     monkeypatch.delenv("RESNET_REPRO_DATA", raising=False)
     assert cfg_of(*ov).dataset.root == "data"
     monkeypatch.setenv("RESNET_REPRO_DATA", str(tmp_path))
     assert cfg_of(*ov).dataset.root == str(tmp_path)
-    assert cfg_of(*ov, "dataset.root=/elsewhere").dataset.root == "/elsewhere"  # the command line wins
+    assert (
+        cfg_of(*ov, "dataset.root=/elsewhere").dataset.root == "/elsewhere"
+    )  # the command line wins
 
 
 def _compose_with_local(tmp_path, local: str, *overrides: str, hydra: bool = False):
@@ -54,21 +65,32 @@ logger:
 def test_a_local_config_holds_the_machines_settings_under_the_command_line(tmp_path):
     c = _compose_with_local(tmp_path, LOCAL)
     assert (c.dataset.root, c.logger.entity) == ("/my/data", "my-team")
-    assert _compose_with_local(tmp_path / "b", LOCAL, "dataset.root=/other").dataset.root == "/other"
-    assert _compose_with_local(tmp_path / "c", LOCAL, "experiment=table6").dataset.root == "/my/data"  # over presets
+    assert (
+        _compose_with_local(tmp_path / "b", LOCAL, "dataset.root=/other").dataset.root == "/other"
+    )
+    assert (
+        _compose_with_local(tmp_path / "c", LOCAL, "experiment=table6").dataset.root == "/my/data"
+    )  # over presets
     assert _compose_with_local(tmp_path / "d", LOCAL, "~local").dataset.root == "data"
 
 
 def test_a_local_config_can_make_slurm_the_machines_launcher_with_its_partition(tmp_path):
-    slurm = LOCAL + "defaults:\n  - override /hydra/launcher: slurm\nhydra:\n  launcher:\n    partition: gpu\n"
+    slurm = (
+        LOCAL
+        + "defaults:\n  - override /hydra/launcher: slurm\nhydra:\n  launcher:\n    partition: gpu\n"
+    )
     c = _compose_with_local(tmp_path, slurm, hydra=True)
-    assert c.hydra.launcher.partition == "gpu" and c.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert c.hydra.launcher.partition == "gpu" and c.hydra.launcher._target_.endswith(
+        "SlurmLauncher"
+    )
 
 
 def test_the_example_local_config_is_all_comments_and_the_real_one_is_git_ignored():
     from omegaconf import OmegaConf
 
-    assert not OmegaConf.load(CONF / "local" / "example.yaml")  # nothing set until the user uncomments it
+    assert not OmegaConf.load(
+        CONF / "local" / "example.yaml"
+    )  # nothing set until the user uncomments it
     assert "conf/local/default.yaml" in (CONF.parent / ".gitignore").read_text().splitlines()
 
 
@@ -90,48 +112,85 @@ def test_command_line_spelling_wins_over_preset():
     smoke = cfg_of("experiment=smoke")
     assert smoke.model.depth == 8
     assert cfg_of("experiment=smoke", "model.depth=20").model.n == 3
-    assert cfg_of("experiment=resnet110").model.depth == 110 and cfg_of("experiment=resnet110").schedule.warmup
+    assert (
+        cfg_of("experiment=resnet110").model.depth == 110
+        and cfg_of("experiment=resnet110").schedule.warmup
+    )
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["model.depth=21"], "model.depth=21 is not a CIFAR ResNet depth: depth must be 6n+2 (20, 32, 44, 56, 110"),
-    (["model.n=0"], "model.n=0 is not valid"),
-    (["model.n=3", "model.depth=56"], "contradict each other"),
-    (["model.dept=56"], "Unknown config key 'model.dept'. Did you mean 'model.depth'?"),
-    (["lr=0.05"], "Did you mean 'optimizer.lr'?"),
-    (["+model.width=2"], "Unknown config key 'model.width'"),
-    (["model.n=abc"], "Bad value for model.n: Value 'abc'"),
-    (["model.residual=maybe"], "Expected true or false"),
-    (["model.shortcut=D"], "model.shortcut='D' is not valid. Valid choices: A, B, C."),
-    (["model=resnet51"], "Could not find 'model/resnet51' Available options in 'model': preact_cifar resnet101 resnet152 resnet18"),
-    (["dataset=imagenet"], "Available options in 'dataset'"),
-    (["optimizer.lr=0"], "optimizer.lr=0.0 is not valid: it must be > 0."),
-    (["trainer.batch_size=-1"], "trainer.batch_size=-1 is not valid: it must be > 0."),
-    (["schedule.milestones=[48000,32000]"], "increasing order"),
-    (["trainer.device=gpu"], "Valid choices: auto, cpu, cuda, cuda:N, mps."),
-    (["trainer.device=cuda:abc"], "trainer.device='cuda:abc' is not valid. Valid choices: auto, cpu, cuda, cuda:N, mps."),
-    (["trainer.device=cuda:-1"], "trainer.device='cuda:-1' is not valid. Valid choices: auto, cpu, cuda, cuda:N, mps."),
-    (["dataset.image_size=100000"], "dataset.image_size=100000 is not valid: it must be in [8, 1024]"),
-    (["optimizer.lr=nan"], "optimizer.lr=nan is not valid: it must be a finite number > 0."),
-    (["optimizer.lr=inf"], "optimizer.lr=inf is not valid: it must be a finite number > 0."),
-    (["optimizer.weight_decay=inf"], "optimizer.weight_decay=inf is not valid: it must be a finite number >= 0."),
-    (["schedule.warmup_lr=nan"], "schedule.warmup_lr=nan is not valid: it must be a finite number > 0."),
-    (["schedule.iterations=10", "schedule.milestones=[5,80]"],
-     "schedule.milestones=[5, 80]: 80 is past schedule.iterations=10, so the lr never drops there. "
-     "Give milestones up to 10"),
-    (["schedule.iterations=10", "schedule.milestones=[5]", "diagnostics.grad_norms=[1,50]"],
-     "diagnostics.grad_norms=[1, 50]: 50 is past the run's last iteration (10), so no gradient norms are taken "
-     "there. Give iterations in [1, 10]."),
-    (["model.depth=-4"], "Nearest valid: 8."),
-    (["model.depth=4"], "Nearest valid: 8."),
-    (["model.depth=[56"], "Cannot parse the override 'model.depth=[56' (no viable alternative at input '[56')"),
-    (["seed=1,"], "Cannot parse the override 'seed=1,'"),
-    (["dataset.protocol=test"], "Valid choices: paper, full."),
-    (["model.n=3,5"], "add -m (--multirun)"),
-    (["model.num_classes=5"], "does not fit dataset.name=cifar10, which has 10 classes"),
-    (["dataset.val_size=50000"], "must be in [1, 49999]"),
-    (["experiment=smoke", "trainer.batch_size=1000"], "larger than the training split (512 images)"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (
+            ["model.depth=21"],
+            "model.depth=21 is not a CIFAR ResNet depth: depth must be 6n+2 (20, 32, 44, 56, 110",
+        ),
+        (["model.n=0"], "model.n=0 is not valid"),
+        (["model.n=3", "model.depth=56"], "contradict each other"),
+        (["model.dept=56"], "Unknown config key 'model.dept'. Did you mean 'model.depth'?"),
+        (["lr=0.05"], "Did you mean 'optimizer.lr'?"),
+        (["+model.width=2"], "Unknown config key 'model.width'"),
+        (["model.n=abc"], "Bad value for model.n: Value 'abc'"),
+        (["model.residual=maybe"], "Expected true or false"),
+        (["model.shortcut=D"], "model.shortcut='D' is not valid. Valid choices: A, B, C."),
+        (
+            ["model=resnet51"],
+            "Could not find 'model/resnet51' Available options in 'model': preact_cifar resnet101 resnet152 resnet18",
+        ),
+        (["dataset=imagenet"], "Available options in 'dataset'"),
+        (["optimizer.lr=0"], "optimizer.lr=0.0 is not valid: it must be > 0."),
+        (["trainer.batch_size=-1"], "trainer.batch_size=-1 is not valid: it must be > 0."),
+        (["schedule.milestones=[48000,32000]"], "increasing order"),
+        (["trainer.device=gpu"], "Valid choices: auto, cpu, cuda, cuda:N, mps."),
+        (
+            ["trainer.device=cuda:abc"],
+            "trainer.device='cuda:abc' is not valid. Valid choices: auto, cpu, cuda, cuda:N, mps.",
+        ),
+        (
+            ["trainer.device=cuda:-1"],
+            "trainer.device='cuda:-1' is not valid. Valid choices: auto, cpu, cuda, cuda:N, mps.",
+        ),
+        (
+            ["dataset.image_size=100000"],
+            "dataset.image_size=100000 is not valid: it must be in [8, 1024]",
+        ),
+        (["optimizer.lr=nan"], "optimizer.lr=nan is not valid: it must be a finite number > 0."),
+        (["optimizer.lr=inf"], "optimizer.lr=inf is not valid: it must be a finite number > 0."),
+        (
+            ["optimizer.weight_decay=inf"],
+            "optimizer.weight_decay=inf is not valid: it must be a finite number >= 0.",
+        ),
+        (
+            ["schedule.warmup_lr=nan"],
+            "schedule.warmup_lr=nan is not valid: it must be a finite number > 0.",
+        ),
+        (
+            ["schedule.iterations=10", "schedule.milestones=[5,80]"],
+            "schedule.milestones=[5, 80]: 80 is past schedule.iterations=10, so the lr never drops there. "
+            "Give milestones up to 10",
+        ),
+        (
+            ["schedule.iterations=10", "schedule.milestones=[5]", "diagnostics.grad_norms=[1,50]"],
+            "diagnostics.grad_norms=[1, 50]: 50 is past the run's last iteration (10), so no gradient norms are taken "
+            "there. Give iterations in [1, 10].",
+        ),
+        (["model.depth=-4"], "Nearest valid: 8."),
+        (["model.depth=4"], "Nearest valid: 8."),
+        (
+            ["model.depth=[56"],
+            "Cannot parse the override 'model.depth=[56' (no viable alternative at input '[56')",
+        ),
+        (["seed=1,"], "Cannot parse the override 'seed=1,'"),
+        (["dataset.protocol=test"], "Valid choices: paper, full."),
+        (["model.n=3,5"], "add -m (--multirun)"),
+        (["model.num_classes=5"], "does not fit dataset.name=cifar10, which has 10 classes"),
+        (["dataset.val_size=50000"], "must be in [1, 49999]"),
+        (
+            ["experiment=smoke", "trainer.batch_size=1000"],
+            "larger than the training split (512 images)",
+        ),
+    ],
+)
 def test_bad_configs_fail_before_any_work(argv, needle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as e:
@@ -155,7 +214,9 @@ def test_depth_sweeps_expand_to_one_job_per_depth(sweep):
     jobs = [j for b in ResnetSweeper().split_arguments(parsed, None) for j in b]
     assert len(jobs) == 10
     names = sorted(cfg_of(*j).name for j in jobs)
-    assert names == sorted(f"{k}{d}-seed0" for d in (20, 32, 44, 56, 110) for k in ("resnet", "plain"))
+    assert names == sorted(
+        f"{k}{d}-seed0" for d in (20, 32, 44, 56, 110) for k in ("resnet", "plain")
+    )
     assert preflight(["-m", sweep], CONF) is False  # a sweep's jobs are checked by the sweeper
 
 
@@ -178,7 +239,9 @@ def test_the_warm_up_follows_the_paper_in_every_entry_point():
     assert cfg_of("model=resnet152").schedule.warmup is False  # an ImageNet net: not the CIFAR rule
     assert cfg_of("model.depth=110", "schedule.warmup=false").schedule.warmup is False
     assert cfg_of("model.depth=20", "schedule.warmup=true").schedule.warmup is True
-    with pytest.raises(ConfigError, match=r"schedule.warmup='maybe' is not valid. Valid choices: auto, true, false"):
+    with pytest.raises(
+        ConfigError, match=r"schedule.warmup='maybe' is not valid. Valid choices: auto, true, false"
+    ):
         cfg_of("schedule.warmup=maybe")
 
 
@@ -193,9 +256,14 @@ def test_the_readmes_error_examples_print_what_they_show(tmp_path):
     write_cifar_pickles(tmp_path / "data")
 
     text = (REPO / "README.md").read_text()
-    examples = re.findall(r"^\$ (resnet-train [^\n]+)\n(resnet-train: error: [^\n]+)$", text, flags=re.M)
+    examples = re.findall(
+        r"^\$ (resnet-train [^\n]+)\n(resnet-train: error: [^\n]+)$", text, flags=re.M
+    )
     assert len(examples) >= 3
     for command, shown in examples:
         args = command.split()[1:]
         r = run_cli(*args, cwd=tmp_path)
-        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == shown, (command, r.stderr[-2000:])
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == shown, (
+            command,
+            r.stderr[-2000:],
+        )

@@ -32,16 +32,23 @@ def test_the_folders_files_and_md5s_are_torchvisions():
     from resnet_repro.data import cifar, fashion_mnist
 
     assert cifar.BASE_FOLDER == CIFAR10.base_folder
-    assert cifar.TRAIN_FILES == [name for name, _ in CIFAR10.train_list] and cifar.TEST_FILE == CIFAR10.test_list[0][0]
+    assert (
+        cifar.TRAIN_FILES == [name for name, _ in CIFAR10.train_list]
+        and cifar.TEST_FILE == CIFAR10.test_list[0][0]
+    )
     assert cifar.OFFICIAL_MD5 == dict(CIFAR10.train_list + CIFAR10.test_list)
     assert cifar.CIFAR100_FOLDER == CIFAR100.base_folder
     assert cifar.CIFAR100_SPEC.md5 == dict(CIFAR100.train_list + CIFAR100.test_list)
     assert fashion_mnist.OFFICIAL_MD5 == dict(FashionMNIST.resources)
-    assert set(fashion_mnist.OFFICIAL_MD5) == {n for pair in fashion_mnist.FILES.values() for n in pair}
+    assert set(fashion_mnist.OFFICIAL_MD5) == {
+        n for pair in fashion_mnist.FILES.values() for n in pair
+    }
 
 
-@pytest.mark.parametrize("name, load", [("CIFAR10", load_cifar10), ("CIFAR100", load_cifar100),
-                                        ("FashionMNIST", load_fashion_mnist)])
+@pytest.mark.parametrize(
+    "name, load",
+    [("CIFAR10", load_cifar10), ("CIFAR100", load_cifar100), ("FashionMNIST", load_fashion_mnist)],
+)
 def test_a_missing_dataset_is_downloaded_with_torchvision(tmp_path, monkeypatch, name, load):
     import torchvision.datasets
 
@@ -145,7 +152,9 @@ def test_full_protocol_needs_the_test_batch(cifar_pickles, tmp_path):
         check_protocol(cfg)
     with_test = tmp_path / "with_test"
     write_cifar_pickles(with_test, per_file=6, test=True)
-    s = load_splits(DatasetConfig(root=str(with_test), download=False, verify=False, protocol="full"))
+    s = load_splits(
+        DatasetConfig(root=str(with_test), download=False, verify=False, protocol="full")
+    )
     assert s.eval_splits == ["test"] and len(s.train[0]) == 30 and len(s.test[0]) == 6
     s = load_splits(DatasetConfig(root=str(with_test), download=False, verify=False, val_size=5))
     assert s.eval_splits == ["val", "test"] and s.note == ""
@@ -156,7 +165,9 @@ def test_the_data_folders_cifar10_loads_and_verifies(data_root):
     x, y, test = load_cifar10(data_root, download=False, verify=True)
     assert x.shape == (50_000, 3, 32, 32) and x.dtype == torch.uint8
     assert torch.equal(torch.bincount(y), torch.full((10,), 5000))
-    assert test is None or (test[0].shape == (10_000, 3, 32, 32) and len(test[1]) == 10_000)  # with or without test_batch
+    assert test is None or (
+        test[0].shape == (10_000, 3, 32, 32) and len(test[1]) == 10_000
+    )  # with or without test_batch
     s = load_splits(DatasetConfig(root=str(data_root), download=False))
     assert len(s.train[0]) == 45_000 and len(s.val[0]) == 5_000
     assert s.eval_splits == (["val"] if test is None else ["val", "test"])
@@ -174,7 +185,9 @@ def test_the_data_folder_with_one_changed_pixel_fails_verification(data_root, tm
     (base / "data_batch_2").unlink()
     with open(base / "data_batch_2", "wb") as f:
         pickle.dump(entry, f)
-    with pytest.raises(DataError, match=r"data_batch_2 failed its checksum: content sha256 [0-9a-f]{64}, expected "):
+    with pytest.raises(
+        DataError, match=r"data_batch_2 failed its checksum: content sha256 [0-9a-f]{64}, expected "
+    ):
         load_cifar10(tmp_path, download=False, verify=True)
 
 
@@ -182,7 +195,9 @@ def test_the_data_folder_with_one_changed_pixel_fails_verification(data_root, tm
 def test_fashion_mnist_idx_files_load(tmp_path):
     write_idx(tmp_path)
     x, y, (tx, ty) = load_fashion_mnist(tmp_path, download=False, verify=False)
-    assert x.shape == (30, 1, 28, 28) and tx.shape == (10, 1, 28, 28) and str(x.dtype) == "torch.uint8"
+    assert (
+        x.shape == (30, 1, 28, 28) and tx.shape == (10, 1, 28, 28) and str(x.dtype) == "torch.uint8"
+    )
     assert y.dtype.is_floating_point is False and int(y.max()) < 10
 
 
@@ -191,15 +206,24 @@ def test_fashion_mnist_checksum_mismatch_names_file_and_both_digests(tmp_path):
     with pytest.raises(DataError) as ex:
         load_fashion_mnist(tmp_path, download=False, verify=True)
     msg = str(ex.value)
-    assert str(raw / "train-images-idx3-ubyte.gz") in msg and OFFICIAL_MD5["train-images-idx3-ubyte.gz"] in msg
+    assert (
+        str(raw / "train-images-idx3-ubyte.gz") in msg
+        and OFFICIAL_MD5["train-images-idx3-ubyte.gz"] in msg
+    )
     assert "failed its checksum: md5 " in msg and "dataset.verify=false" in msg
 
 
-@pytest.mark.parametrize("damage, needle", [
-    (lambda b: b[: len(b) // 2], "is truncated"),
-    (lambda b: b"not gzip at all", "cannot be read or is corrupt"),
-    (lambda b: gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 12), "is not an IDX file of images"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda b: b[: len(b) // 2], "is truncated"),
+        (lambda b: b"not gzip at all", "cannot be read or is corrupt"),
+        (
+            lambda b: gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 12),
+            "is not an IDX file of images",
+        ),
+    ],
+)
 def test_damaged_fashion_mnist_files_name_the_file(tmp_path, damage, needle):
     raw = write_idx(tmp_path)
     f = raw / "train-images-idx3-ubyte.gz"
@@ -210,7 +234,9 @@ def test_damaged_fashion_mnist_files_name_the_file(tmp_path, damage, needle):
 
 
 def test_missing_fashion_mnist_offline_says_how_to_fix(tmp_path):
-    with pytest.raises(DataError, match="Fashion-MNIST not found: .* lacks train-images-idx3-ubyte.gz"):
+    with pytest.raises(
+        DataError, match="Fashion-MNIST not found: .* lacks train-images-idx3-ubyte.gz"
+    ):
         load_fashion_mnist(tmp_path, download=False)
 
 
@@ -222,10 +248,16 @@ def test_cifar100_pickles_load_with_fine_labels(tmp_path):
 
 def test_cifar100_labels_out_of_range_and_checksums_are_clear_errors(tmp_path):
     base = write_cifar100(tmp_path, labels=[100] * 20)
-    with pytest.raises(DataError, match=r"CIFAR-100 file .*train has labels out of range \[100, 100\], expected 0..99"):
+    with pytest.raises(
+        DataError,
+        match=r"CIFAR-100 file .*train has labels out of range \[100, 100\], expected 0..99",
+    ):
         load_cifar100(tmp_path, download=False, verify=False)
     write_cifar100(tmp_path)
-    with pytest.raises(DataError, match=r"CIFAR-100 file .*train failed its checksum: md5 \w+, official md5 16019d7e"):
+    with pytest.raises(
+        DataError,
+        match=r"CIFAR-100 file .*train failed its checksum: md5 \w+, official md5 16019d7e",
+    ):
         load_cifar100(tmp_path, download=False, verify=True)
     assert base.is_dir()
 
@@ -250,7 +282,9 @@ def test_every_dataset_is_one_registry_row_with_its_yaml_and_reader():
     assert sorted(DATASETS) == sorted(p.stem for p in (config_dir() / "dataset").glob("*.yaml"))
     for row in DATASETS.values():
         module, _, fn = row.reader.partition(":")
-        assert callable(getattr(importlib.import_module(f"resnet_repro.data.{module}"), fn)), row.name
+        assert callable(getattr(importlib.import_module(f"resnet_repro.data.{module}"), fn)), (
+            row.name
+        )
         assert row.title and (row.optional_test is None or row.folder is not None)
 
 

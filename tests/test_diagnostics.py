@@ -23,8 +23,11 @@ def expected_names(n: int) -> list[str]:
 def forward_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of every BatchNorm2d in the order the forward pass calls them."""
     order: list[str] = []
-    handles = [m.register_forward_hook(lambda *_a, name=name: order.append(name))
-               for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    handles = [
+        m.register_forward_hook(lambda *_a, name=name: order.append(name))
+        for name, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d)
+    ]
     try:
         with torch.no_grad():
             model.eval()(x)
@@ -34,15 +37,25 @@ def forward_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     return order
 
 
-def small_net(depth: int = 8, residual: bool = True, shortcut: str = "A", seed: int = 0) -> CifarResNet:
+def small_net(
+    depth: int = 8, residual: bool = True, shortcut: str = "A", seed: int = 0
+) -> CifarResNet:
     torch.manual_seed(seed)
     return CifarResNet(depth=depth, residual=residual, shortcut=shortcut)
 
 
-@pytest.mark.parametrize(("depth", "residual", "shortcut"), [
-    (8, True, "A"), (14, True, "A"), (8, False, "A"), (14, False, "A"),
-    (14, True, "B"), (14, True, "C"), (8, False, "C"),
-])
+@pytest.mark.parametrize(
+    ("depth", "residual", "shortcut"),
+    [
+        (8, True, "A"),
+        (14, True, "A"),
+        (8, False, "A"),
+        (14, False, "A"),
+        (14, True, "B"),
+        (14, True, "C"),
+        (8, False, "C"),
+    ],
+)
 def test_conv3x3_layers_are_the_6n_plus_1_layers_in_forward_order(depth, residual, shortcut):
     model = small_net(depth, residual, shortcut)
     n = (depth - 2) // 6
@@ -58,8 +71,11 @@ def test_conv3x3_layers_are_the_6n_plus_1_layers_in_forward_order(depth, residua
         head, _, last = name.rpartition(".")
         assert conv is modules[f"{head}.conv{last[2:]}" if head else f"conv{last[2:]}"]
     # the projection shortcuts' BNs (B: where the shape changes, C: every block) are not 3x3 layers
-    projection_bns = [m for name, m in model.named_modules()
-                      if isinstance(m, nn.BatchNorm2d) and ".shortcut." in name]
+    projection_bns = [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d) and ".shortcut." in name
+    ]
     if residual and shortcut == "C":
         assert len(projection_bns) == 3 * n
     elif residual and shortcut == "B":
@@ -69,7 +85,9 @@ def test_conv3x3_layers_are_the_6n_plus_1_layers_in_forward_order(depth, residua
     found = {id(bn) for _, _, bn in layers}
     assert not any(id(m) in found for m in projection_bns)
     # forward order: the 3x3 layers' BNs are called in the listed order
-    called = [nm for nm in forward_order(model, torch.randn(2, 3, 16, 16)) if ".shortcut." not in nm]
+    called = [
+        nm for nm in forward_order(model, torch.randn(2, 3, 16, 16)) if ".shortcut." not in nm
+    ]
     assert called == names
 
 
@@ -77,8 +95,12 @@ def direct_stats(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[float, fl
     """{bn name: (std over all elements, mean over channels of per-channel std)}, eval mode."""
     outs: dict[str, torch.Tensor] = {}
     layers = conv3x3_layers(model)
-    handles = [bn.register_forward_hook(lambda _m, _i, o, name=name: outs.__setitem__(name, o.detach().double()))
-               for name, _, bn in layers]
+    handles = [
+        bn.register_forward_hook(
+            lambda _m, _i, o, name=name: outs.__setitem__(name, o.detach().double())
+        )
+        for name, _, bn in layers
+    ]
     model.eval()
     try:
         with torch.no_grad():

@@ -17,10 +17,21 @@ from resnet_repro.training.train import train
 from .helpers import HANG_LIMIT_S, Evil, cfg_of, smoke_cfg, write_cifar_pickles
 
 # checkpoints at iterations 5 (checkpoint.prev.pt) and 10 (checkpoint.pt), each with its eval row
-SHORT = ("schedule.iterations=10", "schedule.milestones=[5,8]", "trainer.log_every=5", "trainer.eval_every=5",
-         "diagnostics.layer_stats=off")
-TINY = ("schedule.iterations=2", "schedule.milestones=[1,2]", "trainer.log_every=1", "trainer.eval_every=2",
-        "diagnostics.layer_stats=off", "trainer.progress=false")
+SHORT = (
+    "schedule.iterations=10",
+    "schedule.milestones=[5,8]",
+    "trainer.log_every=5",
+    "trainer.eval_every=5",
+    "diagnostics.layer_stats=off",
+)
+TINY = (
+    "schedule.iterations=2",
+    "schedule.milestones=[1,2]",
+    "trainer.log_every=1",
+    "trainer.eval_every=2",
+    "diagnostics.layer_stats=off",
+    "trainer.progress=false",
+)
 ERROR = re.compile(r"resnet-eval: error: \S.*\n")
 
 
@@ -64,7 +75,9 @@ def recorded(run_dir, it: int) -> dict:
 
 def same(result: dict, row: dict, split: str = "val") -> None:
     """Equal to float32 precision (the record keeps each float's repr, so in practice bit for bit)."""
-    assert result["splits"][split]["error"] == pytest.approx(row[f"{split}_err"], rel=1e-6, abs=1e-9)
+    assert result["splits"][split]["error"] == pytest.approx(
+        row[f"{split}_err"], rel=1e-6, abs=1e-9
+    )
     assert result["splits"][split]["loss"] == pytest.approx(row[f"{split}_loss"], rel=1e-6)
 
 
@@ -80,8 +93,11 @@ def test_the_numbers_are_those_training_recorded(run, capsys):
     summary = json.loads((run / "summary.json").read_text())
     code, out, err = cli(capsys, run, "--device", "cpu")
     assert code == 0, err
-    line = re.fullmatch(r"val: error (\d+\.\d\d)%, loss (\d+\.\d{4}) \(128 images, iteration 10, checkpoint\.pt, "
-                        r"fp32 on cpu\)\n", out)
+    line = re.fullmatch(
+        r"val: error (\d+\.\d\d)%, loss (\d+\.\d{4}) \(128 images, iteration 10, checkpoint\.pt, "
+        r"fp32 on cpu\)\n",
+        out,
+    )
     assert line, out
     assert float(line[1]) == pytest.approx(summary["final_val_err"], abs=0.005)
     assert float(line[2]) == pytest.approx(summary["final_val_loss"], abs=0.00005)
@@ -97,14 +113,20 @@ def test_json_holds_every_split_asked_for(run, capsys):
     assert list(result["splits"]) == ["val", "train"]  # synthetic smoke data: no test split
     assert {s: r["images"] for s, r in result["splits"].items()} == {"val": 128, "train": 512}
     assert result["iteration"] == 10 and result["checkpoint"] == str(run / "checkpoint.pt")
-    assert result["precision"] == "fp32" and result["device"] == "cpu" and result["batch_size"] == 50
+    assert (
+        result["precision"] == "fp32" and result["device"] == "cpu" and result["batch_size"] == 50
+    )
     assert result["config"] == str(run / "config.yaml") and result["notes"] == []
-    same(result, recorded(run, 10))  # another batch size sums in another order: still equal to float precision
+    same(
+        result, recorded(run, 10)
+    )  # another batch size sums in another order: still equal to float precision
     assert 0 <= result["splits"]["train"]["error"] <= 100 and result["splits"]["train"]["loss"] > 0
 
 
 def test_an_earlier_checkpoint_gives_that_iterations_numbers(run, capsys):
-    result = as_json(capsys, run, "--checkpoint", "checkpoint.prev.pt")  # found inside the run directory
+    result = as_json(
+        capsys, run, "--checkpoint", "checkpoint.prev.pt"
+    )  # found inside the run directory
     assert result["iteration"] == 5 and result["checkpoint"] == str(run / "checkpoint.prev.pt")
     same(result, recorded(run, 5))
     result = as_json(capsys, run / "checkpoint.pt")  # a checkpoint file stands for its run
@@ -117,7 +139,9 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one_and_says_so(run, tmp_p
     code, out, err = cli(capsys, d, "--device", "cpu")
     assert code == 0, err
     assert out.startswith("val: error ") and "iteration 5, checkpoint.prev.pt, fp32 on cpu" in out
-    assert err.count("\n") == 1 and err.startswith("resnet-eval: note: ") and "empty (0 bytes)" in err
+    assert (
+        err.count("\n") == 1 and err.startswith("resnet-eval: note: ") and "empty (0 bytes)" in err
+    )
     assert "checkpoint.corrupt.pt" in err and (d / "checkpoint.corrupt.pt").is_file()
     same(as_json(capsys, d), recorded(run, 5))
 
@@ -144,9 +168,17 @@ def test_a_moved_cifar_run_finds_its_data_with_data_root(tmp_path, capsys):
     """CIFAR-layout files (with a test batch) read by the real reader; the run and its data both move."""
     data = tmp_path / "data"
     write_cifar_pickles(data, per_file=20, test=True)
-    cfg = cfg_of("model.n=1", "trainer.device=cpu", "trainer.batch_size=16", "trainer.eval_batch_size=64",
-                 f"dataset.root={data}", "dataset.download=false", "dataset.verify=false", "dataset.val_size=20",
-                 *TINY)
+    cfg = cfg_of(
+        "model.n=1",
+        "trainer.device=cpu",
+        "trainer.batch_size=16",
+        "trainer.eval_batch_size=64",
+        f"dataset.root={data}",
+        "dataset.download=false",
+        "dataset.verify=false",
+        "dataset.val_size=20",
+        *TINY,
+    )
     train(cfg, tmp_path / "run")
     run, moved = tmp_path / "elsewhere" / "run", tmp_path / "elsewhere" / "data"
     (tmp_path / "elsewhere").mkdir()
@@ -198,11 +230,14 @@ def test_a_split_the_run_does_not_have(run, tmp_path, capsys):
     assert "no validation split" in err and "This run has test, train" in err
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "is empty (0 bytes)"),
-    (b"PK\x03\x04 not a zip", "truncated or corrupt"),
-    (None, "refused: it holds objects that are not tensors"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "is empty (0 bytes)"),
+        (b"PK\x03\x04 not a zip", "truncated or corrupt"),
+        (None, "refused: it holds objects that are not tensors"),
+    ],
+)
 def test_a_checkpoint_the_safe_loader_refuses(run, tmp_path, capsys, content, expected):
     d = copy(run, tmp_path, without=("checkpoint.prev.pt",))
     target = tmp_path / "pwned"
@@ -211,7 +246,9 @@ def test_a_checkpoint_the_safe_loader_refuses(run, tmp_path, capsys, content, ex
     else:
         (d / "checkpoint.pt").write_bytes(content)
     err = refused(*cli(capsys, d))
-    assert expected in err and "start this run again" not in err  # evaluation's advice, not training's
+    assert (
+        expected in err and "start this run again" not in err
+    )  # evaluation's advice, not training's
     assert not target.exists()  # nothing in it was run
 
 
@@ -221,7 +258,10 @@ def test_a_config_asking_for_more_than_can_be_allocated_is_one_line(run, tmp_pat
     cfg["model"]["num_classes"] = 10**12
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     err = refused(*cli(capsys, d, "--device", "cpu"))
-    assert "describes a model that cannot be built on cpu" in err and "1,000,000,000,000 classes" in err
+    assert (
+        "describes a model that cannot be built on cpu" in err
+        and "1,000,000,000,000 classes" in err
+    )
 
 
 @pytest.mark.parametrize("iteration", ["lots", -3, 2.5, None])
@@ -253,15 +293,20 @@ def test_weights_that_do_not_fit_the_config(run, tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_a_device_this_machine_does_not_have(run, capsys):
-    assert "--device cuda but this machine has no CUDA device" in refused(*cli(capsys, run, "--device", "cuda"))
+    assert "--device cuda but this machine has no CUDA device" in refused(
+        *cli(capsys, run, "--device", "cuda")
+    )
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--split", "bogus"], "invalid choice: 'bogus'"),
-    (["--batch-size", "0"], "invalid batch size '0'"),
-    (["--device", "gpu"], "invalid device 'gpu'"),
-    ([], "required: run_dir"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--split", "bogus"], "invalid choice: 'bogus'"),
+        (["--batch-size", "0"], "invalid batch size '0'"),
+        (["--device", "gpu"], "invalid device 'gpu'"),
+        ([], "required: run_dir"),
+    ],
+)
 def test_a_bad_argument(run, capsys, argv, expected):
     err = refused(*cli(capsys, *([run] if argv else []), *argv))
     assert expected in err and "See resnet-eval --help." in err
@@ -270,12 +315,18 @@ def test_a_bad_argument(run, capsys, argv, expected):
 # --- the command itself -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path):
-    child = ("import sys\nfrom resnet_repro.cli.evaluate import main\n"
-             "for argv in (['--help'], [sys.argv[1]]):\n"
-             "    try:\n        main(argv)\n    except SystemExit as ex:\n        print('exit', ex.code)\n"
-             "print('torch imported' if 'torch' in sys.modules else 'no torch')\n")
-    r = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True,
-                       timeout=HANG_LIMIT_S)
+    child = (
+        "import sys\nfrom resnet_repro.cli.evaluate import main\n"
+        "for argv in (['--help'], [sys.argv[1]]):\n"
+        "    try:\n        main(argv)\n    except SystemExit as ex:\n        print('exit', ex.code)\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT_S,
+    )
     assert "usage: resnet-eval" in r.stdout and "examples:" in r.stdout
     assert r.stdout.splitlines()[-3:] == ["exit 0", "exit 2", "no torch"], r.stdout + r.stderr
     assert ERROR.fullmatch(r.stderr) and "is not a run directory" in r.stderr
@@ -283,9 +334,16 @@ def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path)
 
 @pytest.mark.slow
 def test_the_command_line_end_to_end(run):
-    r = subprocess.run([sys.executable, "-m", "resnet_repro.cli.evaluate", str(run), "--device", "cpu"],
-                       capture_output=True, text=True, timeout=HANG_LIMIT_S)
+    r = subprocess.run(
+        [sys.executable, "-m", "resnet_repro.cli.evaluate", str(run), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT_S,
+    )
     assert r.returncode == 0, r.stderr
-    assert re.fullmatch(r"val: error \d+\.\d\d%, loss \d+\.\d{4} \(128 images, iteration 10, checkpoint\.pt, "
-                        r"fp32 on cpu\)\n", r.stdout), r.stdout
+    assert re.fullmatch(
+        r"val: error \d+\.\d\d%, loss \d+\.\d{4} \(128 images, iteration 10, checkpoint\.pt, "
+        r"fp32 on cpu\)\n",
+        r.stdout,
+    ), r.stdout
     assert r.stderr == ""

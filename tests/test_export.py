@@ -40,9 +40,19 @@ def test_export_copies_the_ended_runs_without_checkpoints(tmp_path, capsys):
     out = capsys.readouterr().out
     assert sorted(p.name for p in into.iterdir()) == sorted([DONE_RESNET, DONE_PLAIN_TEST])
     for run in (DONE_RESNET, DONE_PLAIN_TEST):
-        files = sorted(p.relative_to(into / run).as_posix() for p in (into / run).rglob("*") if p.is_file())
-        assert files == [".hydra/overrides.yaml", "config.yaml", "metrics.csv", "summary.json", "train.log"]
-        assert (into / run / "metrics.csv").read_bytes() == (sweep / run / "metrics.csv").read_bytes()
+        files = sorted(
+            p.relative_to(into / run).as_posix() for p in (into / run).rglob("*") if p.is_file()
+        )
+        assert files == [
+            ".hydra/overrides.yaml",
+            "config.yaml",
+            "metrics.csv",
+            "summary.json",
+            "train.log",
+        ]
+        assert (into / run / "metrics.csv").read_bytes() == (
+            sweep / run / "metrics.csv"
+        ).read_bytes()
     for left_out in (FAILED, RUNNING, CORRUPT):  # each named once, with what it is
         assert sum(left_out in line for line in out.splitlines()) == 1
     assert "2 run records exported" in out and "(no checkpoints)" in out
@@ -77,9 +87,15 @@ def test_export_a_single_run_folder_and_bad_sources(tmp_path, capsys):
     sweep, into = _sweep(tmp_path), tmp_path / "results"
     assert main([str(sweep / DONE_RESNET), "--into", str(into)]) == 0
     assert (into / DONE_RESNET / "summary.json").is_file()
-    for bad, says in ((tmp_path / "nowhere", "is not a folder"), (tmp_path / "results" / DONE_RESNET / ".hydra",
-                                                                   "holds no run records")):
+    for bad, says in (
+        (tmp_path / "nowhere", "is not a folder"),
+        (tmp_path / "results" / DONE_RESNET / ".hydra", "holds no run records"),
+    ):
         assert main([str(bad), "--into", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
-        assert says in err and len(err.strip().splitlines()) == 1 and err.startswith("resnet-export: error:")
+        assert (
+            says in err
+            and len(err.strip().splitlines()) == 1
+            and err.startswith("resnet-export: error:")
+        )
     assert not (tmp_path / "x").exists()

@@ -49,7 +49,9 @@ def test_stage_shapes_and_output():
 
 
 def _shortcut_kinds(net):
-    return [type(b.shortcut).__name__ for layer in (net.layer1, net.layer2, net.layer3) for b in layer]
+    return [
+        type(b.shortcut).__name__ for layer in (net.layer1, net.layer2, net.layer3) for b in layer
+    ]
 
 
 def test_option_b_projects_only_where_shape_changes():
@@ -126,7 +128,10 @@ def stage_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]
     Works for any net with torchvision's names (ours or torchvision's). The net runs once on ``x``
     in eval mode (BN running statistics untouched) and is put back in its previous mode.
     """
-    parts = {"stem": model.maxpool, **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}}
+    parts = {
+        "stem": model.maxpool,
+        **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)},
+    }
     shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name):
@@ -151,7 +156,13 @@ def test_d2l_resnet18_stage_shapes():
     net = ir.resnet18(in_channels=1, num_classes=10)
     shapes = stage_shapes(net, torch.randn(1, 1, 224, 224))
     assert list(shapes) == ["stem", "layer1", "layer2", "layer3", "layer4"]
-    assert list(shapes.values()) == [(64, 56, 56), (64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+    assert list(shapes.values()) == [
+        (64, 56, 56),
+        (64, 56, 56),
+        (128, 28, 28),
+        (256, 14, 14),
+        (512, 7, 7),
+    ]
     assert net.training  # stage_shapes restores the mode
     assert net(torch.randn(2, 1, 96, 96)).shape == (2, 10)
 
@@ -227,7 +238,11 @@ def test_plain_block_adds_nothing(build):
 
 def test_cifar_stem():
     net = ir.resnet18(cifar_stem=True, num_classes=10)
-    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and net.conv1.padding == (1, 1)
+    assert (
+        net.conv1.kernel_size == (3, 3)
+        and net.conv1.stride == (1, 1)
+        and net.conv1.padding == (1, 1)
+    )
     assert isinstance(net.maxpool, nn.Identity)
     assert not any(isinstance(m, nn.MaxPool2d) for m in net.modules())
     shapes = stage_shapes(net, torch.randn(1, 3, 32, 32))
@@ -292,7 +307,9 @@ def test_preact_param_counts(depth, params):
 def test_preact_net_shapes_and_diagnostics():
     net = PreActCifarResNet(20, num_classes=100, in_channels=1)
     assert net(torch.randn(2, 1, 32, 32)).shape == (2, 100)
-    kinds = [type(b.shortcut).__name__ for layer in (net.layer1, net.layer2, net.layer3) for b in layer]
+    kinds = [
+        type(b.shortcut).__name__ for layer in (net.layer1, net.layer2, net.layer3) for b in layer
+    ]
     assert kinds.count("PadShortcut") == 2 and kinds.count("Identity") == 7
     layers = conv3x3_layers(net)
     assert len(layers) == 18  # 6n = depth - 2: (bn1, conv1) and (bn2, conv2) of every block

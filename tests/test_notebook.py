@@ -21,14 +21,22 @@ def test_degradation_notebook_executes_on_a_tiny_sweep(tiny_sweep, monkeypatch, 
         monkeypatch.setenv("PWD", str(tiny_sweep.parents[2]))
         monkeypatch.setenv("RESNET_SWEEP", os.path.join("runs", "degradation", tiny_sweep.name))
     nb = nbformat.read(REPO / "analysis" / "degradation.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=HANG_LIMIT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(REPO / "analysis")}}).execute()
+    nbclient.NotebookClient(
+        nb,
+        timeout=HANG_LIMIT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(REPO / "analysis")}},
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    text = "\n".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", "")) for o in outputs
+    )
     assert f"sweep: {tiny_sweep}\n" in text
     assert "| ResNet-14 |" in text and "| plain-8 |" in text  # Table 6
-    assert "Verdict: too short to judge" in text and "(1) Deeper plain nets" in text  # the verdict, on 40 iterations
+    assert (
+        "Verdict: too short to judge" in text and "(1) Deeper plain nets" in text
+    )  # the verdict, on 40 iterations
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # the pandas plot, Figures 6 and 7, gradient norms
     assert (tiny_sweep / "report" / "fig6.png").is_file()
@@ -80,10 +88,16 @@ def test_a_missing_sweep_names_every_path_tried_on_one_line(places, monkeypatch)
         resolve_sweep("runs/x", repo)
     assert str(ex.value) == (
         f"RESNET_SWEEP=runs/x: no such sweep folder (tried {start}/runs/x, {repo}/runs/x, "
-        f"{repo}/analysis/runs/x); give an absolute path or a path relative to where you started Jupyter")
+        f"{repo}/analysis/runs/x); give an absolute path or a path relative to where you started Jupyter"
+    )
     assert "\n" not in str(ex.value)
     monkeypatch.setenv("PWD", str(repo))  # started in the repository: each path once
-    with pytest.raises(FileNotFoundError, match=re.escape(f"(tried {repo}/runs/x, {repo}/analysis/runs/x);")):
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"(tried {repo}/runs/x, {repo}/analysis/runs/x);")
+    ):
         resolve_sweep("runs/x", repo)
-    with pytest.raises(FileNotFoundError, match=re.escape(f"RESNET_SWEEP={repo}/gone: no such sweep folder (tried {repo}/gone);")):
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(f"RESNET_SWEEP={repo}/gone: no such sweep folder (tried {repo}/gone);"),
+    ):
         resolve_sweep(repo / "gone", repo)

@@ -43,14 +43,24 @@ def test_kills_at_random_points_lose_nothing_and_resume_bit_exactly(tmp_path):
 
     run, rng = tmp_path / "cut", random.Random(7)
     outcomes = []
-    for sig, when in [(signal.SIGTERM, "checkpoint write"), (signal.SIGKILL, "checkpoint write"),
-                      (signal.SIGTERM, "anywhere"), (signal.SIGKILL, "anywhere"),
-                      (signal.SIGKILL, "checkpoint write"), (signal.SIGKILL, "anywhere")]:
-        left = set(run.glob(".checkpoint.pt.*.tmp"))  # by an attempt killed mid-write (cleaned up at start)
+    for sig, when in [
+        (signal.SIGTERM, "checkpoint write"),
+        (signal.SIGKILL, "checkpoint write"),
+        (signal.SIGTERM, "anywhere"),
+        (signal.SIGKILL, "anywhere"),
+        (signal.SIGKILL, "checkpoint write"),
+        (signal.SIGKILL, "anywhere"),
+    ]:
+        left = set(
+            run.glob(".checkpoint.pt.*.tmp")
+        )  # by an attempt killed mid-write (cleaned up at start)
         p = start(run)
         if when == "checkpoint write":
-            assert wait_for(lambda p=p, left=left: bool(set(run.glob(".checkpoint.pt.*.tmp")) - left)
-                            or p.poll() is not None)
+            assert wait_for(
+                lambda p=p, left=left: (
+                    bool(set(run.glob(".checkpoint.pt.*.tmp")) - left) or p.poll() is not None
+                )
+            )
         else:  # from start-up (imports) to the end of training
             time.sleep(rng.uniform(0.0, 7.0))
         p.send_signal(sig)
@@ -58,17 +68,26 @@ def test_kills_at_random_points_lose_nothing_and_resume_bit_exactly(tmp_path):
         outcomes.append((sig.name, when, rc))
         if rc == 0:  # it finished before the signal arrived
             break
-        if rc == 143:  # SIGTERM while training (preemption): a checkpoint at the very iteration it stopped
+        if (
+            rc == 143
+        ):  # SIGTERM while training (preemption): a checkpoint at the very iteration it stopped
             s = json.loads((run / "summary.json").read_text())
             ck = torch.load(run / "checkpoint.pt", weights_only=True)
             assert s["status"] == "interrupted" and ck["iteration"] == s["iterations_done"]
         else:  # SIGKILL anywhere; SIGTERM before training started or after it ended
             assert rc == -sig, p.stderr.read()[-2000:]
-    assert outcomes[0][2] == 143 and outcomes[1][2] == -signal.SIGKILL, outcomes  # mid-training, mid-write
+    assert outcomes[0][2] == 143 and outcomes[1][2] == -signal.SIGKILL, (
+        outcomes
+    )  # mid-training, mid-write
     assert start(run).wait(timeout=HANG_LIMIT_S) == 0, outcomes
     ckpt, metrics, stats = final_state(run)
-    assert ckpt["iteration"] == 60 and json.loads((run / "summary.json").read_text())["status"] == "completed"
-    assert all(torch.equal(ref_ckpt["model"][k], ckpt["model"][k]) for k in ref_ckpt["model"]), outcomes
+    assert (
+        ckpt["iteration"] == 60
+        and json.loads((run / "summary.json").read_text())["status"] == "completed"
+    )
+    assert all(torch.equal(ref_ckpt["model"][k], ckpt["model"][k]) for k in ref_ckpt["model"]), (
+        outcomes
+    )
     pd.testing.assert_frame_equal(ref_metrics, metrics)
     pd.testing.assert_frame_equal(ref_stats, stats)
     assert not list(run.glob(".*.tmp"))  # a cut-short write leaves nothing behind
@@ -88,7 +107,9 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     (run / "checkpoint.pt").write_bytes(good[: len(good) // 2])  # torn
     resumed = train(cfg, run)
     assert resumed["resumed_from"] == 5 and resumed["status"] == "completed"
-    assert "Resuming from the previous good checkpoint checkpoint.prev.pt (iteration 5)" in caplog.text
+    assert (
+        "Resuming from the previous good checkpoint checkpoint.prev.pt (iteration 5)" in caplog.text
+    )
     assert (run / "checkpoint.corrupt.pt").is_file()  # kept for inspection, never loaded again
     full = train(cfg, tmp_path / "full")
     assert resumed["final_val_err"] == full["final_val_err"]
@@ -114,7 +135,10 @@ def test_both_checkpoints_unusable_is_a_clear_error_that_keeps_the_record(tmp_pa
     for f in ("checkpoint.pt", "checkpoint.prev.pt"):
         (run / f).write_bytes(b"not a checkpoint")
     history = (run / "metrics.csv").read_text()
-    with pytest.raises(CheckpointError, match="checkpoint.pt is truncated or corrupt .* The previous one is unusable too"):
+    with pytest.raises(
+        CheckpointError,
+        match="checkpoint.pt is truncated or corrupt .* The previous one is unusable too",
+    ):
         train(smoke_cfg(), run)
     assert (run / "metrics.csv").read_text() == history
 
@@ -124,7 +148,9 @@ def test_a_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
     run.mkdir()
     target = tmp_path / "written_by_the_checkpoint"
     torch.save({"iteration": 5, "payload": Evil(str(target))}, run / "checkpoint.pt")
-    with pytest.raises(CheckpointError, match="checkpoint.pt refused: it holds objects that are not tensors"):
+    with pytest.raises(
+        CheckpointError, match="checkpoint.pt refused: it holds objects that are not tensors"
+    ):
         train(smoke_cfg(), run)
     assert not target.exists()
 
@@ -134,9 +160,14 @@ def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
     other, run = tmp_path / "other", tmp_path / "run"
     train(smoke_cfg("model.n=2", "model.residual=false"), other)
     train(smoke_cfg("schedule.iterations=10", "schedule.milestones=[5]"), run)
-    (run / "checkpoint.pt").write_bytes((other / "checkpoint.pt").read_bytes())  # config.yaml still matches
-    with pytest.raises(RunDirError, match=r"its checkpoint.pt: model.depth: 14 there, 8 now; model.n: 2 there, 1 now; "
-                                          r"model.residual: False there, True now"):
+    (run / "checkpoint.pt").write_bytes(
+        (other / "checkpoint.pt").read_bytes()
+    )  # config.yaml still matches
+    with pytest.raises(
+        RunDirError,
+        match=r"its checkpoint.pt: model.depth: 14 there, 8 now; model.n: 2 there, 1 now; "
+        r"model.residual: False there, True now",
+    ):
         train(smoke_cfg("schedule.iterations=10", "schedule.milestones=[5]"), run)
 
 
@@ -169,12 +200,19 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_p
 
 def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(RunDirError, match="Cannot create the run directory .*afile/run.*Choose a writable hydra.run.dir"):
+    with pytest.raises(
+        RunDirError,
+        match="Cannot create the run directory .*afile/run.*Choose a writable hydra.run.dir",
+    ):
         train(smoke_cfg(), tmp_path / "afile" / "run")
     run = tmp_path / "run"
     run.mkdir()
     real_access = os.access  # a read-only folder (root may write anywhere, so say it is read-only)
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == run and mode == os.W_OK else real_access(p, mode))
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode: False if Path(p) == run and mode == os.W_OK else real_access(p, mode),
+    )
     with pytest.raises(RunDirError, match="is not writable. Choose a writable hydra.run.dir"):
         train(smoke_cfg(), run)
     assert not any(run.iterdir())
@@ -193,8 +231,12 @@ sys.stdin.read()
 
 
 def hold(lock: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -204,7 +246,9 @@ def test_a_second_process_on_the_same_run_refuses_naming_the_holder(tmp_path):
     holder = hold(run / "run.lock")
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RunDirError, match=rf"is in use by pid {holder.pid} on testhost since now \(run.lock\)"):
+        with pytest.raises(
+            RunDirError, match=rf"is in use by pid {holder.pid} on testhost since now \(run.lock\)"
+        ):
             train(smoke_cfg(), run)
         assert not (run / "summary.json").exists()
     finally:
@@ -234,12 +278,18 @@ def test_the_cli_refuses_a_run_directory_in_use(tmp_path):
     holder = hold(run / "run.lock")
     try:
         assert holder.stdout.readline().strip() == "locked"
-        r = run_cli("experiment=smoke", "trainer.progress=false", f"hydra.run.dir={run}", cwd=tmp_path)
+        r = run_cli(
+            "experiment=smoke", "trainer.progress=false", f"hydra.run.dir={run}", cwd=tmp_path
+        )
     finally:
         holder.kill()
         holder.wait()
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1].startswith(f"resnet-train: error: {run} is in use by pid {holder.pid}")
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"resnet-train: error: {run} is in use by pid {holder.pid}")
+    )
     assert "Traceback" not in r.stderr
     # refused before Hydra wrote anything: the live run's .hydra/ files are its own
     assert sorted(p.name for p in run.rglob("*")) == [".hydra", "config.yaml", "run.lock"]
@@ -277,8 +327,11 @@ def test_reliability_doc_lists_every_test_here():
     doc = (REPO / "docs" / "reliability.md").read_text()
     faults = ast.parse(Path(__file__).with_name("test_faults.py").read_text())  # read, not imported
     in_faults = [f.name for f in faults.body if isinstance(f, ast.FunctionDef)]
-    tests = [n for n in [*globals(), *in_faults]
-             if n.startswith("test_") and n != "test_reliability_doc_lists_every_test_here"]
+    tests = [
+        n
+        for n in [*globals(), *in_faults]
+        if n.startswith("test_") and n != "test_reliability_doc_lists_every_test_here"
+    ]
     missing = [t for t in tests if t not in doc]
     assert not missing, f"docs/reliability.md does not mention {missing}"
 
@@ -309,16 +362,25 @@ def test_sigterm_finishes_the_step_with_its_rows_and_resumes_exactly(tmp_path, m
     if step == 20:  # the last step: nothing is left to stop, the run just completes
         assert train(smoke_cfg(*ov), tmp_path / "cut")["status"] == "completed"
     else:
-        with pytest.raises(Preempted, match=f"stopped by SIGTERM at iteration {step}; checkpoint written"):
+        with pytest.raises(
+            Preempted, match=f"stopped by SIGTERM at iteration {step}; checkpoint written"
+        ):
             train(smoke_cfg(*ov), tmp_path / "cut")
         rows = pd.read_csv(tmp_path / "cut" / "metrics.csv")["iter"].tolist()
-        assert rows == [i for i in (5, 10, 15, 20) if i <= step]  # the interrupted step's row is there
+        assert rows == [
+            i for i in (5, 10, 15, 20) if i <= step
+        ]  # the interrupted step's row is there
         monkeypatch.undo()
         assert train(smoke_cfg(*ov), tmp_path / "cut")["resumed_from"] == step
     for f in ("metrics.csv", "layer_stats.csv"):
         a, b = pd.read_csv(tmp_path / "full" / f), pd.read_csv(tmp_path / "cut" / f)
-        pd.testing.assert_frame_equal(a.drop(columns=TIMING, errors="ignore"), b.drop(columns=TIMING, errors="ignore"))
-    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["final_val_err"] == full["final_val_err"]
+        pd.testing.assert_frame_equal(
+            a.drop(columns=TIMING, errors="ignore"), b.drop(columns=TIMING, errors="ignore")
+        )
+    assert (
+        json.loads((tmp_path / "cut" / "summary.json").read_text())["final_val_err"]
+        == full["final_val_err"]
+    )
 
 
 @pytest.mark.slow
@@ -330,7 +392,10 @@ def test_results_come_from_the_checkpoint_not_from_a_lagging_summary(tmp_path):
     (run / "summary.json").write_text(json.dumps(stale))
     again = train(smoke_cfg(), run)
     assert again["status"] == "completed"
-    assert again["final_val_err"] == full["final_val_err"] and again["best_val_err"] == full["best_val_err"]
+    assert (
+        again["final_val_err"] == full["final_val_err"]
+        and again["best_val_err"] == full["best_val_err"]
+    )
 
 
 @pytest.mark.slow

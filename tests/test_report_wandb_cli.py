@@ -7,6 +7,7 @@ from resnet_repro.analysis import report
 
 pytestmark = pytest.mark.slow  # every test here reads the tiny sweep (conftest.py)
 
+
 @pytest.fixture
 def saved(monkeypatch):
     import wandb_workspaces.reports.v2 as wr
@@ -23,7 +24,9 @@ def saved(monkeypatch):
 
 
 def test_wandb_report_is_built_for_the_sweep_group_and_saved(tiny_sweep, tmp_path, saved, capsys):
-    report.main([str(tiny_sweep), "-o", str(tmp_path / "rep"), "--wandb-report", "mylab/resnet_repro"])
+    report.main(
+        [str(tiny_sweep), "-o", str(tmp_path / "rep"), "--wandb-report", "mylab/resnet_repro"]
+    )
     (rep,) = saved
     assert (rep.entity, rep.project) == ("mylab", "resnet_repro")
     text = repr(rep)  # the whole built report: blocks, runsets, filters
@@ -34,11 +37,23 @@ def test_wandb_report_is_built_for_the_sweep_group_and_saved(tiny_sweep, tmp_pat
 
 
 def test_explicit_group_wins(tiny_sweep, tmp_path, saved):
-    report.main([str(tiny_sweep), "-o", str(tmp_path / "rep"), "--wandb-report", "mylab/p", "--group", "my-group"])
+    report.main(
+        [
+            str(tiny_sweep),
+            "-o",
+            str(tmp_path / "rep"),
+            "--wandb-report",
+            "mylab/p",
+            "--group",
+            "my-group",
+        ]
+    )
     assert "my-group" in repr(saved[0])
 
 
-def test_a_failing_save_is_one_clear_error_and_the_local_report_stays(tiny_sweep, tmp_path, monkeypatch, capsys):
+def test_a_failing_save_is_one_clear_error_and_the_local_report_stays(
+    tiny_sweep, tmp_path, monkeypatch, capsys
+):
     import wandb_workspaces.reports.v2 as wr
 
     def boom(self, draft=False, clone=False):
@@ -49,7 +64,10 @@ def test_a_failing_save_is_one_clear_error_and_the_local_report_stays(tiny_sweep
         report.main([str(tiny_sweep), "-o", str(tmp_path / "rep"), "--wandb-report", "mylab/p"])
     assert ex.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("resnet-report: error: Could not save the W&B Report to mylab/p") and "Traceback" not in err
+    assert (
+        err.startswith("resnet-report: error: Could not save the W&B Report to mylab/p")
+        and "Traceback" not in err
+    )
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "fig6.png").is_file()
 
 

@@ -4,7 +4,10 @@ from resnet_repro.config import ScheduleConfig
 from resnet_repro.training.schedule import LRSchedule
 
 
-@pytest.mark.parametrize("it,lr", [(0, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001), (64_000, 0.001)])
+@pytest.mark.parametrize(
+    "it,lr",
+    [(0, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001), (64_000, 0.001)],
+)
 def test_paper_schedule(it, lr):
     assert LRSchedule(ScheduleConfig(), 0.1).lr(it) == lr
 

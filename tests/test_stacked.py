@@ -61,13 +61,22 @@ def members(depth: int) -> list[CifarResNet]:
 def batches(steps: int, size: int = 32):
     """Each member's own synthetic batches: ``data[step][member] = (x, y)``."""
     g = torch.Generator().manual_seed(1234)
-    return [[(torch.randn(BATCH, 3, size, size, generator=g), torch.randint(0, 10, (BATCH,), generator=g))
-             for _ in SEEDS] for _ in range(steps)]
+    return [
+        [
+            (
+                torch.randn(BATCH, 3, size, size, generator=g),
+                torch.randint(0, 10, (BATCH,), generator=g),
+            )
+            for _ in SEEDS
+        ]
+        for _ in range(steps)
+    ]
 
 
 def sgd(model, foreach: bool):
-    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False,
-                           foreach=foreach)
+    return torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, foreach=foreach
+    )
 
 
 def separate_step(model, opt, x, y, lr):
@@ -133,8 +142,13 @@ def run_both(depth: int, foreach: bool, steps: int = STEPS, size: int = 32, on_s
     history = []
     for step, pairs in enumerate(batches(steps, size)):
         lrs = [lr_of(i, step) for i in range(len(nets))]
-        ref = [separate_step(n, o, x, y, lr) for n, o, (x, y), lr in zip(nets, opts, pairs, lrs, strict=True)]
-        loss_s, logits_s = stacked_step(stack, sopt, [x for x, _ in pairs], [y for _, y in pairs], lrs)
+        ref = [
+            separate_step(n, o, x, y, lr)
+            for n, o, (x, y), lr in zip(nets, opts, pairs, lrs, strict=True)
+        ]
+        loss_s, logits_s = stacked_step(
+            stack, sopt, [x for x, _ in pairs], [y for _, y in pairs], lrs
+        )
         worst = compare(stack, sopt, nets, opts, loss_s, logits_s, ref)
         history.append(worst)
         if on_step:
@@ -187,10 +201,17 @@ def test_fp32_stack_is_close_to_separate_runs(depth):
     to_truth = {who: dict.fromkeys(kinds, 0.0) for who in ("stack", "separate")}
     for step, pairs in enumerate(batches(STEPS)):
         lrs = [lr_of(i, step) for i in range(len(nets))]
-        ref = [separate_step(n, o, x, y, lr) for n, o, (x, y), lr in zip(nets, opts, pairs, lrs, strict=True)]
-        true = [separate_step(n, o, x.double(), y, lr)
-                for n, o, (x, y), lr in zip(truth, topts, pairs, lrs, strict=True)]
-        loss_s, logits_s = stacked_step(stack, sopt, [x for x, _ in pairs], [y for _, y in pairs], lrs)
+        ref = [
+            separate_step(n, o, x, y, lr)
+            for n, o, (x, y), lr in zip(nets, opts, pairs, lrs, strict=True)
+        ]
+        true = [
+            separate_step(n, o, x.double(), y, lr)
+            for n, o, (x, y), lr in zip(truth, topts, pairs, lrs, strict=True)
+        ]
+        loss_s, logits_s = stacked_step(
+            stack, sopt, [x for x, _ in pairs], [y for _, y in pairs], lrs
+        )
         worst = compare(stack, sopt, nets, opts, loss_s, logits_s, ref)
         for kind in kinds:
             worst_abs[kind] = max(worst_abs[kind], worst[kind][0])
@@ -198,13 +219,25 @@ def test_fp32_stack_is_close_to_separate_runs(depth):
             s_opt, t_opt = opts[i].state_dict()["state"], topts[i].state_dict()["state"]
             m_opt = sopt.member_state_dict(i)["state"]
             seen = {
-                "stack": {"loss": loss_s[i], "logits": logits_s[:, i], "state": stack.member_state_dict(i),
-                          "momentum": {j: m_opt[j]["momentum_buffer"] for j in m_opt}},
-                "separate": {"loss": ref[i][0], "logits": ref[i][1], "state": nets[i].state_dict(),
-                             "momentum": {j: s_opt[j]["momentum_buffer"] for j in s_opt}},
+                "stack": {
+                    "loss": loss_s[i],
+                    "logits": logits_s[:, i],
+                    "state": stack.member_state_dict(i),
+                    "momentum": {j: m_opt[j]["momentum_buffer"] for j in m_opt},
+                },
+                "separate": {
+                    "loss": ref[i][0],
+                    "logits": ref[i][1],
+                    "state": nets[i].state_dict(),
+                    "momentum": {j: s_opt[j]["momentum_buffer"] for j in s_opt},
+                },
             }
-            t = {"loss": true[i][0], "logits": true[i][1], "state": truth[i].state_dict(),
-                 "momentum": {j: t_opt[j]["momentum_buffer"] for j in t_opt}}
+            t = {
+                "loss": true[i][0],
+                "logits": true[i][1],
+                "state": truth[i].state_dict(),
+                "momentum": {j: t_opt[j]["momentum_buffer"] for j in t_opt},
+            }
 
             def rel(a, b, kind):
                 if kind == "loss":
@@ -216,10 +249,14 @@ def test_fp32_stack_is_close_to_separate_runs(depth):
                     to_truth[who][kind] = max(to_truth[who][kind], rel(got[kind], t[kind], kind))
             if step == 0:
                 for kind in kinds:
-                    first[kind] = max(first[kind], rel(seen["stack"][kind], seen["separate"][kind], kind))
-    print(f"\nfp32 depth {depth}: max abs differences over {STEPS} steps: {worst_abs}"
-          f"\n  first step, stack vs separate, relative: {first}"
-          f"\n  largest distance to the fp64 truth, relative: {to_truth}")
+                    first[kind] = max(
+                        first[kind], rel(seen["stack"][kind], seen["separate"][kind], kind)
+                    )
+    print(
+        f"\nfp32 depth {depth}: max abs differences over {STEPS} steps: {worst_abs}"
+        f"\n  first step, stack vs separate, relative: {first}"
+        f"\n  largest distance to the fp64 truth, relative: {to_truth}"
+    )
     for kind in ("loss", "logits", "state"):
         assert first[kind] <= 1e-4, (kind, first[kind])
     for kind in kinds:
@@ -252,7 +289,9 @@ def test_round_trip_to_members_loads_strictly_and_gives_identical_outputs():
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # and back: a stack of the returned members is the same stack
     again = StackedCifarResNet.from_members(stack.to_members())
-    for (ka, a), (kb, b) in zip(stack.state_dict().items(), again.state_dict().items(), strict=True):
+    for (ka, a), (kb, b) in zip(
+        stack.state_dict().items(), again.state_dict().items(), strict=True
+    ):
         assert ka == kb and torch.equal(a, b)
 
 
@@ -280,16 +319,23 @@ def test_option_a_padding_lands_in_each_members_block():
     sc = stack.layer2[0].shortcut(x)  # 16 -> 32 channels per member
     assert sc.shape == (2, 3 * 32, 4, 4)
     for i in (0, 2):
-        torch.testing.assert_close(sc[:, 32 * i:32 * (i + 1)],
-                                   nets[i].layer2[0].shortcut(x[:, 16 * i:16 * (i + 1)]), rtol=0, atol=0)
+        torch.testing.assert_close(
+            sc[:, 32 * i : 32 * (i + 1)],
+            nets[i].layer2[0].shortcut(x[:, 16 * i : 16 * (i + 1)]),
+            rtol=0,
+            atol=0,
+        )
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"depth": 14}, "depth"),
-    ({"shortcut": "B"}, "shortcut"),
-    ({"num_classes": 100}, "num_classes"),
-    ({"in_channels": 1}, "in_channels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"depth": 14}, "depth"),
+        ({"shortcut": "B"}, "shortcut"),
+        ({"num_classes": 100}, "num_classes"),
+        ({"in_channels": 1}, "in_channels"),
+    ],
+)
 def test_members_that_differ_in_more_than_residual_are_refused_by_name(kwargs, name):
     base = dict(depth=8, residual=True, shortcut="A", num_classes=10, in_channels=3)
     odd = CifarResNet(**{**base, "residual": False, **kwargs})
@@ -301,7 +347,9 @@ def test_members_that_differ_in_more_than_residual_are_refused_by_name(kwargs, n
 
 def test_other_shortcut_options_are_refused():
     with pytest.raises(ConfigError, match="option A only"):
-        StackedCifarResNet.from_members([CifarResNet(8, shortcut="B"), CifarResNet(8, shortcut="B")])
+        StackedCifarResNet.from_members(
+            [CifarResNet(8, shortcut="B"), CifarResNet(8, shortcut="B")]
+        )
     with pytest.raises(ConfigError, match="option A only"):
         StackedCifarResNet(8, [True, False], shortcut="C")
 
@@ -327,7 +375,9 @@ def test_optimizer_state_round_trip_resumes_exactly():
     assert ropt.active.tolist() == [True, True, False]
     for pairs in data[3:]:
         stacked_step(resumed, ropt, *xs(pairs), 0.1)
-    for (ka, a), (kb, b) in zip(stack.state_dict().items(), resumed.state_dict().items(), strict=True):
+    for (ka, a), (kb, b) in zip(
+        stack.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
         assert ka == kb and torch.equal(a, b), ka
 
 
@@ -365,8 +415,13 @@ def test_a_diverged_member_is_detected_and_frozen_and_the_others_go_on():
             if step == 3:
                 with torch.no_grad():
                     stack.fc.weight[1] = float("nan")
-            ref = [separate_step(n, o, x, y, 0.1) for n, o, (x, y) in zip(nets, opts, pairs, strict=True)]
-            losses, logits = stacked_step(stack, sopt, [x for x, _ in pairs], [y for _, y in pairs], 0.1)
+            ref = [
+                separate_step(n, o, x, y, 0.1)
+                for n, o, (x, y) in zip(nets, opts, pairs, strict=True)
+            ]
+            losses, logits = stacked_step(
+                stack, sopt, [x for x, _ in pairs], [y for _, y in pairs], 0.1
+            )
             bad = nonfinite_members(losses)
             assert bad == ([] if step < 3 else [1]), (step, bad)
             sopt.freeze(bad)
@@ -391,7 +446,9 @@ def test_a_member_frozen_with_finite_weights_keeps_them():
     for name, p in stack.named_parameters():
         v, b = p.detach().unflatten(0, (3, -1)), before[name].unflatten(0, (3, -1))
         assert torch.equal(v[0], b[0]), name  # frozen: exactly as it was
-        assert not torch.equal(v[1], b[1]) and not torch.equal(v[2], b[2]), name  # the others moved on
+        assert not torch.equal(v[1], b[1]) and not torch.equal(v[2], b[2]), (
+            name
+        )  # the others moved on
 
 
 def test_set_lr_skips_unchanged_numbers_and_keeps_frozen_members_at_zero():
@@ -460,7 +517,9 @@ def test_one_stack_on_the_device_pipeline_equals_its_separate_runs_fp64():
         for step in range(STEPS):
             lrs = [lr_of(i, step) for i in range(len(nets))]
             xb, yb = data.next()
-            loss_s, logits_s = stacked_step(stack, sopt, list(xb.double().split(3, dim=1)), list(yb.unbind(1)), lrs)
+            loss_s, logits_s = stacked_step(
+                stack, sopt, list(xb.double().split(3, dim=1)), list(yb.unbind(1)), lrs
+            )
             ref = []
             for net, opt, b, lr in zip(nets, opts, alone, lrs, strict=True):
                 xi, yi = b.next()

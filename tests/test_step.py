@@ -17,36 +17,79 @@ from .helpers import cfg_of, interrupt_after, smoke_cfg
 
 
 def test_auto_is_the_papers_fp32_eager_on_every_device_until_the_fast_path_is_verified_there():
-    fp32 = {"precision": "fp32", "channels_last": False, "compile": "off", "cuda_graphs": False,
-            "optimizer_impl": "foreach", "tf32": False}
+    fp32 = {
+        "precision": "fp32",
+        "channels_last": False,
+        "compile": "off",
+        "cuda_graphs": False,
+        "optimizer_impl": "foreach",
+        "tf32": False,
+    }
     assert FAST_BY_DEFAULT == frozenset()  # no device type has passed its GPU check yet
     for device in (torch.device("cpu"), torch.device("cuda", 0)):
         assert FastPath.resolve(TrainerConfig(), OptimizerConfig(), device).describe() == fp32
-    plain = FastPath.resolve(TrainerConfig(precision="fp32", compile="off", channels_last=False),
-                             OptimizerConfig(impl="loop"), torch.device("cuda", 0))
+    plain = FastPath.resolve(
+        TrainerConfig(precision="fp32", compile="off", channels_last=False),
+        OptimizerConfig(impl="loop"),
+        torch.device("cuda", 0),
+    )
     assert plain.describe() == {**fp32, "optimizer_impl": "loop"}
 
 
 def test_trainer_fast_is_the_whole_fast_path_and_a_verified_device_gets_it_from_auto(monkeypatch):
     fast = cfg_of("trainer=fast").trainer
     cuda = FastPath.resolve(fast, OptimizerConfig(), torch.device("cuda", 0))
-    assert cuda.describe() == {"precision": "bf16", "channels_last": True, "compile": "default",
-                               "cuda_graphs": True, "optimizer_impl": "fused", "tf32": True}
+    assert cuda.describe() == {
+        "precision": "bf16",
+        "channels_last": True,
+        "compile": "default",
+        "cuda_graphs": True,
+        "optimizer_impl": "fused",
+        "tf32": True,
+    }
     cpu = FastPath.resolve(fast, OptimizerConfig(), torch.device("cpu"))
-    assert cpu.describe() == {"precision": "bf16", "channels_last": True, "compile": "default",
-                              "cuda_graphs": False, "optimizer_impl": "foreach", "tf32": False}
-    det = FastPath.resolve(dataclasses.replace(fast, deterministic=True), OptimizerConfig(), torch.device("cuda", 0))
+    assert cpu.describe() == {
+        "precision": "bf16",
+        "channels_last": True,
+        "compile": "default",
+        "cuda_graphs": False,
+        "optimizer_impl": "foreach",
+        "tf32": False,
+    }
+    det = FastPath.resolve(
+        dataclasses.replace(fast, deterministic=True), OptimizerConfig(), torch.device("cuda", 0)
+    )
     assert det.compile == "off" and not det.cuda_graphs  # deterministic runs stay eager
-    monkeypatch.setattr(step, "FAST_BY_DEFAULT", frozenset({"cuda"}))  # the rule, once a GPU check passes
-    assert FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cuda", 0)).describe() == cuda.describe()
-    assert FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu")).precision == "fp32"
+    monkeypatch.setattr(
+        step, "FAST_BY_DEFAULT", frozenset({"cuda"})
+    )  # the rule, once a GPU check passes
+    assert (
+        FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cuda", 0)).describe()
+        == cuda.describe()
+    )
+    assert (
+        FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu")).precision
+        == "fp32"
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.precision=fp8", "trainer.precision='fp8' is not valid. Valid choices: auto, fp32, bf16, fp16."),
-    ("trainer.compile=fast", "trainer.compile='fast' is not valid. Valid choices: auto, off, default, max-autotune."),
-    ("optimizer.impl=apex", "optimizer.impl='apex' is not valid. Valid choices: auto, fused, foreach, loop."),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "trainer.precision=fp8",
+            "trainer.precision='fp8' is not valid. Valid choices: auto, fp32, bf16, fp16.",
+        ),
+        (
+            "trainer.compile=fast",
+            "trainer.compile='fast' is not valid. Valid choices: auto, off, default, max-autotune.",
+        ),
+        (
+            "optimizer.impl=apex",
+            "optimizer.impl='apex' is not valid. Valid choices: auto, fused, foreach, loop.",
+        ),
+    ],
+)
 def test_bad_fast_path_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError) as ex:
         smoke_cfg(override)
@@ -69,7 +112,11 @@ def test_each_setting_trains_and_stays_close_to_fp32():
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     ref_model, ref = _step(_fast())
     ref_losses = [ref(x, y)[0].item() for _ in range(3)]
-    for kw, tol in [({"channels_last": True}, 1e-4), ({"precision": "bf16"}, 5e-2), ({"precision": "fp16"}, 5e-2)]:
+    for kw, tol in [
+        ({"channels_last": True}, 1e-4),
+        ({"precision": "bf16"}, 5e-2),
+        ({"precision": "fp16"}, 5e-2),
+    ]:
         model, step = _step(_fast(**kw))
         losses = [step(x, y)[0].float().item() for _ in range(3)]
         assert losses == pytest.approx(ref_losses, rel=tol), kw
@@ -159,10 +206,10 @@ def test_the_loop_reads_the_clock_only_after_the_device_has_synced(tmp_path, mon
     closing = 0
     for i, e in enumerate(events):
         if e == "clock" and "step" in events[:i]:
-            since_step = events[i - events[:i][::-1].index("step"):i]
+            since_step = events[i - events[:i][::-1].index("step") : i]
             if since_step:  # a clock read that closes a window of steps
                 closing += 1
-                assert "sync" in since_step, events[max(0, i - 5):i + 1]
+                assert "sync" in since_step, events[max(0, i - 5) : i + 1]
     assert closing >= 20 // 3  # every log step closes a window
 
 
@@ -177,15 +224,28 @@ def test_every_run_sets_deterministic_algorithms_from_its_config(tmp_path):
 def test_fp32_means_ieee_fp32_and_the_autocast_precisions_allow_tf32():
     cuda = torch.device("cuda", 0)  # flags only: no CUDA device needed to set them
     try:
-        for precision, tf32 in (("fp32", False), ("bf16", True), ("auto", False), ("fp16", True), ("fp32", False)):
+        for precision, tf32 in (
+            ("fp32", False),
+            ("bf16", True),
+            ("auto", False),
+            ("fp16", True),
+            ("fp32", False),
+        ):
             fast = FastPath.resolve(TrainerConfig(precision=precision), OptimizerConfig(), cuda)
             fast.configure_backends()
-            assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
+            assert (
+                torch.backends.cudnn.allow_tf32 is tf32
+                and torch.backends.cuda.matmul.allow_tf32 is tf32
+            )
             assert fast.describe()["tf32"] is tf32 and torch.backends.cudnn.benchmark
-        FastPath.resolve(TrainerConfig(deterministic=True), OptimizerConfig(), cuda).configure_backends()
+        FastPath.resolve(
+            TrainerConfig(deterministic=True), OptimizerConfig(), cuda
+        ).configure_backends()
         assert not torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
     finally:
-        FastPath.resolve(TrainerConfig(), OptimizerConfig(), torch.device("cpu")).configure_backends()
+        FastPath.resolve(
+            TrainerConfig(), OptimizerConfig(), torch.device("cpu")
+        ).configure_backends()
 
 
 @pytest.mark.slow
@@ -193,7 +253,9 @@ def test_compiled_code_is_reset_once_per_job_never_per_step(tmp_path, monkeypatc
     """A reset tears down the CUDA-graph trees of every live compiled step in the process."""
     resets = []
     monkeypatch.setattr(torch.compiler, "reset", lambda: resets.append(1))
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)  # compiling itself is not the point
+    monkeypatch.setattr(
+        torch, "compile", lambda model, **kw: model
+    )  # compiling itself is not the point
     fast = _fast(compile="default")
     _step(fast)
     _step(fast)
@@ -201,7 +263,10 @@ def test_compiled_code_is_reset_once_per_job_never_per_step(tmp_path, monkeypatc
     train(smoke_cfg("trainer.compile=default"), tmp_path / "run")
     assert resets == [1]  # one job, one reset
     train(smoke_cfg(), tmp_path / "eager")
-    assert resets == [1, 1]  # an eager job drops (and frees) the compiled code of jobs before it too
+    assert resets == [
+        1,
+        1,
+    ]  # an eager job drops (and frees) the compiled code of jobs before it too
 
 
 @pytest.mark.slow
@@ -217,12 +282,15 @@ def test_resume_on_another_device_type_is_refused_before_any_work(tmp_path, monk
     assert ckpt["device_type"] == "cpu"
     ckpt["device_type"] = "cuda"
     torch.save(ckpt, run / "checkpoint.pt")
-    monkeypatch.setattr(train_mod, "load_splits", lambda *a: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr(
+        train_mod, "load_splits", lambda *a: pytest.fail("data loaded before the check")
+    )
     with pytest.raises(CheckpointError) as ex:
         train(smoke_cfg(), run)
     assert str(ex.value) == (
         f"{run / 'checkpoint.pt'} was written on cuda and this run is on cpu: the data sampler's random stream "
-        f"cannot move between device types. Resume with trainer.device=cuda, or start a new run (name=<new name>).")
+        f"cannot move between device types. Resume with trainer.device=cuda, or start a new run (name=<new name>)."
+    )
     # a checkpoint from before the device type was recorded: told apart by its generator state
     del ckpt["device_type"]
     ckpt["batches"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state
@@ -236,8 +304,12 @@ def test_a_cpu_runs_device_name_is_the_cpus_model_and_core_count(tmp_path, monke
 
     monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
     info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\nprocessor\t: 1\n")
+    info.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\nprocessor\t: 1\n"
+    )
     assert device.platform_cpu(str(info)) == "AMD EPYC 9B14 (2 cores)"
     monkeypatch.setattr(device.platform, "processor", lambda: "")
     monkeypatch.setattr(device.platform, "machine", lambda: "aarch64")
-    assert device.platform_cpu(str(tmp_path / "none")) == "aarch64 (2 cores)"  # no /proc/cpuinfo: the platform's word
+    assert (
+        device.platform_cpu(str(tmp_path / "none")) == "aarch64 (2 cores)"
+    )  # no /proc/cpuinfo: the platform's word

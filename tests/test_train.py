@@ -38,8 +38,15 @@ def test_cli_smoke_run_leaves_a_complete_record(tmp_path):
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "completed" and s["iterations"] == 20 and s["depth"] == 8
     assert s["params"] == 75_290 and s["device"] == "cpu" and s["reported_error"] == "validation"
-    assert s["final_val_err"] == hist["val_err"].iloc[-1] and s["best_val_err"] == hist["val_err"].min()
-    assert s["wall_time_s"] > 0 and s["images_per_s"] > 0 and s["versions"]["torch"] == torch.__version__
+    assert (
+        s["final_val_err"] == hist["val_err"].iloc[-1]
+        and s["best_val_err"] == hist["val_err"].min()
+    )
+    assert (
+        s["wall_time_s"] > 0
+        and s["images_per_s"] > 0
+        and s["versions"]["torch"] == torch.__version__
+    )
     assert "no test batch" in s["note"] and "final_test_err" not in s
 
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -51,9 +58,17 @@ def test_cli_smoke_run_leaves_a_complete_record(tmp_path):
 
 
 def test_cli_multirun_over_depth(tmp_path):
-    r = run_cli("-m", "experiment=smoke", "trainer.progress=false", "model.depth=8,14",
-                "schedule.iterations=4", "schedule.milestones=[2,3]", "trainer.log_every=2",
-                "trainer.eval_every=4", cwd=tmp_path)
+    r = run_cli(
+        "-m",
+        "experiment=smoke",
+        "trainer.progress=false",
+        "model.depth=8,14",
+        "schedule.iterations=4",
+        "schedule.milestones=[2,3]",
+        "trainer.log_every=2",
+        "trainer.eval_every=4",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -65,8 +80,13 @@ def test_cli_multirun_over_depth(tmp_path):
 
 @pytest.mark.parametrize("stop_at", [3, 7, 13])  # before the first checkpoint, after, later
 def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_at):
-    ov = ("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true",
-          "diagnostics.layer_stats=eval", "diagnostics.grad_norms=[1,5,9]")
+    ov = (
+        "trainer.log_every=2",
+        "trainer.eval_every=4",
+        "schedule.warmup=true",
+        "diagnostics.layer_stats=eval",
+        "diagnostics.grad_norms=[1,5,9]",
+    )
     full = train(smoke_cfg(*ov), tmp_path / "full")
 
     interrupt_after(monkeypatch, stop_at)
@@ -76,7 +96,9 @@ def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_a
     s = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert s["status"] == "interrupted" and s["iterations_done"] == stop_at
     resumed = train(smoke_cfg(*ov), tmp_path / "cut")
-    assert resumed["resumed_from"] == (stop_at // 4 * 4 or None) and resumed["status"] == "completed"
+    assert (
+        resumed["resumed_from"] == (stop_at // 4 * 4 or None) and resumed["status"] == "completed"
+    )
 
     a = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns=TIMING)
     b = pd.read_csv(tmp_path / "cut" / "metrics.csv").drop(columns=TIMING)
@@ -87,15 +109,22 @@ def test_resume_gives_the_same_history_and_weights(tmp_path, monkeypatch, stop_a
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert full["final_val_err"] == resumed["final_val_err"]
     for table in ("layer_stats.csv", "grad_norms.csv"):  # rows after the checkpoint are redone once
-        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / table), pd.read_csv(tmp_path / "cut" / table))
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "full" / table), pd.read_csv(tmp_path / "cut" / table)
+        )
     stats = pd.read_csv(tmp_path / "full" / "layer_stats.csv")
-    assert sorted(stats["iter"].unique()) == [4, 8, 12, 16, 20] and len(stats) == 5 * 7  # n=1: 7 layers
+    assert (
+        sorted(stats["iter"].unique()) == [4, 8, 12, 16, 20] and len(stats) == 5 * 7
+    )  # n=1: 7 layers
     assert sorted(pd.read_csv(tmp_path / "full" / "grad_norms.csv")["iter"].unique()) == [1, 5, 9]
 
 
 def test_run_dir_of_another_config_is_refused(tmp_path):
     train(smoke_cfg(), tmp_path / "run")
-    with pytest.raises(RunDirError, match=r"different config \(its config.yaml: optimizer.lr: 0.1 there, 0.05 now\)"):
+    with pytest.raises(
+        RunDirError,
+        match=r"different config \(its config.yaml: optimizer.lr: 0.1 there, 0.05 now\)",
+    ):
         train(smoke_cfg("optimizer.lr=0.05"), tmp_path / "run")
 
 
@@ -117,22 +146,37 @@ def test_warmup_switch_is_recorded(tmp_path):
     assert hist["lr"].tolist()[:1] == [0.01] and hist["lr"].tolist()[1] == 0.1
 
 
-@pytest.mark.parametrize("example,depth,residual,shortcut", [
-    (["model.depth=56", "model.residual=false"], 56, False, "A"),
-    (["model.n=18"], 110, True, "A"),
-    (["model.shortcut=B"], 8, True, "B"),  # the smoke preset's depth
-])
+@pytest.mark.parametrize(
+    "example,depth,residual,shortcut",
+    [
+        (["model.depth=56", "model.residual=false"], 56, False, "A"),
+        (["model.n=18"], 110, True, "A"),
+        (["model.shortcut=B"], 8, True, "B"),  # the smoke preset's depth
+    ],
+)
 def test_readme_examples_train(tmp_path, example, depth, residual, shortcut):
     """The README's examples, shortened to two small steps on synthetic data."""
-    cfg = smoke_cfg(*example, "trainer.batch_size=8", "schedule.iterations=2", "schedule.milestones=[1]")
+    cfg = smoke_cfg(
+        *example, "trainer.batch_size=8", "schedule.iterations=2", "schedule.milestones=[1]"
+    )
     s = train(cfg, tmp_path / "run")
     assert (s["depth"], s["residual"], s["status"]) == (depth, residual, "completed")
-    assert s["name"] == f"{'resnet' if residual else 'plain'}{depth}{'-B' if shortcut == 'B' else ''}-seed0"
+    assert (
+        s["name"]
+        == f"{'resnet' if residual else 'plain'}{depth}{'-B' if shortcut == 'B' else ''}-seed0"
+    )
 
 
 def test_failed_start_does_not_lock_the_run_dir(cifar_pickles, tmp_path):
-    ov = [f"dataset.root={cifar_pickles}", "dataset.download=false", "dataset.val_size=20",
-          "model.num_classes=10", "trainer.batch_size=16", "schedule.iterations=4", "schedule.milestones=[2]"]
+    ov = [
+        f"dataset.root={cifar_pickles}",
+        "dataset.download=false",
+        "dataset.val_size=20",
+        "model.num_classes=10",
+        "trainer.batch_size=16",
+        "schedule.iterations=4",
+        "schedule.milestones=[2]",
+    ]
     cfg = smoke_cfg("dataset=cifar10", *ov)
     with pytest.raises(DataError, match="data_batch_1 failed its checksum"):
         train(cfg, tmp_path / "run")
@@ -148,7 +192,10 @@ def test_summary_keeps_results_when_resumed_at_the_end(tmp_path):
     (run / "summary.json").write_text(json.dumps(summary))
     again = train(smoke_cfg(), run)
     assert again["status"] == "completed" and again["final_val_err"] == first["final_val_err"]
-    assert again["best_val_err"] == first["best_val_err"] and again["images_per_s"] == first["images_per_s"]
+    assert (
+        again["best_val_err"] == first["best_val_err"]
+        and again["images_per_s"] == first["images_per_s"]
+    )
 
 
 def test_record_files_have_the_usual_mode(tmp_path):
@@ -164,8 +211,14 @@ def test_record_files_have_the_usual_mode(tmp_path):
 
 # --- what a user meets: the console, and a first look that grows into the full run -----------
 def test_the_console_names_the_run_directory_at_the_start_and_on_the_done_line(tmp_path):
-    r = run_cli("experiment=smoke", "trainer.progress=false", "schedule.iterations=4", "schedule.milestones=[2]",
-                "name=look", cwd=tmp_path)
+    r = run_cli(
+        "experiment=smoke",
+        "trainer.progress=false",
+        "schedule.iterations=4",
+        "schedule.milestones=[2]",
+        "name=look",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out, run_dir = r.stdout + r.stderr, tmp_path / "runs" / "smoke" / "look"
     assert f"Run directory: {run_dir}" in out
@@ -178,10 +231,20 @@ def test_a_run_on_synthetic_data_never_imports_torchvision(tmp_path):
     files or to build an ImageNet net, not to train the CIFAR nets; the record names its version."""
     import torchvision
 
-    r = run_cli("experiment=smoke", "trainer.progress=false", "schedule.iterations=4", "schedule.milestones=[2]",
-                cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})  # python -X importtime: each import on stderr
+    r = run_cli(
+        "experiment=smoke",
+        "trainer.progress=false",
+        "schedule.iterations=4",
+        "schedule.milestones=[2]",
+        cwd=tmp_path,
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )  # python -X importtime: each import on stderr
     assert r.returncode == 0, r.stderr[-3000:]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in r.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "torch" in imported and not {m for m in imported if m.split(".")[0] == "torchvision"}
     s = json.loads((tmp_path / "runs" / "smoke" / "resnet8-seed0" / "summary.json").read_text())
     assert s["status"] == "completed" and s["versions"]["torchvision"] == torchvision.__version__
@@ -192,35 +255,74 @@ def test_the_bar_shows_loss_and_error_from_the_first_step(tmp_path, monkeypatch)
 
     shown = []
     real = train_mod.show
-    monkeypatch.setattr(train_mod, "show", lambda bar, loss, err, lr: shown.append((bar.n, loss, err)) or real(bar, loss, err, lr))
-    train(smoke_cfg("trainer.progress=true", "trainer.log_every=10", "schedule.iterations=20", "schedule.milestones=[10]"),
-          tmp_path / "run")
-    assert [n for n, _, _ in shown] == [1, 2, 4, 8, 10, 20]  # powers of two before the first log step, then each log
+    monkeypatch.setattr(
+        train_mod,
+        "show",
+        lambda bar, loss, err, lr: shown.append((bar.n, loss, err)) or real(bar, loss, err, lr),
+    )
+    train(
+        smoke_cfg(
+            "trainer.progress=true",
+            "trainer.log_every=10",
+            "schedule.iterations=20",
+            "schedule.milestones=[10]",
+        ),
+        tmp_path / "run",
+    )
+    assert [n for n, _, _ in shown] == [
+        1,
+        2,
+        4,
+        8,
+        10,
+        20,
+    ]  # powers of two before the first log step, then each log
     assert all(loss > 0 and 0 <= err <= 100 for _, loss, err in shown)
 
 
 def test_a_finished_run_continues_when_only_its_iterations_grow(tmp_path):
-    ov = ("trainer.log_every=4", "trainer.eval_every=8")  # the preset's milestones: 10, 15 of 20 iterations
+    ov = (
+        "trainer.log_every=4",
+        "trainer.eval_every=8",
+    )  # the preset's milestones: 10, 15 of 20 iterations
     full = train(smoke_cfg(*ov), tmp_path / "full")
-    look = train(smoke_cfg(*ov, "schedule.iterations=8"), tmp_path / "look")  # a first look, milestones unreached
+    look = train(
+        smoke_cfg(*ov, "schedule.iterations=8"), tmp_path / "look"
+    )  # a first look, milestones unreached
     assert look["status"] == "completed" and look["iterations"] == 8
     longer = train(smoke_cfg(*ov), tmp_path / "look")
-    assert longer["status"] == "completed" and longer["resumed_from"] == 8 and longer["iterations"] == 20
+    assert (
+        longer["status"] == "completed"
+        and longer["resumed_from"] == 8
+        and longer["iterations"] == 20
+    )
     assert longer["started_at"] == look["started_at"] and longer["iterations_total"] == 20
     a = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns=TIMING)
     b = pd.read_csv(tmp_path / "look" / "metrics.csv").drop(columns=TIMING)
     pd.testing.assert_frame_equal(a, b)  # the same run as one trained to 20 from the start
     assert longer["final_val_err"] == full["final_val_err"]
-    assert yaml.safe_load((tmp_path / "look" / "config.yaml").read_text())["schedule"]["iterations"] == 20
+    assert (
+        yaml.safe_load((tmp_path / "look" / "config.yaml").read_text())["schedule"]["iterations"]
+        == 20
+    )
 
-    with pytest.raises(RunDirError, match=r"\(A run continues to more iterations when schedule.iterations is the only key"):
-        train(smoke_cfg(*ov, "schedule.milestones=[12,16]", "schedule.iterations=30"), tmp_path / "look")
+    with pytest.raises(
+        RunDirError,
+        match=r"\(A run continues to more iterations when schedule.iterations is the only key",
+    ):
+        train(
+            smoke_cfg(*ov, "schedule.milestones=[12,16]", "schedule.iterations=30"),
+            tmp_path / "look",
+        )
     with pytest.raises(RunDirError, match="already holds a run with a different config"):
         train(smoke_cfg(*ov, "schedule.iterations=16"), tmp_path / "look")  # shorter: another run
     for f in ("checkpoint.pt", "checkpoint.prev.pt"):
         (tmp_path / "look" / f).unlink(missing_ok=True)
-    with pytest.raises(RunDirError, match=r"holds a run of 20 iterations, but its checkpoint is gone, so it cannot be "
-                                          r"continued to 30\. Give the longer run its own directory"):
+    with pytest.raises(
+        RunDirError,
+        match=r"holds a run of 20 iterations, but its checkpoint is gone, so it cannot be "
+        r"continued to 30\. Give the longer run its own directory",
+    ):
         train(smoke_cfg(*ov, "schedule.iterations=30"), tmp_path / "look")
 
 
@@ -231,7 +333,11 @@ def test_the_summary_counters_and_times_mean_one_thing_each(tmp_path, monkeypatc
         train(smoke_cfg(*ov), tmp_path / "run")
     monkeypatch.undo()
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert (s["iterations"], s["iterations_done"], s["evaluated_at"]) == (4, 7, 4)  # kept, run, errors from
+    assert (s["iterations"], s["iterations_done"], s["evaluated_at"]) == (
+        4,
+        7,
+        4,
+    )  # kept, run, errors from
 
     interrupt_after(monkeypatch, 3)  # stops before its first checkpoint: nothing kept
     with pytest.raises(KeyboardInterrupt):
@@ -239,8 +345,12 @@ def test_the_summary_counters_and_times_mean_one_thing_each(tmp_path, monkeypatc
     monkeypatch.undo()
     first = json.loads((tmp_path / "fresh" / "summary.json").read_text())
     assert first["iterations"] == 0 and first["iterations_done"] == 3
-    (tmp_path / "fresh" / "summary.json").write_text(json.dumps({**first, "started_at": "2026-01-01T00:00:00+00:00"}))
-    again = train(smoke_cfg(*ov), tmp_path / "fresh")  # a fresh start (nothing to resume): a new start time
+    (tmp_path / "fresh" / "summary.json").write_text(
+        json.dumps({**first, "started_at": "2026-01-01T00:00:00+00:00"})
+    )
+    again = train(
+        smoke_cfg(*ov), tmp_path / "fresh"
+    )  # a fresh start (nothing to resume): a new start time
     assert again["resumed_from"] is None and again["started_at"] != "2026-01-01T00:00:00+00:00"
 
 

@@ -18,8 +18,14 @@ from resnet_repro.training.train_stack import train_stack
 from .helpers import HANG_LIMIT_S, REAL_200_ARGS, cfg_of, interrupt_after, run_cli, smoke_cfg
 
 TIMING = ["time_s", "img_per_s"]
-OV = ("trainer.log_every=2", "trainer.eval_every=4", "schedule.warmup=true", "schedule.warmup_until_error=0.85",
-      "diagnostics.layer_stats=eval", "diagnostics.grad_norms=[1,5,9]")
+OV = (
+    "trainer.log_every=2",
+    "trainer.eval_every=4",
+    "schedule.warmup=true",
+    "schedule.warmup_until_error=0.85",
+    "diagnostics.layer_stats=eval",
+    "diagnostics.grad_norms=[1,5,9]",
+)
 MEMBERS = ((True, 0), (False, 0), (True, 1))  # residual, seed: the study's kinds of difference
 
 
@@ -42,10 +48,17 @@ def assert_same_record(a, b, tol=1e-10, skip_tables=()):
         if table in skip_tables:
             continue
         x, y = pd.read_csv(a / table), pd.read_csv(b / table)
-        x, y = x.drop(columns=[c for c in TIMING if c in x]), y.drop(columns=[c for c in TIMING if c in y])
+        x, y = (
+            x.drop(columns=[c for c in TIMING if c in x]),
+            y.drop(columns=[c for c in TIMING if c in y]),
+        )
         pd.testing.assert_frame_equal(x, y, check_exact=False, rtol=0, atol=tol)
     ca, cb = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (a, b))
-    assert ca.keys() == cb.keys() and ca["iteration"] == cb["iteration"] and ca["config"] == cb["config"]
+    assert (
+        ca.keys() == cb.keys()
+        and ca["iteration"] == cb["iteration"]
+        and ca["config"] == cb["config"]
+    )
     for name, t in ca["model"].items():  # weights and BN statistics
         assert (t.double() - cb["model"][name].double()).abs().max() <= tol, name
     ma, mb = ca["optimizer"], cb["optimizer"]
@@ -56,9 +69,16 @@ def assert_same_record(a, b, tol=1e-10, skip_tables=()):
     for key in ("generator", "perm"):
         assert torch.equal(ca["batches"][key], cb["batches"][key])
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
-    assert set(sa) ^ set(sb) <= {"stack"}  # a stacked run's summary also says which stack trained it
+    assert set(sa) ^ set(sb) <= {
+        "stack"
+    }  # a stacked run's summary also says which stack trained it
     for k, v in sa.items():
-        if k.endswith(("_s", "_at", "run_dir")) or k in ("started_at", "fast_path", "stack", "resumed_from"):
+        if k.endswith(("_s", "_at", "run_dir")) or k in (
+            "started_at",
+            "fast_path",
+            "stack",
+            "resumed_from",
+        ):
             continue
         assert sb[k] == (pytest.approx(v, abs=tol) if isinstance(v, float) else v), k
 
@@ -77,7 +97,10 @@ def test_a_stack_leaves_each_run_the_record_its_separate_run_leaves(tmp_path, fl
     assert s["residual"] is False and s["fast_path"]["optimizer_impl"] == "foreach"
     # the members learn apart: their own numbers, and each its own warm-up end (a per-member lr)
     assert len({x["final_val_loss"] for x in summaries}) == 3
-    ends = [json.loads((tmp_path / f"alone{i}" / "summary.json").read_text())["warmup_ended_at"] for i in range(3)]
+    ends = [
+        json.loads((tmp_path / f"alone{i}" / "summary.json").read_text())["warmup_ended_at"]
+        for i in range(3)
+    ]
     assert [x["warmup_ended_at"] for x in summaries] == ends
 
 
@@ -91,7 +114,9 @@ def test_kill_and_resume_of_a_stack_is_bit_exact(tmp_path, monkeypatch, stop_at)
         train_stack(cfgs, [tmp_path / f"cut{i}" for i in range(3)])
     monkeypatch.undo()
     cut = [json.loads((tmp_path / f"cut{i}" / "summary.json").read_text()) for i in range(3)]
-    assert {s["status"] for s in cut} == {"interrupted"} and {s["iterations_done"] for s in cut} == {stop_at}
+    assert {s["status"] for s in cut} == {"interrupted"} and {
+        s["iterations_done"] for s in cut
+    } == {stop_at}
     resumed = train_stack(cfgs, [tmp_path / f"cut{i}" for i in range(3)])
     assert {s["resumed_from"] for s in resumed} == {stop_at // 4 * 4 or None}
     for i in range(3):
@@ -99,7 +124,9 @@ def test_kill_and_resume_of_a_stack_is_bit_exact(tmp_path, monkeypatch, stop_at)
 
 
 @pytest.mark.slow
-def test_a_stack_killed_between_its_members_checkpoint_writes_resumes_as_one_bit_exactly(tmp_path, monkeypatch, caplog):
+def test_a_stack_killed_between_its_members_checkpoint_writes_resumes_as_one_bit_exactly(
+    tmp_path, monkeypatch, caplog
+):
     """A SIGKILL between the members' checkpoint writes of one evaluation leaves the first member
     one checkpoint ahead (made here: the others' checkpoint.pt rolled back to their previous one):
     the stack resumes as one net from the iteration they all share, bit-identical to a stack that
@@ -109,15 +136,25 @@ def test_a_stack_killed_between_its_members_checkpoint_writes_resumes_as_one_bit
     caplog.set_level("INFO", logger="resnet_repro")
     cfgs = member_cfgs()
     train_stack(cfgs, [tmp_path / f"full{i}" for i in range(3)])
-    interrupt_after(monkeypatch, 3 * 10)  # stopped at 10 at once: its checkpoints of 4 (previous) and 8
+    interrupt_after(
+        monkeypatch, 3 * 10
+    )  # stopped at 10 at once: its checkpoints of 4 (previous) and 8
     with pytest.raises(KeyboardInterrupt):
         train_stack(cfgs, [tmp_path / f"cut{i}" for i in range(3)])
     monkeypatch.undo()
-    for i in (1, 2):  # as if killed after member 0 wrote iteration 8's checkpoint, before the others did
-        shutil.copy(tmp_path / f"cut{i}" / "checkpoint.prev.pt", tmp_path / f"cut{i}" / "checkpoint.pt")
+    for i in (
+        1,
+        2,
+    ):  # as if killed after member 0 wrote iteration 8's checkpoint, before the others did
+        shutil.copy(
+            tmp_path / f"cut{i}" / "checkpoint.prev.pt", tmp_path / f"cut{i}" / "checkpoint.pt"
+        )
     resumed = train_stack(cfgs, [tmp_path / f"cut{i}" for i in range(3)])
     assert {s["resumed_from"] for s in resumed} == {4}
-    assert "where the stack's other runs stand" in caplog.text and "train one after another" not in caplog.text
+    assert (
+        "where the stack's other runs stand" in caplog.text
+        and "train one after another" not in caplog.text
+    )
     for i in range(3):
         assert_same_record(tmp_path / f"full{i}", tmp_path / f"cut{i}", tol=0)
 
@@ -142,8 +179,15 @@ def test_a_diverged_run_ends_alone_and_the_others_go_on(tmp_path, monkeypatch, f
     monkeypatch.setattr(StackedBatches, "next", poisoned)
     summaries = train_stack(cfgs, [tmp_path / f"stacked{i}" for i in range(3)])
     bad = summaries[1]
-    assert bad["status"] == "diverged" and bad["iterations_done"] == 4 and "Diverged: training diverged at iteration 4" in bad["error"]
-    assert "iterations" not in bad or bad["iterations"] in (0, None)  # no checkpoint before it diverged
+    assert (
+        bad["status"] == "diverged"
+        and bad["iterations_done"] == 4
+        and "Diverged: training diverged at iteration 4" in bad["error"]
+    )
+    assert "iterations" not in bad or bad["iterations"] in (
+        0,
+        None,
+    )  # no checkpoint before it diverged
     rows = pd.read_csv(tmp_path / "stacked1" / "metrics.csv")
     assert rows["iter"].tolist() == [2, 4] and pd.isna(rows["train_loss"].iloc[-1])
     for i in (0, 2):  # the others: as if alone
@@ -172,39 +216,59 @@ def test_runs_at_different_iterations_train_one_after_another(tmp_path, monkeypa
     out = train_stack(cfgs, [tmp_path / "a", tmp_path / "b"])
     assert "stand at different iterations" in caplog.text
     assert [s["status"] for s in out] == ["completed"] * 2 and "stack" not in out[1]
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "alone1" / "metrics.csv").drop(columns=TIMING),
-                                  pd.read_csv(tmp_path / "b" / "metrics.csv").drop(columns=TIMING))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "alone1" / "metrics.csv").drop(columns=TIMING),
+        pd.read_csv(tmp_path / "b" / "metrics.csv").drop(columns=TIMING),
+    )
     again = train_stack(cfgs, [tmp_path / "a", tmp_path / "b"])  # both complete: nothing to do
     assert [s["iterations"] for s in again] == [20, 20]
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ("optimizer.lr=0.05", "optimizer.lr"), ("model.depth=14", "model.depth"),
-    ("schedule.iterations=30", "schedule.iterations"), ("trainer.precision=bf16", "trainer.precision"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optimizer.lr=0.05", "optimizer.lr"),
+        ("model.depth=14", "model.depth"),
+        ("schedule.iterations=30", "schedule.iterations"),
+        ("trainer.precision=bf16", "trainer.precision"),
+    ],
+)
 def test_stacked_runs_may_differ_in_residual_and_seed_only(override, key):
     a, b = smoke_cfg("seed=0"), smoke_cfg("seed=1", "model.residual=false", override)
-    with pytest.raises(ConfigError, match=f"may differ in model.residual and seed only, but .*{key}.* differ"):
+    with pytest.raises(
+        ConfigError, match=f"may differ in model.residual and seed only, but .*{key}.* differ"
+    ):
         stacking.check_members([a, b])
     stacking.check_members([a, smoke_cfg("seed=1", "model.residual=false", "trainer.stack=off")])
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ("model.shortcut=B", "model.shortcut=B"), ("model=preact_cifar", "model.name=preact_cifar"),
-    ("trainer.precision=fp16", "trainer.precision=fp16"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.shortcut=B", "model.shortcut=B"),
+        ("model=preact_cifar", "model.name=preact_cifar"),
+        ("trainer.precision=fp16", "trainer.precision=fp16"),
+    ],
+)
 def test_what_a_stack_cannot_train_is_refused_by_name(override, key):
     cfg = smoke_cfg("trainer.stack=2", override)
     with pytest.raises(ConfigError, match=key):
         stacking.check_members([cfg, cfg])
     with pytest.raises(ConfigError, match=key):
         stacking.plan([cfg, cfg])
-    assert stacking.plan([smoke_cfg("trainer.stack=auto", override)] * 2) == [[0], [1]]  # auto: alone
+    assert stacking.plan([smoke_cfg("trainer.stack=auto", override)] * 2) == [
+        [0],
+        [1],
+    ]  # auto: alone
 
 
 def sweep_cfgs(stack, depths=(8, 14), seeds=(0, 1)):
-    return [smoke_cfg(f"trainer.stack={stack}", f"model.depth={d}", f"model.residual={r}", f"seed={s}")
-            for d in depths for r in (True, False) for s in seeds]
+    return [
+        smoke_cfg(f"trainer.stack={stack}", f"model.depth={d}", f"model.residual={r}", f"seed={s}")
+        for d in depths
+        for r in (True, False)
+        for s in seeds
+    ]
 
 
 def test_the_plan_groups_runs_that_differ_in_residual_and_seed_only(monkeypatch):
@@ -242,9 +306,18 @@ def test_a_stacked_sweep_leaves_the_records_and_manifest_of_a_separate_one(tmp_p
     from resnet_repro.analysis.results import collect
     from resnet_repro.sweeps.sweep import Manifest
 
-    args = ["-m", "experiment=smoke", "trainer.progress=false", "trainer.batch_size=8", "schedule.iterations=4",
-            "schedule.milestones=[2]", "trainer.log_every=2", "trainer.eval_every=4", "model.residual=true,false",
-            "seed=0,1"]
+    args = [
+        "-m",
+        "experiment=smoke",
+        "trainer.progress=false",
+        "trainer.batch_size=8",
+        "schedule.iterations=4",
+        "schedule.milestones=[2]",
+        "trainer.log_every=2",
+        "trainer.eval_every=4",
+        "model.residual=true,false",
+        "seed=0,1",
+    ]
     frames = {}
     for stack in ("off", "4"):
         cwd = tmp_path / stack
@@ -259,7 +332,10 @@ def test_a_stacked_sweep_leaves_the_records_and_manifest_of_a_separate_one(tmp_p
         if stack == "4":
             assert "4 of them in 1 stacks" in r.stdout + r.stderr
             for x in rows:
-                assert json.loads((sweep / x["name"] / "summary.json").read_text())["stack"]["size"] == 4
+                assert (
+                    json.loads((sweep / x["name"] / "summary.json").read_text())["stack"]["size"]
+                    == 4
+                )
     a, b = frames["off"], frames["4"]
     assert list(a.columns) == list(b.columns) and a["run"].tolist() == b["run"].tolist()
     assert a["final_val_err"].notna().all() and b["final_val_err"].notna().all()
@@ -267,12 +343,25 @@ def test_a_stacked_sweep_leaves_the_records_and_manifest_of_a_separate_one(tmp_p
 
 @pytest.mark.slow
 def test_a_sweep_that_cannot_stack_is_refused_before_any_job(tmp_path):
-    r = run_cli("-m", "experiment=smoke", "trainer.progress=false", "model.shortcut=B", "seed=0,1",
-                "trainer.stack=2", cwd=tmp_path, timeout=HANG_LIMIT_S)
+    r = run_cli(
+        "-m",
+        "experiment=smoke",
+        "trainer.progress=false",
+        "model.shortcut=B",
+        "seed=0,1",
+        "trainer.stack=2",
+        cwd=tmp_path,
+        timeout=HANG_LIMIT_S,
+    )
     assert r.returncode == 2
-    assert "shortcut option A only, not model.shortcut=B" in r.stderr and "trainer.stack=off" in r.stderr
+    assert (
+        "shortcut option A only, not model.shortcut=B" in r.stderr
+        and "trainer.stack=off" in r.stderr
+    )
     assert not list(tmp_path.glob("runs/smoke/*/*/summary.json"))
-    assert not list(tmp_path.rglob("manifest.csv")) and not list(tmp_path.rglob("multirun.yaml"))  # no sweep folder
+    assert not list(tmp_path.rglob("manifest.csv")) and not list(
+        tmp_path.rglob("multirun.yaml")
+    )  # no sweep folder
 
 
 @pytest.mark.parametrize("argv", [["experiment=smoke"], ["-m", "experiment=smoke", "seed=0,1"]])
@@ -304,7 +393,9 @@ def test_a_stack_members_name_is_one_folder_name(name):
 
 
 @pytest.mark.realdata
-def test_a_stack_on_real_cifar10_trains_as_its_separate_run_does(data_root, resnet20_real_200, tmp_path, capsys):
+def test_a_stack_on_real_cifar10_trains_as_its_separate_run_does(
+    data_root, resnet20_real_200, tmp_path, capsys
+):
     """fp32: grouped convolutions round differently from single ones, and at lr 0.1 the difference
     grows, so a stacked run is its separate run up to rounding. Over 200 real-data iterations the
     training curves stay together; the one validation error at the end is noisy (at lr 0.1 its BN
@@ -321,11 +412,15 @@ def test_a_stack_on_real_cifar10_trains_as_its_separate_run_does(data_root, resn
     err_diff = (a["train_err"] - b["train_err"]).abs().max()
     val_diff = abs(stacked[0]["final_val_err"] - alone["final_val_err"])
     with capsys.disabled():
-        print(f"\n[realdata] ResNet-20 seed 0, 200 iterations, fp32 CPU, alone / stacked with seed 1: training loss "
-              f"windows {a['train_loss'].round(4).tolist()} / {b['train_loss'].round(4).tolist()} (largest "
-              f"difference {loss_diff:.4f}; train error {err_diff:.2f} points); validation error "
-              f"{alone['final_val_err']:.2f}% / {stacked[0]['final_val_err']:.2f}%")
+        print(
+            f"\n[realdata] ResNet-20 seed 0, 200 iterations, fp32 CPU, alone / stacked with seed 1: training loss "
+            f"windows {a['train_loss'].round(4).tolist()} / {b['train_loss'].round(4).tolist()} (largest "
+            f"difference {loss_diff:.4f}; train error {err_diff:.2f} points); validation error "
+            f"{alone['final_val_err']:.2f}% / {stacked[0]['final_val_err']:.2f}%"
+        )
     assert a["iter"].tolist() == b["iter"].tolist() == [50, 100, 150, 200]
     assert loss_diff <= 0.06 and err_diff <= 4.0  # measured over five seeds: 0.023 and 1.6
-    assert val_diff <= 12.0 and stacked[0]["final_val_err"] < 75.0  # noise (up to 8.2 measured); well below chance
+    assert (
+        val_diff <= 12.0 and stacked[0]["final_val_err"] < 75.0
+    )  # noise (up to 8.2 measured); well below chance
     assert stacked[1]["status"] == "completed"

@@ -86,7 +86,11 @@ def filter_terms(runset) -> dict:
 
 
 def texts(report) -> list[str]:
-    return [b.text for b in report.blocks if isinstance(b, (wr.H1, wr.H2, wr.H3, wr.P, wr.MarkdownBlock))]
+    return [
+        b.text
+        for b in report.blocks
+        if isinstance(b, (wr.H1, wr.H2, wr.H3, wr.P, wr.MarkdownBlock))
+    ]
 
 
 # --- the report object ----------------------------------------------------------------------
@@ -129,7 +133,9 @@ def test_figure6_filters_plain_and_residual_runs_of_the_group():
     terms = [filter_terms(rs) for rs in runsets]
     assert all(t[("run", "group")] == GROUP for t in terms)
     assert sorted(t[("config", "model.value.residual")] for t in terms) == [False, True]
-    assert all(t[("run", "state")] == "finished" for t in terms)  # unfinished runs stay out of the means
+    assert all(
+        t[("run", "state")] == "finished" for t in terms
+    )  # unfinished runs stay out of the means
     assert all((rs.entity, rs.project) == (ENTITY, PROJECT) for rs in runsets)
 
 
@@ -139,9 +145,15 @@ def test_table6_runs_table():
     assert filter_terms(rs) == {("run", "group"): GROUP}
     assert rs.groupby == ["config.model.residual", "config.model.depth"]
     columns = rs.pinned_columns + rs.visible_columns
-    for col in ["config:model.value.depth", "config:model.value.residual", "config:seed.value",
-                "summary:params", "summary:final_train_err", "summary:final_val_err",
-                "summary:status"]:
+    for col in [
+        "config:model.value.depth",
+        "config:model.value.residual",
+        "config:seed.value",
+        "summary:params",
+        "summary:final_train_err",
+        "summary:final_val_err",
+        "summary:status",
+    ]:
         assert col in columns
     assert not any("test_err" in c for c in columns)
     assert rs.lock_columns
@@ -207,8 +219,12 @@ def test_report_serializes_without_saving(offline_lookup):
     runsets = [rs for g in grids_ for rs in g["metadata"]["runSets"]]
     for rs in runsets:
         assert rs["project"] == {"name": PROJECT, "entityName": ENTITY, "id": "UHJvamVjdDox"}
-        assert {"key": {"section": "run", "name": "group"}, "op": "=", "value": GROUP,
-                "disabled": False} in rs["filters"]["filters"]
+        assert {
+            "key": {"section": "run", "name": "group"},
+            "op": "=",
+            "value": GROUP,
+            "disabled": False,
+        } in rs["filters"]["filters"]
     groupings = [[k["name"] for k in rs["grouping"]] for rs in runsets]
     assert ["model.value.residual", "model.value.depth"] in groupings
     assert any(b["type"] == "markdown-block" and b["content"] == TABLE_MD for b in blocks)
@@ -216,6 +232,7 @@ def test_report_serializes_without_saving(offline_lookup):
 
 def test_building_twice_gives_equal_content(offline_lookup):
     """Deterministic apart from the generated panel / runset ids."""
+
     def strip(data):
         if isinstance(data, dict):
             return {k: strip(v) for k, v in data.items() if k not in ("id", "__id__")}

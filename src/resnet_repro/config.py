@@ -94,7 +94,9 @@ class TrainerConfig:
     deterministic: bool = False
     num_threads: int | None = None
     # The fast path (auto: what is fast and correct on the device the run lands on)
-    precision: str = "auto"  # auto (fp32: see step.FAST_BY_DEFAULT) | fp32 | bf16 | fp16 (with a grad scaler)
+    precision: str = (
+        "auto"  # auto (fp32: see step.FAST_BY_DEFAULT) | fp32 | bf16 | fp16 (with a grad scaler)
+    )
     channels_last: bool | None = None  # null: where the fast path is the default (nowhere yet)
     compile: str = "auto"  # auto (off: see step.FAST_BY_DEFAULT) | off | default | max-autotune
     cuda_graphs: bool = True  # with compile on CUDA: replay the compiled step as CUDA graphs
@@ -114,7 +116,9 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     group: str | None = None  # default: the sweep id
     job_type: str | None = None  # default: the experiment name
-    init_timeout: float = 30.0  # seconds W&B may take to start a run before the job goes on without it
+    init_timeout: float = (
+        30.0  # seconds W&B may take to start a run before the job goes on without it
+    )
 
 
 @dataclass
@@ -164,8 +168,14 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
 
 
-def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, seed: int,
-             model: str = "resnet_cifar") -> str:
+def run_name(
+    residual: bool,
+    n: int | None,
+    depth: int | None,
+    shortcut: str,
+    seed: int,
+    model: str = "resnet_cifar",
+) -> str:
     """Readable run name that always shows the depth, e.g. ``resnet56-seed0``, ``plain20-seed1``,
     ``preact-resnet110-seed0``, ``resnet50-seed0`` (the ImageNet net)."""
     row = REGISTRY.get(model)
@@ -178,7 +188,9 @@ def run_name(residual: bool, n: int | None, depth: int | None, shortcut: str, se
     return f"{kind}{d}{tag}-seed{seed}"
 
 
-WARMUP_FROM_DEPTH = 110  # the paper warms up its 110-layer net (and the 1202-layer one) with lr 0.01
+WARMUP_FROM_DEPTH = (
+    110  # the paper warms up its 110-layer net (and the 1202-layer one) with lr 0.01
+)
 WARMUPS = ("auto", "true", "false")
 
 
@@ -187,10 +199,14 @@ def resolve_warmup(cfg: Config) -> None:
     w = cfg.schedule.warmup
     word = str(w).lower()
     if word not in WARMUPS:
-        raise ConfigError(f"schedule.warmup={w!r} is not valid. Valid choices: {', '.join(WARMUPS)} (auto: on for "
-                          f"depth >= {WARMUP_FROM_DEPTH}, as the paper did for ResNet-110).")
+        raise ConfigError(
+            f"schedule.warmup={w!r} is not valid. Valid choices: {', '.join(WARMUPS)} (auto: on for "
+            f"depth >= {WARMUP_FROM_DEPTH}, as the paper did for ResNet-110)."
+        )
     if word == "auto":
-        cfg.schedule.warmup = cfg.model.name in CIFAR_MODELS and cfg.model.depth >= WARMUP_FROM_DEPTH
+        cfg.schedule.warmup = (
+            cfg.model.name in CIFAR_MODELS and cfg.model.depth >= WARMUP_FROM_DEPTH
+        )
     else:
         cfg.schedule.warmup = word == "true"
 
@@ -278,8 +294,10 @@ def _check_trainer(t: TrainerConfig, n_train: int) -> None:
     choice("trainer.precision", t.precision, PRECISIONS)
     choice("trainer.compile", t.compile, COMPILE_MODES)
     if not (t.stack in ("auto", "off") or (t.stack.isdigit() and int(t.stack) >= 1)):
-        raise ConfigError(f"trainer.stack={t.stack!r} is not valid. Valid choices: auto, off, or a number of runs "
-                          f"to train as one stacked net, e.g. trainer.stack=4.")
+        raise ConfigError(
+            f"trainer.stack={t.stack!r} is not valid. Valid choices: auto, off, or a number of runs "
+            f"to train as one stacked net, e.g. trainer.stack=4."
+        )
 
 
 def _check_logger(lg: LoggerConfig) -> None:
@@ -307,7 +325,9 @@ def unreachable(cfg: Config) -> dict[str, list[int]]:
     """
     s = cfg.schedule
     out = {"schedule.milestones": [m for m in s.milestones if m > s.iterations]}
-    out["diagnostics.grad_norms"] = [g for g in cfg.diagnostics.grad_norms if g > iteration_schedule(cfg).iterations]
+    out["diagnostics.grad_norms"] = [
+        g for g in cfg.diagnostics.grad_norms if g > iteration_schedule(cfg).iterations
+    ]
     return {k: v for k, v in out.items() if v}
 
 
@@ -315,14 +335,21 @@ def unreachable_message(cfg: Config, key: str, values: list[int], *, refused: bo
     """Say which values the run never reaches; with the fix when refused, else as a warning."""
     s, shown, verb = cfg.schedule, ", ".join(map(str, values)), "is" if len(values) == 1 else "are"
     if key == "schedule.milestones":
-        fix = (f"Give milestones up to {s.iterations} (the paper: 32000,48000 of 64000)." if refused
-               else "This run is not the paper's schedule.")
-        return (f"schedule.milestones={list(s.milestones)}: {shown} {verb} past schedule.iterations="
-                f"{s.iterations}, so the lr never drops there. {fix}")
+        fix = (
+            f"Give milestones up to {s.iterations} (the paper: 32000,48000 of 64000)."
+            if refused
+            else "This run is not the paper's schedule."
+        )
+        return (
+            f"schedule.milestones={list(s.milestones)}: {shown} {verb} past schedule.iterations="
+            f"{s.iterations}, so the lr never drops there. {fix}"
+        )
     total = iteration_schedule(cfg).iterations
     fix = f"Give iterations in [1, {total}]." if refused else "They are left out."
-    return (f"diagnostics.grad_norms={list(cfg.diagnostics.grad_norms)}: {shown} {verb} past the run's last "
-            f"iteration ({total}), so no gradient norms are taken there. {fix}")
+    return (
+        f"diagnostics.grad_norms={list(cfg.diagnostics.grad_norms)}: {shown} {verb} past the run's last "
+        f"iteration ({total}), so no gradient norms are taken there. {fix}"
+    )
 
 
 def train_size(cfg: Config) -> int:
@@ -337,13 +364,19 @@ def iteration_schedule(cfg: Config) -> ScheduleConfig:
     if s.unit == "iterations":
         return s
     per_epoch = train_size(cfg) // cfg.trainer.batch_size
-    return dataclasses.replace(s, unit="iterations", iterations=s.iterations * per_epoch,
-                               milestones=[m * per_epoch for m in s.milestones])
+    return dataclasses.replace(
+        s,
+        unit="iterations",
+        iterations=s.iterations * per_epoch,
+        milestones=[m * per_epoch for m in s.milestones],
+    )
 
 
 def leaf_keys() -> dict[str, Any]:
     """Every valid dotted config key and its declared type."""
-    keys = {f"{g}.{f.name}": f.type for g, s in GROUP_SCHEMAS.items() for f in dataclasses.fields(s)}
+    keys = {
+        f"{g}.{f.name}": f.type for g, s in GROUP_SCHEMAS.items() for f in dataclasses.fields(s)
+    }
     keys.update({f.name: f.type for f in dataclasses.fields(Config) if f.name not in GROUP_SCHEMAS})
     return keys
 
@@ -354,10 +387,14 @@ def unknown_key_message(full_key: str) -> str:
     group = full_key.split(".")[0]
     last = full_key.split(".")[-1]
     names = difflib.get_close_matches(last, {k.split(".")[-1] for k in keys}, n=2, cutoff=0.7)
-    close = sorted((k for k in keys if k.split(".")[-1] in names), key=lambda k: not k.startswith(group + "."))
+    close = sorted(
+        (k for k in keys if k.split(".")[-1] in names), key=lambda k: not k.startswith(group + ".")
+    )
     hint = f" Did you mean {' or '.join(repr(c) for c in close[:3])}?" if close else ""
     if group in GROUP_SCHEMAS:
-        valid = f"Valid keys in '{group}': " + ", ".join(k for k in keys if k.startswith(group + "."))
+        valid = f"Valid keys in '{group}': " + ", ".join(
+            k for k in keys if k.startswith(group + ".")
+        )
     else:
         top = [k for k in keys if "." not in k]
         valid = f"Valid top-level keys: {', '.join(top)}, and the groups {', '.join(GROUP_SCHEMAS)}"
@@ -367,7 +404,11 @@ def unknown_key_message(full_key: str) -> str:
 def unknown_keys(node: Any) -> list[str]:
     """Dotted keys of a composed config that no schema declares (e.g. added with ``+key=``)."""
     valid = leaf_keys()
-    return [k for k in flat(OmegaConf.to_container(node, resolve=False)) if k not in valid and k.split(".")[0] != "hydra"]
+    return [
+        k
+        for k in flat(OmegaConf.to_container(node, resolve=False))
+        if k not in valid and k.split(".")[0] != "hydra"
+    ]
 
 
 def override_pairs(overrides: Iterable[str]) -> list[tuple[str, str | None]]:
@@ -386,7 +427,9 @@ def override_pairs(overrides: Iterable[str]) -> list[tuple[str, str | None]]:
         if ov.is_sweep_override():  # several values: the text as given
             pairs.append((ov.key_or_group, o.partition("=")[2]))
         else:
-            pairs.append((ov.key_or_group, None if ov.value() is None else ov.get_value_element_as_str()))
+            pairs.append(
+                (ov.key_or_group, None if ov.value() is None else ov.get_value_element_as_str())
+            )
     return pairs
 
 

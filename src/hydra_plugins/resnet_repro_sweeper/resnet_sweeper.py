@@ -41,11 +41,17 @@ log = logging.getLogger(__name__)
 class ResnetSweeper(Sweeper):
     """Hydra's basic sweep (the product of every swept value), with ``exclude`` rules."""
 
-    def __init__(self, max_batch_size: int | None = None, params: dict | None = None,
-                 exclude: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict | None = None,
+        exclude: Sequence[Any] = (),
+    ) -> None:
         self.max_batch_size = max_batch_size
         self.params = dict(params or {})
-        self.exclude = [dict(OmegaConf.to_container(e) if OmegaConf.is_config(e) else e) for e in exclude or []]
+        self.exclude = [
+            dict(OmegaConf.to_container(e) if OmegaConf.is_config(e) else e) for e in exclude or []
+        ]
         self.config = self.launcher = self.hydra_context = None
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
@@ -56,7 +62,9 @@ class ResnetSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
+    def split_arguments(
+        self, overrides: list[Override], max_batch_size: int | None
+    ) -> list[list[list[str]]]:
         """The jobs of parsed overrides less the ``exclude`` rules' jobs, in batches of at most
         ``max_batch_size`` (all in one batch without it)."""
         jobs = [job for job in product(overrides) if not excluded(job, self.exclude)]
@@ -68,7 +76,11 @@ class ResnetSweeper(Sweeper):
         then the command line's), in Hydra's order."""
         params_conf = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        return [job for batch in self.split_arguments(parser.parse_overrides(params_conf), None) for job in batch]
+        return [
+            job
+            for batch in self.split_arguments(parser.parse_overrides(params_conf), None)
+            for job in batch
+        ]
 
     def sweep(self, arguments: list[str]) -> Any:
         stacking.refuse_members_by_hand(arguments)
@@ -81,17 +93,25 @@ class ResnetSweeper(Sweeper):
             try:
                 c = to_config(cfg, overrides)
             except ConfigError as ex:
-                raise ConfigError(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
+                raise ConfigError(
+                    f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)"
+                ) from None
             depths.append(c.model.depth)
             configs.append(c)
         names = job_names(jobs, depths, axes=self.params)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        for c, name, overrides in zip(configs, names, jobs, strict=True):  # before Hydra writes anything
+        for c, name, overrides in zip(
+            configs, names, jobs, strict=True
+        ):  # before Hydra writes anything
             try:
                 check_can_start(c, sweep_dir / name)
             except ResnetReproError as ex:
-                raise type(ex)(f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)") from None
-        launches = stacking.plan(configs)  # each entry: one job, or a stack of jobs; a refusal writes nothing
+                raise type(ex)(
+                    f"{ex} (in sweep job: {' '.join(overrides)}; no job was started)"
+                ) from None
+        launches = stacking.plan(
+            configs
+        )  # each entry: one job, or a stack of jobs; a refusal writes nothing
         check_same_sweep(sweep_dir, names)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(sweep_dir, SWEEP_LOCK_FILE, what="sweep")
@@ -101,21 +121,40 @@ class ResnetSweeper(Sweeper):
         finally:
             lock.release()
 
-    def _run(self, sweep_dir: Path, names: list[str], jobs: list[list[str]], configs: list, launches: list) -> Any:
+    def _run(
+        self,
+        sweep_dir: Path,
+        names: list[str],
+        jobs: list[list[str]],
+        configs: list,
+        launches: list,
+    ) -> Any:
         """List the jobs in the manifest, launch them, and record every outcome once."""
         check_same_sweep(sweep_dir, names)  # again, now that no other sweep can write its manifest
-        Manifest(sweep_dir).set_jobs([{"name": n, "overrides": " ".join(o), "run_dir": os.path.abspath(sweep_dir / n)}
-                                      for n, o in zip(names, jobs, strict=True)])
+        Manifest(sweep_dir).set_jobs(
+            [
+                {"name": n, "overrides": " ".join(o), "run_dir": os.path.abspath(sweep_dir / n)}
+                for n, o in zip(names, jobs, strict=True)
+            ]
+        )
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         stacked = sum(len(s) for s in launches if len(s) > 1)
-        log.info("Sweep of %d jobs in %s%s", len(jobs), sweep_dir,
-                 f" ({stacked} of them in {sum(len(s) > 1 for s in launches)} stacks, trainer.stack)" if stacked else "")
+        log.info(
+            "Sweep of %d jobs in %s%s",
+            len(jobs),
+            sweep_dir,
+            f" ({stacked} of them in {sum(len(s) > 1 for s in launches)} stacks, trainer.stack)"
+            if stacked
+            else "",
+        )
         named = _launched(launches, jobs, names, configs)
         size = self.max_batch_size or len(named)
         returns: list[Any] = []
         try:
             for start in range(0, len(named), size):
-                returns.append(self.launcher.launch(named[start : start + size], initial_job_idx=start))
+                returns.append(
+                    self.launcher.launch(named[start : start + size], initial_job_idx=start)
+                )
         finally:  # the manifest's record of every job's outcome, once, even when the sweep was stopped
             ended = [r for results in returns for r in results]
             outcome = {i: None for i in range(len(jobs))}
@@ -136,8 +175,10 @@ def check_same_sweep(sweep_dir: Path, names: list[str]) -> None:
     try:
         listed = [r.get("name") for r in Manifest(sweep_dir).recorded()]
     except (*RECORD_ERRORS, csv.Error):
-        raise RunDirError(f"{sweep_dir / MANIFEST_FILE} cannot be read. Restore it, or give this sweep its own "
-                          f"folder (hydra.sweep.dir=<dir>); no job was started.") from None
+        raise RunDirError(
+            f"{sweep_dir / MANIFEST_FILE} cannot be read. Restore it, or give this sweep its own "
+            f"folder (hydra.sweep.dir=<dir>); no job was started."
+        ) from None
     gone = [n for n in listed if n and n not in names]
     if gone:
         raise RunDirError(
@@ -147,7 +188,9 @@ def check_same_sweep(sweep_dir: Path, names: list[str]) -> None:
         )
 
 
-def _launched(launches: list[list[int]], jobs: list[list[str]], names: list[str], configs: list) -> list[list[str]]:
+def _launched(
+    launches: list[list[int]], jobs: list[list[str]], names: list[str], configs: list
+) -> list[list[str]]:
     """The overrides of each Hydra job. Each job's directory is its name: Hydra's
     ``hydra.sweep.subdir``, set here and nowhere else; a stack's Hydra job runs in its first run's
     directory and names every run it trains (``trainer.stack_members``)."""
@@ -165,7 +208,10 @@ def _failure(job_return: JobReturn, member_dir: Path | None = None) -> BaseExcep
     run of a stack (``member_dir``), only where its own record does not say it completed or diverged."""
     if job_return.status != JobStatus.FAILED:
         return None
-    if member_dir is not None and (job_outcome(member_dir) or {}).get("status") in ("completed", "diverged"):
+    if member_dir is not None and (job_outcome(member_dir) or {}).get("status") in (
+        "completed",
+        "diverged",
+    ):
         return None
     try:
         _ = job_return.return_value
@@ -183,8 +229,10 @@ def product(overrides: list[Override]) -> list[list[str]]:
         key = o.get_key_element()
         if o.is_sweep_override():
             if o.is_interval_sweep():
-                raise ConfigError(f"{o.input_line} is an interval: a grid sweep needs values to list, e.g. "
-                                  f"{key}=0.1,0.05 or {key}=range(1,4).")
+                raise ConfigError(
+                    f"{o.input_line} is an interval: a grid sweep needs values to list, e.g. "
+                    f"{key}=0.1,0.05 or {key}=range(1,4)."
+                )
             axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
         else:
             axes[key] = [f"{key}={o.get_value_element_as_str()}"]

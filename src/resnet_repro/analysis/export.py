@@ -32,8 +32,15 @@ from ..record.files import (
 from .results import find_run_dirs
 
 ENDED = ("completed", "diverged")  # a diverged run is a result too
-RECORD_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, LAYER_STATS_FILE, GRAD_NORMS_FILE,
-                "train.log", ".hydra/overrides.yaml")
+RECORD_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    LAYER_STATS_FILE,
+    GRAD_NORMS_FILE,
+    "train.log",
+    ".hydra/overrides.yaml",
+)
 LOGS = ("train.log",)  # grows when a complete run is started again; not part of the result
 Record = dict[str, bytes]  # a record's files by path in its run folder
 
@@ -62,12 +69,16 @@ def plan(sources: list[Path], into: Path) -> tuple[dict[Path, tuple[Path, Record
     skipped = []
     for src in sources:
         if not src.is_dir():
-            raise ResnetReproError(f"{src} is not a folder. Give a run folder or a sweep folder "
-                                   f"(e.g. runs/degradation/<timestamp>).")
+            raise ResnetReproError(
+                f"{src} is not a folder. Give a run folder or a sweep folder "
+                f"(e.g. runs/degradation/<timestamp>)."
+            )
         runs = find_run_dirs(src)
         if not runs:
-            raise ResnetReproError(f"{src} holds no run records (no config.yaml, summary.json or "
-                                   f"metrics.csv below it). Give a run folder or a sweep folder.")
+            raise ResnetReproError(
+                f"{src} holds no run records (no config.yaml, summary.json or "
+                f"metrics.csv below it). Give a run folder or a sweep folder."
+            )
         for run in runs:
             status = _status(run)
             if status not in ENDED:
@@ -75,8 +86,10 @@ def plan(sources: list[Path], into: Path) -> tuple[dict[Path, tuple[Path, Record
                 continue
             dest = into / (run.name if run == src else run.relative_to(src).as_posix())
             if dest in copies and copies[dest][0].resolve() != run.resolve():
-                raise ResnetReproError(f"{copies[dest][0]} and {run} would both be exported to "
-                                       f"{dest}. Export them into separate folders (--into).")
+                raise ResnetReproError(
+                    f"{copies[dest][0]} and {run} would both be exported to "
+                    f"{dest}. Export them into separate folders (--into)."
+                )
             copies[dest] = (run, _record(run))
     return copies, skipped
 
@@ -92,8 +105,10 @@ def export(sources: list[str | Path], into: str | Path) -> tuple[list[Path], lis
     for dest, (run, files) in copies.items():
         if dest.exists():
             if _data(_record(dest)) != _data(files):
-                raise ResnetReproError(f"{dest} already holds a different record of {run.name}. Export "
-                                       f"into another folder (--into), or move {dest} away first.")
+                raise ResnetReproError(
+                    f"{dest} already holds a different record of {run.name}. Export "
+                    f"into another folder (--into), or move {dest} away first."
+                )
             same.append(dest)
     for dest, (_, files) in copies.items():
         if dest in same:  # the same record; its log may have grown (a rerun that found it complete)
@@ -125,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for line in skipped:
         print(f"resnet-export: {line}")
-    print(f"resnet-export: {len(written)} run records exported into {args.into}"
-          + (f", {len(same)} already there" if same else "") + " (no checkpoints)")
+    print(
+        f"resnet-export: {len(written)} run records exported into {args.into}"
+        + (f", {len(same)} already there" if same else "")
+        + " (no checkpoints)"
+    )
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -33,8 +33,14 @@ from .results import Results, collect, collect_grad_norms, collect_layer_stats
 
 # He et al. 2016, Table 6 (CIFAR-10 test error %, params in millions). ResNet-110: best of 5 runs,
 # with mean ± std in brackets.
-PAPER_TABLE6 = {20: (0.27, 8.75), 32: (0.46, 7.51), 44: (0.66, 7.17), 56: (0.85, 6.97),
-                110: (1.7, 6.43), 1202: (19.4, 7.93)}
+PAPER_TABLE6 = {
+    20: (0.27, 8.75),
+    32: (0.46, 7.51),
+    44: (0.66, 7.17),
+    56: (0.85, 6.97),
+    110: (1.7, 6.43),
+    1202: (19.4, 7.93),
+}
 PAPER_NOTES = {110: "6.61 ± 0.16 mean of 5 runs (6.43 best)"}
 VARIANTS = {"plain": "plain", "resnet": "ResNet"}
 PANEL_TITLES = {"plain": "plain nets", "resnet": "residual nets (ResNets)"}
@@ -68,8 +74,15 @@ def _mean_std(s: pd.Series) -> tuple[float, float]:
 
 # Config keys that may differ between the runs of one report: the net's depth and kind, the seed,
 # names, the depth-dependent warm-up, and where/how runs ran (not what they computed).
-POOLED_KEYS = {"model.depth", "model.n", "model.residual", "seed", "name", "experiment_name",
-               "schedule.warmup"} | RUNTIME_KEYS
+POOLED_KEYS = {
+    "model.depth",
+    "model.n",
+    "model.residual",
+    "seed",
+    "name",
+    "experiment_name",
+    "schedule.warmup",
+} | RUNTIME_KEYS
 
 
 def check_poolable(runs: pd.DataFrame) -> None:
@@ -89,8 +102,13 @@ def check_poolable(runs: pd.DataFrame) -> None:
     dup = done[done.duplicated(["variant", "depth", "seed"], keep=False)]
     if len(dup):
         r = dup.iloc[0]
-        runs_ = ", ".join(dup[(dup["variant"] == r["variant"]) & (dup["depth"] == r["depth"])
-                              & (dup["seed"] == r["seed"])]["run"])
+        runs_ = ", ".join(
+            dup[
+                (dup["variant"] == r["variant"])
+                & (dup["depth"] == r["depth"])
+                & (dup["seed"] == r["seed"])
+            ]["run"]
+        )
         raise ResnetReproError(
             f"{_label(r['variant'], r['depth'])} seed {r['seed']} finished more than once ({runs_}): "
             f"a mean over seeds would count it twice. Report the sweeps separately, or remove one of them."
@@ -101,9 +119,13 @@ def check_poolable(runs: pd.DataFrame) -> None:
 # He et al. 2016, §4.2: SGD, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, stop at
 # 64k, momentum 0.9, weight decay 1e-4; ResNet-110 warms up (lr 0.01 until 80% training error).
 PAPER_ITERATIONS, PAPER_MILESTONES = 64_000, (32_000, 48_000)
-PAPER_SCHEDULE = (("optimizer.lr", "lr", 0.1), ("trainer.batch_size", "batch", 128),
-                  ("optimizer.momentum", "momentum", 0.9), ("optimizer.weight_decay", "weight decay", 1e-4),
-                  ("schedule.gamma", "lr factor at a milestone", 0.1))
+PAPER_SCHEDULE = (
+    ("optimizer.lr", "lr", 0.1),
+    ("trainer.batch_size", "batch", 128),
+    ("optimizer.momentum", "momentum", 0.9),
+    ("optimizer.weight_decay", "weight decay", 1e-4),
+    ("schedule.gamma", "lr factor at a milestone", 0.1),
+)
 
 
 def _num(v):
@@ -140,8 +162,10 @@ class Recipe:
 
     def headline(self) -> str:
         if self.paper_schedule:
-            text = ("the paper's schedule (64,000 iterations, lr 0.1 divided by 10 at 32,000 and 48,000, batch 128, "
-                    "momentum 0.9, weight decay 1e-4, warm-up for depth >= 110)")
+            text = (
+                "the paper's schedule (64,000 iterations, lr 0.1 divided by 10 at 32,000 and 48,000, batch 128, "
+                "momentum 0.9, weight decay 1e-4, warm-up for depth >= 110)"
+            )
         else:
             text = "not the paper's schedule: " + "; ".join(self.differs)
         return f"Recipe: {text}." + (f" Also: {'; '.join(self.notes)}." if self.notes else "")
@@ -163,7 +187,9 @@ def recipe(runs: pd.DataFrame) -> Recipe:
     its = sorted(set(int(v) for v in done["iterations_total"].dropna()))
     r.iterations = its[0] if len(its) == 1 else None
     if its != [PAPER_ITERATIONS]:
-        r.differs.append(f"{' / '.join(f'{v:,}' for v in its) or 'unknown'} iterations (the paper: 64,000)")
+        r.differs.append(
+            f"{' / '.join(f'{v:,}' for v in its) or 'unknown'} iterations (the paper: 64,000)"
+        )
     ms = sorted({m for m in (_milestones(row) for _, row in done.iterrows()) if m is not None})
     if ms and ms != [PAPER_MILESTONES]:
         shown = " / ".join(", ".join(f"{m:,}" for m in v) or "none" for v in ms)
@@ -171,21 +197,29 @@ def recipe(runs: pd.DataFrame) -> Recipe:
     for key, word, paper in PAPER_SCHEDULE:
         vals = sorted(set(float(v) for v in done.get(key, pd.Series(dtype=float)).dropna()))
         if vals and vals != [paper]:
-            r.differs.append(f"{word} {' / '.join(_num(v) for v in vals)} (the paper: {_num(paper)})")
+            r.differs.append(
+                f"{word} {' / '.join(_num(v) for v in vals)} (the paper: {_num(paper)})"
+            )
     if "schedule.warmup" in done:
         wrong = []
         for _, row in done.dropna(subset=["schedule.warmup", "depth"]).iterrows():
             want = row.get("model") in CIFAR_MODELS and int(row["depth"]) >= WARMUP_FROM_DEPTH
             if bool(row["schedule.warmup"]) != want:
-                wrong.append(f"{_label(row['variant'], row['depth'])} {'with' if row['schedule.warmup'] else 'without'}")
+                wrong.append(
+                    f"{_label(row['variant'], row['depth'])} {'with' if row['schedule.warmup'] else 'without'}"
+                )
         if wrong:
-            r.differs.append(f"warm-up: {', '.join(sorted(set(wrong)))} (the paper: for depth >= 110 only)")
+            r.differs.append(
+                f"warm-up: {', '.join(sorted(set(wrong)))} (the paper: for depth >= 110 only)"
+            )
     precisions = sorted(set(done.get("precision", pd.Series(dtype=str)).dropna()) - {"fp32"})
     if precisions:
         r.notes.append(f"{'/'.join(precisions)} autocast (the paper trained in fp32)")
     protocols = sorted(set(done["protocol"].dropna()) - {"paper"})
     if protocols:
-        r.notes.append(f"dataset.protocol={'/'.join(protocols)} (the paper's analysis split is 45k/5k)")
+        r.notes.append(
+            f"dataset.protocol={'/'.join(protocols)} (the paper's analysis split is 45k/5k)"
+        )
     return r
 
 
@@ -194,22 +228,34 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
     """Final error by variant and depth over the completed runs: mean, std (n-1) and n seeds."""
     split = eval_split(runs)
     rows = []
-    for (variant, depth), g in runs.dropna(subset=["variant", "depth"]).groupby(["variant", "depth"]):
+    for (variant, depth), g in runs.dropna(subset=["variant", "depth"]).groupby(
+        ["variant", "depth"]
+    ):
         done = g[g["status"] == "completed"]
         errs = pd.to_numeric(done[f"final_{split}_err"], errors="coerce").dropna()
         err_m, err_s = _mean_std(errs)
         tr_m, tr_s = _mean_std(done["final_train_err"])
         paper = PAPER_TABLE6.get(int(depth)) if variant == "resnet" else None
         params = pd.to_numeric(g["params"], errors="coerce").dropna()
-        rows.append({
-            "net": _label(variant, depth), "variant": variant, "depth": int(depth),
-            "params": int(params.iloc[0]) if len(params) else None, "seeds": len(errs),
-            "unfinished": len(g) - len(done), "split": split,
-            "error_mean": err_m, "error_std": err_s, "train_error_mean": tr_m, "train_error_std": tr_s,
-            "paper_test_error": paper[1] if paper else None, "paper_params_m": paper[0] if paper else None,
-            "paper_note": PAPER_NOTES.get(int(depth), "") if paper else "",
-            "protocol": ",".join(sorted(set(map(str, done["protocol"].dropna())))) or None,
-        })
+        rows.append(
+            {
+                "net": _label(variant, depth),
+                "variant": variant,
+                "depth": int(depth),
+                "params": int(params.iloc[0]) if len(params) else None,
+                "seeds": len(errs),
+                "unfinished": len(g) - len(done),
+                "split": split,
+                "error_mean": err_m,
+                "error_std": err_s,
+                "train_error_mean": tr_m,
+                "train_error_std": tr_s,
+                "paper_test_error": paper[1] if paper else None,
+                "paper_params_m": paper[0] if paper else None,
+                "paper_note": PAPER_NOTES.get(int(depth), "") if paper else "",
+                "protocol": ",".join(sorted(set(map(str, done["protocol"].dropna())))) or None,
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -231,32 +277,53 @@ def table6_markdown(t: pd.DataFrame, schedule: str = "", rec: Recipe | None = No
     if t.empty:
         return top + "No finished runs to tabulate.\n"
     comparable = rec is None or rec.paper_schedule
-    paper_head = "paper: test error (%)" if comparable else "paper, 64k iterations: test error (%), reference only"
+    paper_head = (
+        "paper: test error (%)"
+        if comparable
+        else "paper, 64k iterations: test error (%), reference only"
+    )
     split = t["split"].iloc[0]
-    head = (f"| net | params | seeds | ours: {split_word(split)} error (%) | ours: training error (%) "
-            f"| {paper_head} |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+    head = (
+        f"| net | params | seeds | ours: {split_word(split)} error (%) | ours: training error (%) "
+        f"| {paper_head} |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"
+    )
     lines = []
     for r in t.itertuples():
         params = f"{r.params / 1e6:.2f}M" if pd.notna(r.params) and r.params else "—"
-        paper = "—" if r.paper_test_error is None or pd.isna(r.paper_test_error) else f"{r.paper_test_error:.2f}"
+        paper = (
+            "—"
+            if r.paper_test_error is None or pd.isna(r.paper_test_error)
+            else f"{r.paper_test_error:.2f}"
+        )
         if r.paper_note:
             paper += f" ({r.paper_note})"
         seeds = f"{r.seeds}" + (f" (+{r.unfinished} unfinished)" if r.unfinished else "")
-        lines.append(f"| {r.net} | {params} | {seeds} | {_pm(r.error_mean, r.error_std)} "
-                     f"| {_pm(r.train_error_mean, r.train_error_std)} | {paper} |")
-    note = (f"\nOur column is the final {split_word(split)} error (mean ± std over seeds, std with n-1)"
-            + (f"; {schedule}" if schedule else "") + ". The paper's column is its CIFAR-10 test error; "
-            "it lists no plain nets in Table 6 (they appear in its Fig. 6).\n")
+        lines.append(
+            f"| {r.net} | {params} | {seeds} | {_pm(r.error_mean, r.error_std)} "
+            f"| {_pm(r.train_error_mean, r.train_error_std)} | {paper} |"
+        )
+    note = (
+        f"\nOur column is the final {split_word(split)} error (mean ± std over seeds, std with n-1)"
+        + (f"; {schedule}" if schedule else "")
+        + ". The paper's column is its CIFAR-10 test error; "
+        "it lists no plain nets in Table 6 (they appear in its Fig. 6).\n"
+    )
     if not comparable:
-        note += ("These runs did not train on the paper's schedule, so the paper's column is a reference they "
-                 "cannot be compared with, not a comparison: see the recipe above.\n")
+        note += (
+            "These runs did not train on the paper's schedule, so the paper's column is a reference they "
+            "cannot be compared with, not a comparison: see the recipe above.\n"
+        )
     if split == "test" and "paper" in set(t.get("protocol", pd.Series(dtype=str)).dropna()):
-        note += ("Our nets trained on 45k images (the paper protocol holds 5k out for validation); the paper's "
-                 "final models most likely trained on all 50k (dataset.protocol=full).\n")
+        note += (
+            "Our nets trained on 45k images (the paper protocol holds 5k out for validation); the paper's "
+            "final models most likely trained on all 50k (dataset.protocol=full).\n"
+        )
     if split == "val":
-        note += ("Validation error (on images held out of the training set: 5k of CIFAR-10's 50k under the "
-                 "paper protocol) is not the paper's test error (the 10k test batch): compare trends and "
-                 "gaps, not the last decimal.\n")
+        note += (
+            "Validation error (on images held out of the training set: 5k of CIFAR-10's 50k under the "
+            "paper protocol) is not the paper's test error (the 10k test batch): compare trends and "
+            "gaps, not the last decimal.\n"
+        )
     return top + head + "\n".join(lines) + "\n" + note
 
 
@@ -272,7 +339,11 @@ def _curves(history: pd.DataFrame, runs: pd.DataFrame, metric: str) -> dict:
     out = {}
     for key, g in h.groupby(["variant", "depth"]):
         wide = g.pivot_table(index="iter", columns="run", values="value").dropna()
-        out[key] = (wide.index.to_numpy(), wide.mean(axis=1).to_numpy(), wide.std(axis=1, ddof=1).to_numpy())
+        out[key] = (
+            wide.index.to_numpy(),
+            wide.mean(axis=1).to_numpy(),
+            wide.std(axis=1, ddof=1).to_numpy(),
+        )
     return out
 
 
@@ -284,7 +355,9 @@ def _depth_colors(depths) -> dict:
 PAPER_FIG6_TOP = 20.0  # the paper's Fig. 6 shows errors from 0 to 20%
 
 
-def figure6(history: pd.DataFrame, runs: pd.DataFrame, out: Path, rec: Recipe | None = None) -> list[Path]:
+def figure6(
+    history: pd.DataFrame, runs: pd.DataFrame, out: Path, rec: Recipe | None = None
+) -> list[Path]:
     return _save(build_figure6(history, runs, rec), out / "fig6")
 
 
@@ -298,8 +371,14 @@ def build_figure6(history: pd.DataFrame, runs: pd.DataFrame, rec: Recipe | None 
     split = eval_split(runs)
     train, evals = _curves(history, runs, "train_err"), _curves(history, runs, f"{split}_err")
     colors = _depth_colors([k[1] for k in (*train, *evals)] or [0])
-    highest = max((float(pd.Series(m + (0 if pd.isna(sd).all() else pd.Series(sd).fillna(0))).max())
-                   for _, m, sd in (*train.values(), *evals.values()) if len(m)), default=0.0)
+    highest = max(
+        (
+            float(pd.Series(m + (0 if pd.isna(sd).all() else pd.Series(sd).fillna(0))).max())
+            for _, m, sd in (*train.values(), *evals.values())
+            if len(m)
+        ),
+        default=0.0,
+    )
     top = PAPER_FIG6_TOP if highest <= PAPER_FIG6_TOP else min(100.0, math.ceil(highest / 10) * 10)
     fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] + 0.5))
     axes = fig.subplots(1, 2, sharey=True)
@@ -322,14 +401,30 @@ def build_figure6(history: pd.DataFrame, runs: pd.DataFrame, rec: Recipe | None 
             ax.legend(loc="upper right", fontsize=8, title=None)
         else:
             unfinished = runs[(runs["variant"] == variant) & (runs["status"] != "completed")]
-            why = f"no finished {PANEL_TITLES[variant]}" + (f" ({len(unfinished)} unfinished)" if len(unfinished) else "")
+            why = f"no finished {PANEL_TITLES[variant]}" + (
+                f" ({len(unfinished)} unfinished)" if len(unfinished) else ""
+            )
             ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="gray")
     axes[0].set_ylabel("error (%)")
-    fig.suptitle(f"{dataset_title(runs)}: training error (dashed) and {split_word(split)} error (bold); "
-                 f"mean over seeds, band = ±1 std\n{rec.short()}", fontsize=10)
-    caption = ("the paper's axis (0-20%)" if top == PAPER_FIG6_TOP else
-               f"axis widened to 0-{top:.0f}%: these curves reach {highest:.0f}%, above the paper's 0-20%")
-    fig.text(0.5, 0.01, f"Finished runs only; {caption}.", ha="center", va="bottom", fontsize=8, color="dimgray")
+    fig.suptitle(
+        f"{dataset_title(runs)}: training error (dashed) and {split_word(split)} error (bold); "
+        f"mean over seeds, band = ±1 std\n{rec.short()}",
+        fontsize=10,
+    )
+    caption = (
+        "the paper's axis (0-20%)"
+        if top == PAPER_FIG6_TOP
+        else f"axis widened to 0-{top:.0f}%: these curves reach {highest:.0f}%, above the paper's 0-20%"
+    )
+    fig.text(
+        0.5,
+        0.01,
+        f"Finished runs only; {caption}.",
+        ha="center",
+        va="bottom",
+        fontsize=8,
+        color="dimgray",
+    )
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
@@ -354,7 +449,10 @@ def _weights_at(iters: set) -> str:
 
 
 # plain and residual told apart by marker (open circles vs filled triangles) as well as by dashes
-VARIANT_STYLE = {"plain": {"ls": "--", "marker": "o", "mfc": "white"}, "resnet": {"ls": "-", "marker": "^"}}
+VARIANT_STYLE = {
+    "plain": {"ls": "--", "marker": "o", "mfc": "white"},
+    "resnet": {"ls": "-", "marker": "^"},
+}
 
 
 def figure7(stats: pd.DataFrame, out: Path) -> list[Path]:
@@ -370,7 +468,13 @@ def build_figure7(stats: pd.DataFrame) -> Figure:
     top, bottom = fig.subplots(2, 1)
     for key in sorted(prof, key=lambda k: (k[0], k[1])):
         p, c = prof[key], colors[int(key[1])]
-        style = {**VARIANT_STYLE.get(key[0], {}), "color": c, "lw": 1.3, "ms": 4, "label": _label(*key)}
+        style = {
+            **VARIANT_STYLE.get(key[0], {}),
+            "color": c,
+            "lw": 1.3,
+            "ms": 4,
+            "label": _label(*key),
+        }
         top.plot(p.index, p.to_numpy(), **style)
         bottom.plot(range(1, len(p) + 1), sorted(p.to_numpy(), reverse=True), **style)
     top.set_xlabel("layer index (original)")
@@ -382,16 +486,28 @@ def build_figure7(stats: pd.DataFrame) -> Figure:
         if prof:
             ax.legend(fontsize=8, ncol=2)
         else:
-            ax.text(0.5, 0.5, "no finished runs recorded layer statistics", ha="center", va="center",
-                    transform=ax.transAxes, color="gray")
-    top.set_title(f"Std of layer responses (3x3 layers, after BN, before addition and ReLU), {_weights_at(iters)}; "
-                  f"plain: open circles, dashed", fontsize=10)
+            ax.text(
+                0.5,
+                0.5,
+                "no finished runs recorded layer statistics",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="gray",
+            )
+    top.set_title(
+        f"Std of layer responses (3x3 layers, after BN, before addition and ReLU), {_weights_at(iters)}; "
+        f"plain: open circles, dashed",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
 
-GRAD_CAPTION = ("A 3x3 conv followed by BN is scale-invariant: its effective step is ‖g‖/‖W‖, so raw gradient "
-                "norms mislead where the weights have grown. Finished runs only.")
+GRAD_CAPTION = (
+    "A 3x3 conv followed by BN is scale-invariant: its effective step is ‖g‖/‖W‖, so raw gradient "
+    "norms mislead where the weights have grown. Finished runs only."
+)
 
 
 def figure_grad_norms(norms: pd.DataFrame, out: Path) -> list[Path]:
@@ -412,24 +528,55 @@ def build_figure_grad_norms(norms: pd.DataFrame, max_panels: int = 4) -> Figure:
     for r, (value, ylabel) in enumerate(rows):
         for ax, i in zip(axes[r], iters, strict=True):
             g = norms[norms["iter"] == i]
-            for (variant, depth), gg in sorted(g.groupby(["variant", "depth"]), key=lambda kv: kv[0]):
+            for (variant, depth), gg in sorted(
+                g.groupby(["variant", "depth"]), key=lambda kv: kv[0]
+            ):
                 v = gg["grad_norm"] / gg["weight_norm"] if value == "relative" else gg["grad_norm"]
                 p = v.groupby(gg["layer"]).mean().sort_index()
-                ax.plot(p.index, p.to_numpy(), **{**VARIANT_STYLE.get(variant, {}), "ms": 3},
-                        color=colors[int(depth)], lw=1.2, label=_label(variant, depth))
+                ax.plot(
+                    p.index,
+                    p.to_numpy(),
+                    **{**VARIANT_STYLE.get(variant, {}), "ms": 3},
+                    color=colors[int(depth)],
+                    lw=1.2,
+                    label=_label(variant, depth),
+                )
             ax.set_yscale("log")
             ax.set_title(f"iteration {i}: weights before its update", fontsize=9)
             ax.set_xlabel("layer index (input → output)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3, which="both")
             if g.empty:
-                ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes, color="gray")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no finished runs",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="gray",
+                )
         axes[r][0].set_ylabel(ylabel)
         if len(norms):
             axes[r][-1].legend(fontsize=7)
-    note = "" if relative else " These runs recorded no weight norms (an older record): raw norms only."
-    fig.suptitle("Gradient norms per layer early in training (plain: open circles, dashed)", fontsize=10)
-    fig.text(0.5, 0.01, GRAD_CAPTION + note, ha="center", va="bottom", fontsize=8, color="dimgray", wrap=True)
+    note = (
+        ""
+        if relative
+        else " These runs recorded no weight norms (an older record): raw norms only."
+    )
+    fig.suptitle(
+        "Gradient norms per layer early in training (plain: open circles, dashed)", fontsize=10
+    )
+    fig.text(
+        0.5,
+        0.01,
+        GRAD_CAPTION + note,
+        ha="center",
+        va="bottom",
+        fontsize=8,
+        color="dimgray",
+        wrap=True,
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
@@ -448,7 +595,12 @@ def _save(fig: Figure, stem: Path) -> list[Path]:
 # standard errors of the seeds), too short to judge (not the paper's schedule, or a net it needs
 # has not finished) or not assessed (fewer nets ran than the claim compares).
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, TOO_SHORT, NOT_ASSESSED = (
-    "reproduced", "not reproduced", "inconclusive", "too short to judge", "not assessed")
+    "reproduced",
+    "not reproduced",
+    "inconclusive",
+    "too short to judge",
+    "not assessed",
+)
 
 
 def _delta(hi, lo, col: str) -> tuple[float, float | None]:
@@ -456,7 +608,9 @@ def _delta(hi, lo, col: str) -> tuple[float, float | None]:
     d = getattr(hi, f"{col}_mean") - getattr(lo, f"{col}_mean")
     if hi.seeds < 2 or lo.seeds < 2:
         return d, None
-    return d, math.sqrt(getattr(hi, f"{col}_std") ** 2 / hi.seeds + getattr(lo, f"{col}_std") ** 2 / lo.seeds)
+    return d, math.sqrt(
+        getattr(hi, f"{col}_std") ** 2 / hi.seeds + getattr(lo, f"{col}_std") ** 2 / lo.seeds
+    )
 
 
 def _judge(d: float, se: float | None, want_positive: bool) -> str:
@@ -487,7 +641,9 @@ class Claim:
         return f"({n}) {self.text}: {self.outcome}. {self.evidence}"
 
 
-def _pairs(variant: str, depths: list[int], col: str, by: dict, deeper_higher: bool, word: str) -> tuple[list[str], str]:
+def _pairs(
+    variant: str, depths: list[int], col: str, by: dict, deeper_higher: bool, word: str
+) -> tuple[list[str], str]:
     """Judge every adjacent pair of depths on ``col``; (judgements, the evidence)."""
     judged, parts = [], []
     for lo, hi in zip(depths, depths[1:], strict=False):
@@ -496,8 +652,10 @@ def _pairs(variant: str, depths: list[int], col: str, by: dict, deeper_higher: b
         j = _judge(d, se, want_positive=deeper_higher)
         judged.append(j)
         mark = {"yes": "", "noise": " (within the noise)", "no": " (the other way)"}[j]
-        parts.append(f"{_label(variant, lo)} {getattr(a, col + '_mean'):.2f}% → {_label(variant, hi)} "
-                     f"{getattr(b, col + '_mean'):.2f}% ({_pm_delta(d, se)}){mark}")
+        parts.append(
+            f"{_label(variant, lo)} {getattr(a, col + '_mean'):.2f}% → {_label(variant, hi)} "
+            f"{getattr(b, col + '_mean'):.2f}% ({_pm_delta(d, se)}){mark}"
+        )
     return judged, f"{word}: " + "; ".join(parts) + "."
 
 
@@ -534,12 +692,16 @@ def claims(t: pd.DataFrame, rec: Recipe) -> list[Claim]:
             for col, what in (("train_error", "training"), ("error", word)):
                 delta, se = _delta(r, p, col)
                 judged.append(_judge(delta, se, want_positive=False))
-                parts.append(f"depth {d} {what}: ResNet {getattr(r, col + '_mean'):.2f}% vs plain "
-                             f"{getattr(p, col + '_mean'):.2f}% ({_pm_delta(delta, se)})")
+                parts.append(
+                    f"depth {d} {what}: ResNet {getattr(r, col + '_mean'):.2f}% vs plain "
+                    f"{getattr(p, col + '_mean'):.2f}% ({_pm_delta(delta, se)})"
+                )
         needs = {(v, d) for v, d in waiting}
         out.append(Claim(text, settle(judged, needs), "; ".join(parts) + "."))
     else:
-        out.append(Claim(text, settle(None, set()), "No depth finished as both a plain net and a ResNet."))
+        out.append(
+            Claim(text, settle(None, set()), "No depth finished as both a plain net and a ResNet.")
+        )
     # (3) deeper ResNets generalise better
     text = f"Deeper ResNets have lower {word} error (every adjacent pair of depths)"
     if len(res) >= 2:
@@ -578,18 +740,24 @@ def verdict(runs: pd.DataFrame) -> str:
         head = "inconclusive: a difference is within the noise of the seeds; run more seeds."
     else:
         head = "the degradation problem is reproduced" + (
-            "." if len(judged) == 3 else f" on the claims it could assess ({len(judged)} of 3).")
+            "." if len(judged) == 3 else f" on the claims it could assess ({len(judged)} of 3)."
+        )
     lines = [f"Verdict: {head}", rec.headline()]
     lines += [c.line(i) for i, c in enumerate(cs, start=1)]
     seeds = sorted(set(t.loc[t["seeds"] > 0, "seeds"]))
     its = runs.loc[runs["status"] == "completed", "iterations_total"].dropna().unique()
     word = split_word(t["split"].iloc[0])
     finished = int(t["seeds"].sum())
-    lines.append(f"Based on {finished} finished runs ({'/'.join(map(str, seeds))} seed(s) per net)"
-                 + (f", {int(its[0]):,} iterations each" if len(its) == 1 else "")
-                 + f"; errors are final {word} errors, training errors over the last logged window"
-                 + ("; one seed per net, so there is no noise estimate." if max(seeds) < 2 else
-                    "; a difference within 2 standard errors is called within the noise."))
+    lines.append(
+        f"Based on {finished} finished runs ({'/'.join(map(str, seeds))} seed(s) per net)"
+        + (f", {int(its[0]):,} iterations each" if len(its) == 1 else "")
+        + f"; errors are final {word} errors, training errors over the last logged window"
+        + (
+            "; one seed per net, so there is no noise estimate."
+            if max(seeds) < 2
+            else "; a difference within 2 standard errors is called within the noise."
+        )
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -618,22 +786,32 @@ def runs_markdown(runs: pd.DataFrame) -> str:
     if done.empty:
         return "No ended runs.\n"
     split = eval_split(runs)
-    lines = [f"| net | seed | iterations (lr /10 at) | precision, fast path | device | wall time | status "
-             f"| training error (%) | {split_word(split)} error (%) | paper: test error (%) |",
-             "| --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: |"]
+    lines = [
+        f"| net | seed | iterations (lr /10 at) | precision, fast path | device | wall time | status "
+        f"| training error (%) | {split_word(split)} error (%) | paper: test error (%) |",
+        "| --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: |",
+    ]
     done = done.assign(_order=done["variant"].map({"plain": 0, "resnet": 1}).fillna(2))
     for _, r in done.sort_values(["_order", "depth", "seed"]).iterrows():
-        paper = PAPER_TABLE6.get(int(r["depth"])) if r["variant"] == "resnet" and pd.notna(r["depth"]) else None
+        paper = (
+            PAPER_TABLE6.get(int(r["depth"]))
+            if r["variant"] == "resnet" and pd.notna(r["depth"])
+            else None
+        )
         its = f"{int(r['iterations_total']):,}" if pd.notna(r["iterations_total"]) else "—"
         milestones = r.get("schedule.milestones")
         if isinstance(milestones, (list, tuple)) and milestones:
             its += f" ({', '.join(f'{int(m):,}' for m in milestones)})"
         name = r["device_name"] if isinstance(r["device_name"], str) else "?"
         device = f"CPU ({name})" if r["device"] == "cpu" else name
-        train, err = (pd.to_numeric(r[k], errors="coerce") for k in ("final_train_err", f"final_{split}_err"))
-        lines.append(f"| {_label(r['variant'], r['depth'])} | {r['seed']} | {its} | {_setting(r)} | {device} "
-                     f"| {_duration(r['wall_time_s'])} | {r['status']} | {_pm(train, math.nan)} "
-                     f"| {_pm(err, math.nan)} | {f'{paper[1]:.2f}' if paper else '—'} |")
+        train, err = (
+            pd.to_numeric(r[k], errors="coerce") for k in ("final_train_err", f"final_{split}_err")
+        )
+        lines.append(
+            f"| {_label(r['variant'], r['depth'])} | {r['seed']} | {its} | {_setting(r)} | {device} "
+            f"| {_duration(r['wall_time_s'])} | {r['status']} | {_pm(train, math.nan)} "
+            f"| {_pm(err, math.nan)} | {f'{paper[1]:.2f}' if paper else '—'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -643,8 +821,10 @@ def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     res: Results = collect(paths)
     if res.runs.empty:
-        raise ResnetReproError(f"No runs found under {', '.join(map(str, paths))}: give a sweep directory "
-                               f"(runs/<experiment>/<time>) or a folder of run directories.")
+        raise ResnetReproError(
+            f"No runs found under {', '.join(map(str, paths))}: give a sweep directory "
+            f"(runs/<experiment>/<time>) or a folder of run directories."
+        )
     runs, history = res
     check_poolable(runs)
     out = Path(out) if out else Path(paths[0]) / "report"
@@ -658,7 +838,9 @@ def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     (out / "table6.md").write_text(md)
     t.to_csv(out / "table6.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)
-    files.update(table6_md=out / "table6.md", table6_csv=out / "table6.csv", runs_csv=out / "runs.csv")
+    files.update(
+        table6_md=out / "table6.md", table6_csv=out / "table6.csv", runs_csv=out / "runs.csv"
+    )
     (out / "runs.md").write_text(runs_markdown(runs))
     files["runs_md"] = out / "runs.md"
     files["fig6_png"], files["fig6_pdf"] = figure6(history, runs, out, rec)
@@ -681,16 +863,35 @@ def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     return files
 
 
-def report_markdown(paths: list, runs: pd.DataFrame, rec: Recipe, verdict_text: str, table_md: str,
-                    files: dict[str, Path]) -> str:
+def report_markdown(
+    paths: list,
+    runs: pd.DataFrame,
+    rec: Recipe,
+    verdict_text: str,
+    table_md: str,
+    files: dict[str, Path],
+) -> str:
     """``report.md``: the recipe line, the run counts, the verdict, Table 6 and the figures written."""
     status = runs["status"].value_counts().to_dict()
-    index = [f"# {dataset_title(runs)} degradation study: {', '.join(Path(p).name for p in paths)}\n",
-             f"**{rec.headline()}**" + ("" if rec.paper_schedule else " The paper's numbers below are a reference "
-                                        "these runs cannot be compared with.") + "\n",
-             "Runs: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".\n",
-             "## Verdict\n", verdict_text, "## Table 6\n", table_md, "## Every run\n", runs_markdown(runs),
-             "## Figure 6\n", "![Figure 6](fig6.png)\n"]
+    index = [
+        f"# {dataset_title(runs)} degradation study: {', '.join(Path(p).name for p in paths)}\n",
+        f"**{rec.headline()}**"
+        + (
+            ""
+            if rec.paper_schedule
+            else " The paper's numbers below are a reference these runs cannot be compared with."
+        )
+        + "\n",
+        "Runs: " + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ".\n",
+        "## Verdict\n",
+        verdict_text,
+        "## Table 6\n",
+        table_md,
+        "## Every run\n",
+        runs_markdown(runs),
+        "## Figure 6\n",
+        "![Figure 6](fig6.png)\n",
+    ]
     if "fig7_png" in files:
         index += ["## Figure 7\n", "![Figure 7](fig7.png)\n"]
     if "grad_norms_png" in files:
@@ -700,24 +901,36 @@ def report_markdown(paths: list, runs: pd.DataFrame, rec: Recipe, verdict_text: 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="resnet-report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("paths", nargs="+", help="sweep directories (runs/<experiment>/<time>) or run folders")
+    ap.add_argument(
+        "paths", nargs="+", help="sweep directories (runs/<experiment>/<time>) or run folders"
+    )
     ap.add_argument("-o", "--out", help="report folder (default: <first path>/report)")
-    ap.add_argument("--wandb-report", metavar="ENTITY/PROJECT", help="also build and save a W&B Report")
-    ap.add_argument("--group", help="the sweep's W&B group (default: <experiment>-<sweep folder name>)")
+    ap.add_argument(
+        "--wandb-report", metavar="ENTITY/PROJECT", help="also build and save a W&B Report"
+    )
+    ap.add_argument(
+        "--group", help="the sweep's W&B group (default: <experiment>-<sweep folder name>)"
+    )
     ap.add_argument("--title", help="title of the W&B Report")
     args = ap.parse_args(argv)
     try:
         for p in args.paths:
             if not Path(p).exists():
-                raise ResnetReproError(f"{p} does not exist. Give a sweep directory, e.g. runs/degradation/<time>.")
+                raise ResnetReproError(
+                    f"{p} does not exist. Give a sweep directory, e.g. runs/degradation/<time>."
+                )
         if args.wandb_report and "/" not in args.wandb_report:
-            raise ResnetReproError(f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. my-team/resnet_repro.")
+            raise ResnetReproError(
+                f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. my-team/resnet_repro."
+            )
         try:
             files = write_report(args.paths, args.out)
         except OSError as ex:
             where = ex.filename or args.out or f"{args.paths[0]}/report"
-            raise ResnetReproError(f"Cannot write the report to {where} ({ex.strerror or ex}). "
-                                   f"Choose a writable folder with -o <folder>.") from None
+            raise ResnetReproError(
+                f"Cannot write the report to {where} ({ex.strerror or ex}). "
+                f"Choose a writable folder with -o <folder>."
+            ) from None
         print(Path(files["verdict"]).read_text(), end="")
         print(f"resnet-report: wrote {len(files)} files to {files['report'].parent}")
         if args.wandb_report:
@@ -738,11 +951,19 @@ def save_wandb_report(args, files: dict[str, Path]) -> str:
         exp = runs["experiment_name"].dropna().unique() if "experiment_name" in runs else []
         sweeps = runs["sweep"].dropna().unique()
         if len(exp) != 1 or len(sweeps) != 1:
-            raise ResnetReproError("Cannot tell the sweep's W&B group: give --group <experiment>-<sweep folder name>.")
+            raise ResnetReproError(
+                "Cannot tell the sweep's W&B group: give --group <experiment>-<sweep folder name>."
+            )
         group = f"{exp[0]}-{sweeps[0]}"
-    report = build_wandb_report(entity, project, group, title=args.title,
-                                table_markdown=files["table6_md"].read_text(),
-                                verdict=files["verdict"].read_text(), eval_metric=f"{eval_split(runs)}_err")
+    report = build_wandb_report(
+        entity,
+        project,
+        group,
+        title=args.title,
+        table_markdown=files["table6_md"].read_text(),
+        verdict=files["verdict"].read_text(),
+        eval_metric=f"{eval_split(runs)}_err",
+    )
     try:
         report.save()
     except Exception as ex:  # noqa: BLE001 - the local report is already complete

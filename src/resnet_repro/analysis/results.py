@@ -45,42 +45,147 @@ log = logging.getLogger(__name__)
 
 ID_COLUMNS = ["run", "variant", "depth", "seed"]
 RUN_COLUMNS = [
-    "run", "sweep", "job", "name", "variant", "model", "depth", "n", "residual", "shortcut",
-    "dataset", "protocol", "seed", "status", "iterations", "iterations_total", "params",
-    "reported_error", "final_err", "final_train_err", "final_train_loss", "final_val_err",
-    "final_val_loss", "final_test_err", "final_test_loss", "best_val_err", "best_val_iter",
-    "best_test_err", "best_test_iter", "wall_time_s", "train_time_s", "images_per_s", "device",
-    "device_name", "precision", "compile", "channels_last", "git_commit", "started_at", "finished_at", "updated_at", "error", "run_dir",
+    "run",
+    "sweep",
+    "job",
+    "name",
+    "variant",
+    "model",
+    "depth",
+    "n",
+    "residual",
+    "shortcut",
+    "dataset",
+    "protocol",
+    "seed",
+    "status",
+    "iterations",
+    "iterations_total",
+    "params",
+    "reported_error",
+    "final_err",
+    "final_train_err",
+    "final_train_loss",
+    "final_val_err",
+    "final_val_loss",
+    "final_test_err",
+    "final_test_loss",
+    "best_val_err",
+    "best_val_iter",
+    "best_test_err",
+    "best_test_iter",
+    "wall_time_s",
+    "train_time_s",
+    "images_per_s",
+    "device",
+    "device_name",
+    "precision",
+    "compile",
+    "channels_last",
+    "git_commit",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "error",
+    "run_dir",
 ]
 HISTORY_COLUMNS = [*ID_COLUMNS, "iter", "metric", "value"]
 _RECORD_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)
 # W&B run states, in our status words (our own ``status`` in the W&B summary wins when present)
-_WANDB_STATES = {"running": "running", "finished": "completed", "crashed": "interrupted",
-                 "failed": "failed", "killed": "interrupted", "pending": "pending"}
+_WANDB_STATES = {
+    "running": "running",
+    "finished": "completed",
+    "crashed": "interrupted",
+    "failed": "failed",
+    "killed": "interrupted",
+    "pending": "pending",
+}
 
 
 _NUMBER = float  # an int or a float (not a bool); NaN and inf are numbers a run may write
-_WORDS = {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping", list: "a list",
-          _NUMBER: "a number"}
+_WORDS = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    dict: "a mapping",
+    list: "a list",
+    _NUMBER: "a number",
+}
 # The types of the fields a run's record is read by (None is always allowed: not told); a summary
 # or config with another type in one of them is read as unreadable, and warned about once.
 FIELD_TYPES = {
     SUMMARY_FILE: {
-        **dict.fromkeys(("name", "status", "model", "dataset", "protocol", "reported_error", "shortcut", "device",
-                         "device_name", "git_commit", "started_at", "finished_at", "error"), str),
-        **dict.fromkeys(("depth", "n", "seed", "iterations", "iterations_total", "params", "best_val_iter",
-                         "best_test_iter"), int),
-        **dict.fromkeys(("final_train_err", "final_train_loss", "final_val_err", "final_val_loss", "final_test_err",
-                         "final_test_loss", "best_val_err", "best_test_err", "wall_time_s", "train_time_s",
-                         "images_per_s"), _NUMBER),
-        "residual": bool, "fast_path": dict,
+        **dict.fromkeys(
+            (
+                "name",
+                "status",
+                "model",
+                "dataset",
+                "protocol",
+                "reported_error",
+                "shortcut",
+                "device",
+                "device_name",
+                "git_commit",
+                "started_at",
+                "finished_at",
+                "error",
+            ),
+            str,
+        ),
+        **dict.fromkeys(
+            (
+                "depth",
+                "n",
+                "seed",
+                "iterations",
+                "iterations_total",
+                "params",
+                "best_val_iter",
+                "best_test_iter",
+            ),
+            int,
+        ),
+        **dict.fromkeys(
+            (
+                "final_train_err",
+                "final_train_loss",
+                "final_val_err",
+                "final_val_loss",
+                "final_test_err",
+                "final_test_loss",
+                "best_val_err",
+                "best_test_err",
+                "wall_time_s",
+                "train_time_s",
+                "images_per_s",
+            ),
+            _NUMBER,
+        ),
+        "residual": bool,
+        "fast_path": dict,
     },
     CONFIG_FILE: {
-        **dict.fromkeys(("name", "model.name", "model.shortcut", "dataset.name", "dataset.protocol",
-                         "schedule.unit"), str),
-        **dict.fromkeys(("seed", "model.depth", "model.n", "schedule.iterations", "trainer.batch_size"), int),
-        **dict.fromkeys(("optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "schedule.gamma"), _NUMBER),
-        "model.residual": bool, "schedule.milestones": list,
+        **dict.fromkeys(
+            (
+                "name",
+                "model.name",
+                "model.shortcut",
+                "dataset.name",
+                "dataset.protocol",
+                "schedule.unit",
+            ),
+            str,
+        ),
+        **dict.fromkeys(
+            ("seed", "model.depth", "model.n", "schedule.iterations", "trainer.batch_size"), int
+        ),
+        **dict.fromkeys(
+            ("optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "schedule.gamma"),
+            _NUMBER,
+        ),
+        "model.residual": bool,
+        "schedule.milestones": list,
     },
 }
 
@@ -96,7 +201,9 @@ def field_problem(values: dict, types: dict) -> str | None:
         elif t is _NUMBER:
             ok = isinstance(v, (int, float))
         elif t is list:
-            ok = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            ok = isinstance(v, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
+            )
         else:
             ok = isinstance(v, t)
         if not ok:
@@ -184,7 +291,9 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     for p in sorted(root.rglob("*")):
         if p.name.startswith(".") or "wandb" in p.relative_to(root).parts:
             continue
-        if is_run_dir(p) and not any(is_run_dir(root / a) for a in p.relative_to(root).parents if str(a) != "."):
+        if is_run_dir(p) and not any(
+            is_run_dir(root / a) for a in p.relative_to(root).parents if str(a) != "."
+        ):
             found.append(p)
     return found
 
@@ -205,7 +314,9 @@ def _manifests(root: Path) -> dict[Path, dict]:
     return rows
 
 
-def _status(summary: dict | None, manifest: dict | None, has_config: bool, run_dir: Path | None = None) -> str:
+def _status(
+    summary: dict | None, manifest: dict | None, has_config: bool, run_dir: Path | None = None
+) -> str:
     if summary and summary.get("status"):
         return status_now(run_dir, summary["status"]) if run_dir else summary["status"]
     if manifest and manifest.get("status"):
@@ -246,7 +357,9 @@ def history_long(run_ids: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     if metrics.empty or "iter" not in metrics:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
     value_cols = [c for c in metrics.columns if c != "iter"]
-    long = metrics.melt(id_vars=["iter"], value_vars=value_cols, var_name="metric", value_name="value")
+    long = metrics.melt(
+        id_vars=["iter"], value_vars=value_cols, var_name="metric", value_name="value"
+    )
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     long = long.dropna(subset=["value"])
     for k in ID_COLUMNS:
@@ -263,7 +376,11 @@ def _frames(rows: list[dict], histories: list[pd.DataFrame]) -> Results:
     for c in ("depth", "n", "seed", "iterations", "iterations_total", "params"):
         runs[c] = pd.to_numeric(runs[c], errors="coerce").astype("Int64")
     histories = [h for h in histories if not h.empty]
-    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=HISTORY_COLUMNS)
+    history = (
+        pd.concat(histories, ignore_index=True)
+        if histories
+        else pd.DataFrame(columns=HISTORY_COLUMNS)
+    )
     history["iter"] = history["iter"].astype(int)
     history["value"] = history["value"].astype(float)
     return Results(runs.reset_index(drop=True), history.reset_index(drop=True))
@@ -275,7 +392,9 @@ def _roots(paths) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist: give a sweep directory (runs/<experiment>/<time>) or a run directory.")
+            raise FileNotFoundError(
+                f"{p} does not exist: give a sweep directory (runs/<experiment>/<time>) or a run directory."
+            )
         out.append(p)
     return out
 
@@ -312,11 +431,21 @@ def collect(path: str | Path | Iterable[str | Path]) -> Results:
         m = manifests.get(d.resolve())
         summary = _checked(d, SUMMARY_FILE, _read_json(d / SUMMARY_FILE))
         config = _checked(d, CONFIG_FILE, _read_yaml(d / CONFIG_FILE))
-        sweep = m["_sweep"].name if m else (d.parent.name if (d.parent / MANIFEST_FILE).is_file() else None)
-        row = run_row(_run_label(d, root, several), config, summary,
-                      _status(summary, m, config is not None, d), sweep=sweep,
-                      job=int(m["job"]) if m and str(m.get("job", "")).isdigit() else None,
-                      run_dir=str(d), updated_at=_last_write(d))
+        sweep = (
+            m["_sweep"].name
+            if m
+            else (d.parent.name if (d.parent / MANIFEST_FILE).is_file() else None)
+        )
+        row = run_row(
+            _run_label(d, root, several),
+            config,
+            summary,
+            _status(summary, m, config is not None, d),
+            sweep=sweep,
+            job=int(m["job"]) if m and str(m.get("job", "")).isdigit() else None,
+            run_dir=str(d),
+            updated_at=_last_write(d),
+        )
         if summary is None and (d / SUMMARY_FILE).is_file():
             row["error"] = f"{SUMMARY_FILE} is unreadable"
         rows.append(row)
@@ -325,18 +454,31 @@ def collect(path: str | Path | Iterable[str | Path]) -> Results:
         if run_dir not in seen:
             seen.add(run_dir)
             root = next((r for r in roots if r.resolve() in run_dir.parents), None)
-            rows.append(run_row(_run_label(run_dir, root.resolve(), several) if root else m.get("name"),
-                                None, None, m.get("status") or "pending", sweep=m["_sweep"].name,
-                                job=int(m["job"]) if str(m.get("job", "")).isdigit() else None,
-                                name=m.get("name"), run_dir=str(run_dir), error=m.get("error") or None,
-                                **_depth_from_overrides(m.get("overrides", ""))))
+            rows.append(
+                run_row(
+                    _run_label(run_dir, root.resolve(), several) if root else m.get("name"),
+                    None,
+                    None,
+                    m.get("status") or "pending",
+                    sweep=m["_sweep"].name,
+                    job=int(m["job"]) if str(m.get("job", "")).isdigit() else None,
+                    name=m.get("name"),
+                    run_dir=str(run_dir),
+                    error=m.get("error") or None,
+                    **_depth_from_overrides(m.get("overrides", "")),
+                )
+            )
     return _frames(rows, histories)
 
 
 def _last_write(d: Path) -> str | None:
     """When the run last wrote its record: a "running" run that stopped long ago was killed."""
     times = [(d / f).stat().st_mtime for f in (SUMMARY_FILE, METRICS_FILE) if (d / f).is_file()]
-    return datetime.fromtimestamp(max(times), timezone.utc).isoformat(timespec="seconds") if times else None
+    return (
+        datetime.fromtimestamp(max(times), timezone.utc).isoformat(timespec="seconds")
+        if times
+        else None
+    )
 
 
 def _depth_from_overrides(overrides: str) -> dict:
@@ -365,12 +507,20 @@ def _collect_table(path, file: str) -> pd.DataFrame:
         if df.empty:
             continue
         summary = _read_json(d / SUMMARY_FILE)
-        row = run_row(_run_label(d, root, len(roots) > 1), _read_yaml(d / CONFIG_FILE), summary,
-                      _status(summary, None, True))
+        row = run_row(
+            _run_label(d, root, len(roots) > 1),
+            _read_yaml(d / CONFIG_FILE),
+            summary,
+            _status(summary, None, True),
+        )
         for k in reversed([*ID_COLUMNS, "status", "iterations_total"]):
             df.insert(0, k, row.get(k))
         frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*ID_COLUMNS, "status"])
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=[*ID_COLUMNS, "status"])
+    )
 
 
 def collect_layer_stats(path) -> pd.DataFrame:
@@ -388,11 +538,15 @@ def latest_sweep(experiment_dir: str | Path) -> Path:
     d = Path(experiment_dir)
     sweeps = sorted(p for p in d.iterdir() if (p / MANIFEST_FILE).is_file()) if d.is_dir() else []
     if not sweeps:
-        raise FileNotFoundError(f"No sweep (a folder with {MANIFEST_FILE}) under {d}. Run a sweep first, e.g. resnet-train -m experiment=degradation.")
+        raise FileNotFoundError(
+            f"No sweep (a folder with {MANIFEST_FILE}) under {d}. Run a sweep first, e.g. resnet-train -m experiment=degradation."
+        )
     return sweeps[-1]
 
 
-def resolve_sweep(path: str | Path, repo: str | Path | None = None, var: str = "RESNET_SWEEP") -> Path:
+def resolve_sweep(
+    path: str | Path, repo: str | Path | None = None, var: str = "RESNET_SWEEP"
+) -> Path:
     """The folder a sweep path names, for a notebook (``RESNET_SWEEP=runs/degradation/<time>``).
 
     An absolute path is taken as it is. A relative one is tried against, in this order, the
@@ -402,12 +556,16 @@ def resolve_sweep(path: str | Path, repo: str | Path | None = None, var: str = "
     folder wins. Otherwise FileNotFoundError, on one line, names every path tried.
     """
     p = Path(path).expanduser()
-    tried = list(dict.fromkeys(Path(base, p) for base in (os.environ.get("PWD"), repo, Path.cwd()) if base))
+    tried = list(
+        dict.fromkeys(Path(base, p) for base in (os.environ.get("PWD"), repo, Path.cwd()) if base)
+    )
     for candidate in tried:
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"{var}={path}: no such sweep folder (tried {', '.join(map(str, tried))}); "
-                            "give an absolute path or a path relative to where you started Jupyter")
+    raise FileNotFoundError(
+        f"{var}={path}: no such sweep folder (tried {', '.join(map(str, tried))}); "
+        "give an absolute path or a path relative to where you started Jupyter"
+    )
 
 
 # --- W&B ----------------------------------------------------------------------------------
@@ -451,13 +609,29 @@ def collect_wandb(project: str, filters: dict | None = None, *, api: Any = None)
         config = _unwrap_config(_as_dict(r.config))
         state = getattr(r, "state", None)
         # a resumed run keeps its old summary (e.g. "interrupted") until it ends: a live state wins
-        status = ("running" if state in ("running", "pending") else None) or summary.get("status") \
+        status = (
+            ("running" if state in ("running", "pending") else None)
+            or summary.get("status")
             or _WANDB_STATES.get(state, state)
+        )
         group = getattr(r, "group", None)
-        row = run_row(f"{group}/{r.name}" if group else r.name, config, summary, status or "unknown",
-                      sweep=group, wandb_id=getattr(r, "id", None), run_dir=getattr(r, "url", None))
+        row = run_row(
+            f"{group}/{r.name}" if group else r.name,
+            config,
+            summary,
+            status or "unknown",
+            sweep=group,
+            wandb_id=getattr(r, "id", None),
+            run_dir=getattr(r, "url", None),
+        )
         rows.append(row)
-        records = [{("iter" if k == "_step" else k): v for k, v in h.items() if k == "_step" or not k.startswith("_")}
-                   for h in r.scan_history()]
+        records = [
+            {
+                ("iter" if k == "_step" else k): v
+                for k, v in h.items()
+                if k == "_step" or not k.startswith("_")
+            }
+            for h in r.scan_history()
+        ]
         histories.append(history_long(row, pd.DataFrame(records)))
     return _frames(rows, histories)

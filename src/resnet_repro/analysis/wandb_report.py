@@ -51,9 +51,16 @@ def _import_reports():
     return wr, expr
 
 
-def build_wandb_report(entity: str, project: str, group: str, *, title: str | None = None,
-                       table_markdown: str = "", verdict: str = "",
-                       eval_metric: str = "val_err") -> wandb_workspaces.reports.v2.Report:
+def build_wandb_report(
+    entity: str,
+    project: str,
+    group: str,
+    *,
+    title: str | None = None,
+    table_markdown: str = "",
+    verdict: str = "",
+    eval_metric: str = "val_err",
+) -> wandb_workspaces.reports.v2.Report:
     """A W&B Report (built, not saved) of the sweep logged as run group ``group``.
 
     ``eval_metric`` is the logged error of the reported split, ``val_err`` or ``test_err``: it is
@@ -67,58 +74,95 @@ def build_wandb_report(entity: str, project: str, group: str, *, title: str | No
 
     def runset(name: str, *extra_filters, **kwargs) -> wr.Runset:
         """The sweep's runs (its W&B group), narrowed by ``extra_filters``."""
-        return wr.Runset(entity=entity, project=project, name=name,
-                         filters=expr.And(expr.Metric("Group") == group, *extra_filters), **kwargs)
+        return wr.Runset(
+            entity=entity,
+            project=project,
+            name=name,
+            filters=expr.And(expr.Metric("Group") == group, *extra_filters),
+            **kwargs,
+        )
 
     def figure6(variant: str, residual: bool) -> wr.PanelGrid:
         """One panel of the paper's Figure 6: error vs iterations, one line per depth."""
         plot = wr.LinePlot(
             title=f"{variant}: train_err and {eval_metric} (%), mean ± std over seeds",
-            x="Step", y=["train_err", eval_metric], range_y=ERR_RANGE,
-            title_x="iterations", title_y="error (%)",
-            groupby=wr.Config(DEPTH), groupby_aggfunc="mean", groupby_rangefunc="stddev",
+            x="Step",
+            y=["train_err", eval_metric],
+            range_y=ERR_RANGE,
+            title_x="iterations",
+            title_y="error (%)",
+            groupby=wr.Config(DEPTH),
+            groupby_aggfunc="mean",
+            groupby_rangefunc="stddev",
             max_runs_to_show=100,  # every seed of every depth feeds the mean
-            legend_position="north", layout=wr.Layout(x=0, y=0, w=24, h=10),
+            legend_position="north",
+            layout=wr.Layout(x=0, y=0, w=24, h=10),
         )
         # finished runs only: a crashed or diverged run's last rows must not pull a depth's mean
-        rs = runset(f"{variant} networks", expr.Config(_backend_key(RESIDUAL)) == residual,
-                    expr.Metric("State") == "finished")
+        rs = runset(
+            f"{variant} networks",
+            expr.Config(_backend_key(RESIDUAL)) == residual,
+            expr.Metric("State") == "finished",
+        )
         return wr.PanelGrid(runsets=[rs], panels=[plot])
 
     eval_final = f"final_{eval_metric}"
-    pinned = [f"config:{_backend_key(DEPTH)}", f"config:{_backend_key(RESIDUAL)}",
-              f"config:{SEED}.value"]
-    table6 = wr.PanelGrid(runsets=[runset(
-        "Table 6 runs",
-        groupby=[f"config.{RESIDUAL}", f"config.{DEPTH}"],
-        order=[wr.OrderBy(wr.Config(_backend_key(DEPTH)), ascending=True)],
-        pinned_columns=["run:displayName", *pinned],
-        visible_columns=["summary:params", "summary:final_train_err", f"summary:{eval_final}",
-                         "summary:status"],
-        lock_columns=True,
-    )])
+    pinned = [
+        f"config:{_backend_key(DEPTH)}",
+        f"config:{_backend_key(RESIDUAL)}",
+        f"config:{SEED}.value",
+    ]
+    table6 = wr.PanelGrid(
+        runsets=[
+            runset(
+                "Table 6 runs",
+                groupby=[f"config.{RESIDUAL}", f"config.{DEPTH}"],
+                order=[wr.OrderBy(wr.Config(_backend_key(DEPTH)), ascending=True)],
+                pinned_columns=["run:displayName", *pinned],
+                visible_columns=[
+                    "summary:params",
+                    "summary:final_train_err",
+                    f"summary:{eval_final}",
+                    "summary:status",
+                ],
+                lock_columns=True,
+            )
+        ]
+    )
 
     blocks = [
         wr.H1(f"Sweep {group}"),
-        wr.P(f"The runs of W&B group {group} in {entity}/{project}. Errors are in %; the "
-             f"evaluation curve and column are {eval_metric}, the {split} error."),
+        wr.P(
+            f"The runs of W&B group {group} in {entity}/{project}. Errors are in %; the "
+            f"evaluation curve and column are {eval_metric}, the {split} error."
+        ),
     ]
     if verdict.strip():
         blocks += [wr.H2("Verdict"), *(wr.P(p.strip()) for p in verdict.strip().split("\n\n"))]
     blocks += [
         wr.H2("Figure 6: training on CIFAR-10"),
-        wr.P(f"One curve per depth and metric: the mean over seeds with a ±1 std band. In the "
-             "paper thin dashed curves are training error and bold ones test error; here they "
-             f"are the series named train_err and {eval_metric}."),
-        wr.H3("Plain networks"), figure6("plain", False),
-        wr.H3("Residual networks"), figure6("ResNet", True),
+        wr.P(
+            f"One curve per depth and metric: the mean over seeds with a ±1 std band. In the "
+            "paper thin dashed curves are training error and bold ones test error; here they "
+            f"are the series named train_err and {eval_metric}."
+        ),
+        wr.H3("Plain networks"),
+        figure6("plain", False),
+        wr.H3("Residual networks"),
+        figure6("ResNet", True),
         wr.H2("Table 6: classification error on CIFAR-10"),
         wr.P(f"Runs grouped by residual and depth; {eval_final} is the reported error."),
         table6,
     ]
     if table_markdown.strip():
-        blocks += [wr.H3("Table 6, computed from the run records, next to the paper"),
-                   wr.MarkdownBlock(text=table_markdown.strip())]
-    return wr.Report(entity=entity, project=project, blocks=blocks,
-                     title=(title or f"ResNet CIFAR-10 reproduction: {group}")[:128],
-                     description=f"He et al. 2016, Figure 6 and Table 6, sweep {group}")
+        blocks += [
+            wr.H3("Table 6, computed from the run records, next to the paper"),
+            wr.MarkdownBlock(text=table_markdown.strip()),
+        ]
+    return wr.Report(
+        entity=entity,
+        project=project,
+        blocks=blocks,
+        title=(title or f"ResNet CIFAR-10 reproduction: {group}")[:128],
+        description=f"He et al. 2016, Figure 6 and Table 6, sweep {group}",
+    )

@@ -62,7 +62,9 @@ def _fail(message: str):
 
 def _device_name(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"invalid device {text!r}: use auto, cpu, cuda, cuda:N or mps")
+        raise argparse.ArgumentTypeError(
+            f"invalid device {text!r}: use auto, cpu, cuda, cuda:N or mps"
+        )
     return text
 
 
@@ -84,27 +86,54 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", help="the run's directory (holds config.yaml and checkpoint.pt)")
-    p.add_argument("--split", choices=SPLIT_CHOICES, default=None,
-                   help="val, test, train (the training split, un-augmented, in eval mode) or all; "
-                        "default: the held-out splits the data has, as training evaluated them")
-    p.add_argument("--checkpoint", metavar="PATH", default=None,
-                   help="a checkpoint file (as given, else inside run_dir); default: the run's last good "
-                        "one (checkpoint.pt, else checkpoint.prev.pt)")
-    p.add_argument("--device", type=_device_name, default="auto",
-                   help="auto (CUDA when present), cpu, cuda, cuda:N or mps; default: auto")
-    p.add_argument("--batch-size", type=_positive, default=None, metavar="N",
-                   help="evaluation batch size; default: the run's trainer.eval_batch_size")
-    p.add_argument("--data-root", metavar="PATH", default=None,
-                   help="where the dataset is now (replaces the run's dataset.root)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default) or as-trained (the run's trainer.precision and channels_last)")
+    p.add_argument(
+        "--split",
+        choices=SPLIT_CHOICES,
+        default=None,
+        help="val, test, train (the training split, un-augmented, in eval mode) or all; "
+        "default: the held-out splits the data has, as training evaluated them",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        default=None,
+        help="a checkpoint file (as given, else inside run_dir); default: the run's last good "
+        "one (checkpoint.pt, else checkpoint.prev.pt)",
+    )
+    p.add_argument(
+        "--device",
+        type=_device_name,
+        default="auto",
+        help="auto (CUDA when present), cpu, cuda, cuda:N or mps; default: auto",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="evaluation batch size; default: the run's trainer.eval_batch_size",
+    )
+    p.add_argument(
+        "--data-root",
+        metavar="PATH",
+        default=None,
+        help="where the dataset is now (replaces the run's dataset.root)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default) or as-trained (the run's trainer.precision and channels_last)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
+    os.environ.setdefault(
+        "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
+    )  # deterministic cuBLAS, before CUDA starts
     try:
         run_dir, checkpoint = locate(args.run_dir, args.checkpoint)
         result = evaluate_run(run_dir, checkpoint, args)
@@ -119,8 +148,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result, indent=2))
         return
     for split, r in result["splits"].items():
-        print(f"{split}: error {r['error']:.2f}%, loss {r['loss']:.4f} ({r['images']} images, iteration "
-              f"{result['iteration']}, {result['checkpoint_name']}, {result['precision']} on {result['device']})")
+        print(
+            f"{split}: error {r['error']:.2f}%, loss {r['loss']:.4f} ({r['images']} images, iteration "
+            f"{result['iteration']}, {result['checkpoint_name']}, {result['precision']} on {result['device']})"
+        )
 
 
 # --- the run directory: checked before torch is imported --------------------------------------------
@@ -130,27 +161,52 @@ def locate(run_dir: str, checkpoint: str | None) -> tuple[Path, Path | None]:
     if d.is_file() and checkpoint is None and d.suffix == ".pt":  # resnet-eval <run>/checkpoint.pt
         d, checkpoint = d.parent, str(d)
     if not d.exists():
-        raise RunDirError(f"{d} does not exist. Give a run's directory, e.g. {PROG} runs/cifar10/resnet20-seed0.")
+        raise RunDirError(
+            f"{d} does not exist. Give a run's directory, e.g. {PROG} runs/cifar10/resnet20-seed0."
+        )
     if not d.is_dir():
-        raise RunDirError(f"{d} is not a directory. Give a run's directory, e.g. {PROG} runs/cifar10/resnet20-seed0.")
-    record = [f for f in (CONFIG_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, SUMMARY_FILE, METRICS_FILE)
-              if os.path.lexists(d / f)]
+        raise RunDirError(
+            f"{d} is not a directory. Give a run's directory, e.g. {PROG} runs/cifar10/resnet20-seed0."
+        )
+    record = [
+        f
+        for f in (
+            CONFIG_FILE,
+            CHECKPOINT_FILE,
+            PREVIOUS_CHECKPOINT_FILE,
+            SUMMARY_FILE,
+            METRICS_FILE,
+        )
+        if os.path.lexists(d / f)
+    ]
     if not record:
-        below = sorted(str(p.parent) for p in [*d.glob(f"*/{CONFIG_FILE}"), *d.glob(f"*/*/{CONFIG_FILE}")])
+        below = sorted(
+            str(p.parent) for p in [*d.glob(f"*/{CONFIG_FILE}"), *d.glob(f"*/*/{CONFIG_FILE}")]
+        )
         example = below[0] if below else "runs/cifar10/resnet20-seed0"
-        what = "a sweep's folder, not a run's" if (d / MANIFEST_FILE).is_file() else "not a run directory"
-        raise RunDirError(f"{d} is {what}: it has no {CONFIG_FILE}, {CHECKPOINT_FILE} or {SUMMARY_FILE}. Give "
-                          f"the directory a run left{' below it' if below else ''}, e.g. {PROG} {example}.")
+        what = (
+            "a sweep's folder, not a run's"
+            if (d / MANIFEST_FILE).is_file()
+            else "not a run directory"
+        )
+        raise RunDirError(
+            f"{d} is {what}: it has no {CONFIG_FILE}, {CHECKPOINT_FILE} or {SUMMARY_FILE}. Give "
+            f"the directory a run left{' below it' if below else ''}, e.g. {PROG} {example}."
+        )
     if checkpoint is not None:
         p = Path(checkpoint)
         if not p.exists() and not p.is_absolute() and (d / p).exists():
             p = d / p
         if not p.exists():
-            raise CheckpointError(f"--checkpoint {checkpoint}: no such file (nor in {d}). Give a checkpoint file, "
-                                  f"or leave --checkpoint out to use the run's own.")
+            raise CheckpointError(
+                f"--checkpoint {checkpoint}: no such file (nor in {d}). Give a checkpoint file, "
+                f"or leave --checkpoint out to use the run's own."
+            )
         if not p.is_file():
-            raise CheckpointError(f"--checkpoint {checkpoint} is not a file. Give a checkpoint file, e.g. "
-                                  f"--checkpoint {d / PREVIOUS_CHECKPOINT_FILE}.")
+            raise CheckpointError(
+                f"--checkpoint {checkpoint} is not a file. Give a checkpoint file, e.g. "
+                f"--checkpoint {d / PREVIOUS_CHECKPOINT_FILE}."
+            )
         return d, p
     if not any(os.path.lexists(d / f) for f in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)):
         raise CheckpointError(
@@ -181,15 +237,21 @@ def _group(schema, values, group: str, source: str):
     from omegaconf.errors import OmegaConfBaseException
 
     if not isinstance(values, dict):
-        raise ConfigError(f"{source} has no {group} group: it is not a resnet_repro run's config. "
-                          f"Give the run's own directory.")
+        raise ConfigError(
+            f"{source} has no {group} group: it is not a resnet_repro run's config. "
+            f"Give the run's own directory."
+        )
     known = {f.name for f in dataclasses.fields(schema)}
     try:
-        node = OmegaConf.merge(OmegaConf.structured(schema), {k: v for k, v in values.items() if k in known})
+        node = OmegaConf.merge(
+            OmegaConf.structured(schema), {k: v for k, v in values.items() if k in known}
+        )
         return OmegaConf.to_object(node)
     except OmegaConfBaseException as ex:
         first = str(ex).strip().splitlines()[0]
-        raise ConfigError(f"{source}: {group} cannot be read ({first}). Restore the run's config.yaml.") from None
+        raise ConfigError(
+            f"{source}: {group} cannot be read ({first}). Restore the run's config.yaml."
+        ) from None
 
 
 def setup(cfg: dict, source: str, args) -> Setup:
@@ -219,8 +281,10 @@ def setup(cfg: dict, source: str, args) -> Setup:
     elif args.split in have:
         wanted = [args.split]
     else:
-        raise ConfigError(f"--split {args.split}: {missing_split(dataset, args.split)}. This run has "
-                          f"{', '.join(have)}: use --split {' or --split '.join(have)} (or all).")
+        raise ConfigError(
+            f"--split {args.split}: {missing_split(dataset, args.split)}. This run has "
+            f"{', '.join(have)}: use --split {' or --split '.join(have)} (or all)."
+        )
     return Setup(model, dataset, trainer, optimizer, int(cfg.get("seed", 0)), source, wanted)
 
 
@@ -238,10 +302,20 @@ def check_data_root(dataset, args) -> None:
     root = Path(dataset.root).expanduser()
     if (root / folder).is_dir():
         return
-    given = f"--data-root {args.data_root}" if args.data_root is not None else f"the run's dataset.root={dataset.root!r}"
-    where = f"{root.absolute()} does not exist" if not root.exists() else f"{root.absolute()} has no {folder}/"
-    raise DataError(f"the run's data are not found: {where} ({given}). Point --data-root at the folder that "
-                    f"holds {folder}/: {PROG} {args.run_dir} --data-root /path/to/data.")
+    given = (
+        f"--data-root {args.data_root}"
+        if args.data_root is not None
+        else f"the run's dataset.root={dataset.root!r}"
+    )
+    where = (
+        f"{root.absolute()} does not exist"
+        if not root.exists()
+        else f"{root.absolute()} has no {folder}/"
+    )
+    raise DataError(
+        f"the run's data are not found: {where} ({given}). Point --data-root at the folder that "
+        f"holds {folder}/: {PROG} {args.run_dir} --data-root /path/to/data."
+    )
 
 
 def available_splits(dataset) -> list[str]:
@@ -256,8 +330,10 @@ def available_splits(dataset) -> list[str]:
 
 def missing_split(dataset, split: str) -> str:
     if split == "val":
-        return ("the run trained on the whole training set (dataset.protocol=full), so it has no "
-                "validation split")
+        return (
+            "the run trained on the whole training set (dataset.protocol=full), so it has no "
+            "validation split"
+        )
     folder = _data_folder(dataset.name)
     if folder is None:
         return "the run's synthetic data have no test split (dataset.num_test=0)"
@@ -297,15 +373,26 @@ def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path,
     if checkpoint is not None:
         return ckpts.read(checkpoint), checkpoint, []
     with _quiet_log() as records:
-        ckpt = ckpts.load(fix=f"Give another checkpoint with --checkpoint PATH (e.g. {ckpts.previous}); nothing was "
-                              f"changed.")
+        ckpt = ckpts.load(
+            fix=f"Give another checkpoint with --checkpoint PATH (e.g. {ckpts.previous}); nothing was "
+            f"changed."
+        )
     if ckpt is None:  # gone between the check and the load
-        raise CheckpointError(f"{run_dir} has no checkpoint to evaluate. Give one with --checkpoint PATH.")
+        raise CheckpointError(
+            f"{run_dir} has no checkpoint to evaluate. Give one with --checkpoint PATH."
+        )
     if ckpts.path.is_file():
         return ckpt, ckpts.path, []
-    notes = [f"{r.args[0]} Evaluated {PREVIOUS_CHECKPOINT_FILE} (iteration {ckpt['iteration']}) instead"
-             + ("; the bad file is kept as checkpoint.corrupt.pt." if (run_dir / "checkpoint.corrupt.pt").is_file() else ".")
-             for r in records if r.levelno >= logging.WARNING and r.args]
+    notes = [
+        f"{r.args[0]} Evaluated {PREVIOUS_CHECKPOINT_FILE} (iteration {ckpt['iteration']}) instead"
+        + (
+            "; the bad file is kept as checkpoint.corrupt.pt."
+            if (run_dir / "checkpoint.corrupt.pt").is_file()
+            else "."
+        )
+        for r in records
+        if r.levelno >= logging.WARNING and r.args
+    ]
     return ckpt, ckpts.previous, notes
 
 
@@ -326,14 +413,21 @@ def _backends_kept():
     """Leave torch's process-wide flags as they were (FastPath.configure_backends sets them)."""
     import torch
 
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(saved[0])
-        (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-         torch.backends.cuda.matmul.allow_tf32) = saved[1:]
+        (
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32,
+        ) = saved[1:]
 
 
 def pick(name: str):
@@ -345,8 +439,14 @@ def pick(name: str):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(name.partition(":")[2] or 0)
         if index >= count:
-            have = "no CUDA device" if count == 0 else f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}"
-            raise ConfigError(f"--device {name} but this machine has {have}. Use --device cpu or auto.")
+            have = (
+                "no CUDA device"
+                if count == 0
+                else f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+            raise ConfigError(
+                f"--device {name} but this machine has {have}. Use --device cpu or auto."
+            )
     elif name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps but no MPS device is available. Use --device cpu or auto.")
     return torch.device(name)
@@ -361,16 +461,27 @@ def evaluate_run(run_dir: Path, checkpoint: Path | None, args) -> dict:
     notes += more
     if plan is None:
         if not isinstance(ckpt.get("config"), dict):
-            raise CheckpointError(f"{ckpt_path} holds no config and {run_dir} has no readable {CONFIG_FILE}: "
-                                  f"the model cannot be rebuilt. Restore the run's {CONFIG_FILE}.")
+            raise CheckpointError(
+                f"{ckpt_path} holds no config and {run_dir} has no readable {CONFIG_FILE}: "
+                f"the model cannot be rebuilt. Restore the run's {CONFIG_FILE}."
+            )
         plan = setup(ckpt["config"], f"{ckpt_path}'s config", args)
     with _backends_kept():
         results, fast = _evaluate(plan, ckpt, ckpt_path, device, args)
     precision = fast.precision + (" (as trained)" if args.precision == "as-trained" else "")
-    return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "checkpoint_name": ckpt_path.name,
-            "iteration": ckpt["iteration"], "config": plan.source, "precision": precision,
-            "channels_last": fast.channels_last, "device": str(device),
-            "batch_size": args.batch_size or plan.trainer.eval_batch_size, "splits": results, "notes": notes}
+    return {
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt_path),
+        "checkpoint_name": ckpt_path.name,
+        "iteration": ckpt["iteration"],
+        "config": plan.source,
+        "precision": precision,
+        "channels_last": fast.channels_last,
+        "device": str(device),
+        "batch_size": args.batch_size or plan.trainer.eval_batch_size,
+        "splits": results,
+        "notes": notes,
+    }
 
 
 def _evaluate(plan: Setup, ckpt: dict, ckpt_path: Path, device, args) -> tuple[dict, object]:
@@ -391,16 +502,32 @@ def _evaluate(plan: Setup, ckpt: dict, ckpt_path: Path, device, args) -> tuple[d
         with _quiet_log():  # the data's own notes (no test batch) are training's to give
             splits = load_splits(plan.dataset)
     except DataError as ex:
-        raise DataError(f"{ex} (For {PROG}, --data-root PATH sets dataset.root; it never downloads.)") from None
-    data = DeviceData(splits, device, batch_size=plan.trainer.batch_size, augment=False, seed=plan.seed,
-                      size=plan.dataset.image_size, probe_images=0)
+        raise DataError(
+            f"{ex} (For {PROG}, --data-root PATH sets dataset.root; it never downloads.)"
+        ) from None
+    data = DeviceData(
+        splits,
+        device,
+        batch_size=plan.trainer.batch_size,
+        augment=False,
+        seed=plan.seed,
+        size=plan.dataset.image_size,
+        probe_images=0,
+    )
     try:
         model = build_model(plan.model).to(device, memory_format=fast.memory_format)
-    except (RuntimeError, MemoryError, OverflowError, ValueError) as ex:  # e.g. num_classes too large to allocate
+    except (
+        RuntimeError,
+        MemoryError,
+        OverflowError,
+        ValueError,
+    ) as ex:  # e.g. num_classes too large to allocate
         m = plan.model
-        raise ConfigError(f"{plan.source} describes a model that cannot be built on {device} ({m.name}, depth "
-                          f"{m.depth}, {m.num_classes:,} classes): {first_line(ex)}. Evaluate the checkpoint of a "
-                          f"run of this harness.") from None
+        raise ConfigError(
+            f"{plan.source} describes a model that cannot be built on {device} ({m.name}, depth "
+            f"{m.depth}, {m.num_classes:,} classes): {first_line(ex)}. Evaluate the checkpoint of a "
+            f"run of this harness."
+        ) from None
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError) as ex:
@@ -416,8 +543,10 @@ def _evaluate(plan: Setup, ckpt: dict, ckpt_path: Path, device, args) -> tuple[d
         try:
             loss, err = evaluate(model, x, y, batch, data.mean, fast, data.size)
         except torch.cuda.OutOfMemoryError:
-            raise ResnetReproError(f"{device} ran out of memory at batch size {batch}. Use a smaller "
-                                   f"--batch-size (e.g. {max(1, batch // 4)}).") from None
+            raise ResnetReproError(
+                f"{device} ran out of memory at batch size {batch}. Use a smaller "
+                f"--batch-size (e.g. {max(1, batch // 4)})."
+            ) from None
         out[split] = {"error": err, "loss": loss, "images": len(x)}
     return out, fast
 

@@ -53,8 +53,13 @@ def _expected(full_key: str) -> str:
     if full_key in _EXPECTED:
         return _EXPECTED[full_key]
     typ = str(leaf_keys().get(full_key, ""))
-    for word, text in (("list", "a list such as [32000,48000]"), ("bool", "true or false"),
-                       ("float", "a number"), ("int", "an integer"), ("str", "a string")):
+    for word, text in (
+        ("list", "a list such as [32000,48000]"),
+        ("bool", "true or false"),
+        ("float", "a number"),
+        ("int", "an integer"),
+        ("str", "a string"),
+    ):
         if word in typ:
             return text + (" or null" if "None" in typ else "")
     return "a value of the schema's type"
@@ -70,10 +75,16 @@ def explain(ex: BaseException) -> str | None:
     cause = ex
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
-    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(
+        cause, "full_key", None
+    ):
         return unknown_key_message(cause.full_key)
     if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
-        msg = str(cause.msg).split("\n")[0] if getattr(cause, "msg", None) else str(cause).split("\n")[0]
+        msg = (
+            str(cause.msg).split("\n")[0]
+            if getattr(cause, "msg", None)
+            else str(cause).split("\n")[0]
+        )
         return f"Bad value for {cause.full_key}: {msg}. Expected {_expected(cause.full_key)}."
     if isinstance(ex, (HydraException, OmegaConfBaseException)):
         text = " ".join(str(ex).split())
@@ -134,7 +145,9 @@ def job_config(argv: list[str], conf_dir: Path) -> str | None:
         return None  # Hydra says the package is not there
     if not isinstance(part, DictConfig | ListConfig):
         return f"{part}\n"
-    return f"# @package {args.package}\n" + yaml.safe_dump(OmegaConf.to_container(part), sort_keys=False)
+    return f"# @package {args.package}\n" + yaml.safe_dump(
+        OmegaConf.to_container(part), sort_keys=False
+    )
 
 
 class _Job(NamedTuple):
@@ -146,14 +159,23 @@ class _Job(NamedTuple):
 def _read(argv: list[str]) -> argparse.Namespace | None:
     try:
         return _ARGS.parse_args(argv)
-    except argparse.ArgumentError:  # not a command line we read (--version, a malformed flag): Hydra answers it
+    except (
+        argparse.ArgumentError
+    ):  # not a command line we read (--version, a malformed flag): Hydra answers it
         return None
 
 
 def _for_hydra(args: argparse.Namespace) -> bool:
     """A question Hydra answers (``--help``, ``--info``, ...) or a config not in ``conf/``."""
-    return bool(args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir
-                or args.config_path or args.experimental_rerun)
+    return bool(
+        args.help
+        or args.hydra_help
+        or args.info
+        or args.shell_completion
+        or args.config_dir
+        or args.config_path
+        or args.experimental_rerun
+    )
 
 
 def _compose(args: argparse.Namespace, conf_dir: Path, *, check_data: bool) -> _Job | None:
@@ -197,11 +219,23 @@ def _hydra_command_line() -> argparse.ArgumentParser:
     """The flags of Hydra's command line (``--help``, ``-m``, ``--cfg``, ...), to tell a single run's
     overrides from a question or a sweep for Hydra; Hydra itself parses the line again."""
     p = _QuietParser(add_help=False, allow_abbrev=False)
-    for flags in (("--help", "-h"), ("--hydra-help",), ("--resolve",), ("--run", "-r"), ("--multirun", "-m"),
-                  ("--shell-completion", "-sc")):
+    for flags in (
+        ("--help", "-h"),
+        ("--hydra-help",),
+        ("--resolve",),
+        ("--run", "-r"),
+        ("--multirun", "-m"),
+        ("--shell-completion", "-sc"),
+    ):
         p.add_argument(*flags, action="store_true")
-    for flags in (("--cfg", "-c"), ("--package", "-p"), ("--config-path", "-cp"), ("--config-name", "-cn"),
-                  ("--config-dir", "-cd"), ("--experimental-rerun",)):
+    for flags in (
+        ("--cfg", "-c"),
+        ("--package", "-p"),
+        ("--config-path", "-cp"),
+        ("--config-name", "-cn"),
+        ("--config-dir", "-cd"),
+        ("--experimental-rerun",),
+    ):
         p.add_argument(*flags)
     p.add_argument("--info", "-i", nargs="?", const="all")
     p.add_argument("overrides", nargs="*")
@@ -267,7 +301,9 @@ class Start:
     run_dir: NewFolder | None
     data_root: NewFolder | None
     log_name: str = "train.log"
-    existing: Path | None = None  # the run directory, when it existed: what it held of the leftovers
+    existing: Path | None = (
+        None  # the run directory, when it existed: what it held of the leftovers
+    )
     had: frozenset = frozenset()
 
     @classmethod
@@ -275,8 +311,13 @@ class Start:
         root, d = job.cfg.dataset.root, job.run_dir
         existing = Path(d).resolve() if d is not None and Path(d).is_dir() else None
         had = frozenset(p.name for p in existing.iterdir()) if existing else frozenset()
-        return cls(NewFolder.note(d) if d is not None else None, NewFolder.note(root) if root else None,
-                   job.log_name, existing, had)
+        return cls(
+            NewFolder.note(d) if d is not None else None,
+            NewFolder.note(root) if root else None,
+            job.log_name,
+            existing,
+            had,
+        )
 
     def leftovers(self) -> set[str]:
         return {".hydra", self.log_name, LOCK_FILE}
@@ -286,12 +327,18 @@ class Start:
         the start wrote before the run record began (``.hydra/``, the log, ``run.lock``), and the data
         root when it is still empty. ``output_dir`` is the directory Hydra ran the job in, when the
         job started: a directory other than the one noted here is left alone."""
-        new, ours = self.run_dir, output_dir is None or Path(output_dir).resolve() in (
-            self.run_dir.path if self.run_dir else None, self.existing)
+        new, ours = (
+            self.run_dir,
+            output_dir is None
+            or Path(output_dir).resolve()
+            in (self.run_dir.path if self.run_dir else None, self.existing),
+        )
         if new is not None and ours:
             if _remove_unstarted_run_dir(new.path, self.leftovers()):
                 new.remove_empty_parents()
-        elif self.existing is not None and ours:  # a folder that was there: only what this start added to it
+        elif (
+            self.existing is not None and ours
+        ):  # a folder that was there: only what this start added to it
             _remove_added_leftovers(self.existing, self.leftovers() - self.had)
         new = self.data_root
         if new is not None and _remove_empty_tree(new.path):
@@ -363,11 +410,14 @@ def _remove_empty_tree(d: Path) -> bool:
 
 def _close_logs_in(d: Path) -> None:
     """Close and detach the logging file handlers writing into ``d`` (Hydra's ``train.log``)."""
-    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(lg, logging.Logger)]
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
     for lg in loggers:
         for h in list(lg.handlers):
-            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(d):
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(
+                d
+            ):
                 lg.removeHandler(h)
                 h.close()
 

@@ -38,16 +38,26 @@ def hydra_main(cfg: DictConfig) -> float | list | None:
     multirun = hc.mode == RunMode.MULTIRUN
     if not multirun:
         _job["output_dir"] = hc.runtime.output_dir
-    sweep = {"group": f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}", "job_num": hc.job.num,
-             "sweep_dir": hc.sweep.dir} if multirun else {}
+    sweep = (
+        {
+            "group": f"{cfg.experiment_name}-{Path(hc.sweep.dir).name}",
+            "job_num": hc.job.num,
+            "sweep_dir": hc.sweep.dir,
+        }
+        if multirun
+        else {}
+    )
     try:
         if cfg.trainer.stack_members:  # the sweeper made this job a stack of runs (stacking.py)
             from ..training.stacking import member_configs
             from ..training.train_stack import train_stack
 
             members = cfg.trainer.stack_members
-            summaries = train_stack(member_configs(cfg, list(hc.overrides.task)),
-                                    [Path(hc.sweep.dir) / m.name for m in members], **sweep)
+            summaries = train_stack(
+                member_configs(cfg, list(hc.overrides.task)),
+                [Path(hc.sweep.dir) / m.name for m in members],
+                **sweep,
+            )
             return [s.get("final_test_err", s.get("final_val_err")) for s in summaries]
         summary = train(to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir, **sweep)
     except ResnetReproError as ex:
@@ -62,8 +72,12 @@ def main() -> None:
     """Console entry point: check every job's config first, then hand over to Hydra."""
     from .preflight import explain, job_config, preflight
 
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # we print our own errors; real bugs keep tracebacks
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS when asked for
+    os.environ.setdefault(
+        "HYDRA_FULL_ERROR", "1"
+    )  # we print our own errors; real bugs keep tracebacks
+    os.environ.setdefault(
+        "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
+    )  # deterministic cuBLAS when asked for
     try:
         shown = job_config(sys.argv[1:], config_dir())
         if shown is not None:
@@ -74,17 +88,24 @@ def main() -> None:
             hydra_main()
         except BaseException as ex:
             if start and not (isinstance(ex, SystemExit) and ex.code in (0, None)):
-                start.undo(_job.get("output_dir"))  # a failed start leaves no run directory, no empty data root
+                start.undo(
+                    _job.get("output_dir")
+                )  # a failed start leaves no run directory, no empty data root
             raise
     except ResnetReproError as ex:
         print(f"resnet-train: error: {ex}", file=sys.stderr)
         sys.exit(2)
     except Preempted as ex:
         print(f"resnet-train: {ex}", file=sys.stderr)
-        sys.exit(128 + ex.signum)  # the exit status the signal itself would give (143, or 130 for Ctrl-C)
+        sys.exit(
+            128 + ex.signum
+        )  # the exit status the signal itself would give (143, or 130 for Ctrl-C)
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second one that would not wait
-        print("resnet-train: interrupted (Ctrl-C). Rerun the same command to resume from the last checkpoint "
-              "(one Ctrl-C finishes the step and writes a checkpoint first).", file=sys.stderr)
+        print(
+            "resnet-train: interrupted (Ctrl-C). Rerun the same command to resume from the last checkpoint "
+            "(one Ctrl-C finishes the step and writes a checkpoint first).",
+            file=sys.stderr,
+        )
         sys.exit(128 + signal.SIGINT)
     except Exception as ex:
         msg = explain(ex)
@@ -100,6 +121,7 @@ def exit_on_ctrl_c() -> None:
     """From here on, a Ctrl-C ends the process at once (exit status 130), quietly: the run is over and
     its record written, and one that lands in the interpreter's exit handlers (W&B's, torch's) would
     print their traceback instead."""
+
     def now(signum, _frame):
         for stream in (sys.stdout, sys.stderr):
             try:

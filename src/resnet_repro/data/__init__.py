@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import importlib
 
-_LAZY = {name: "splits" for name in ("Splits", "check_protocol", "load_splits", "paper_split", "test_batch_available")}
+_LAZY = {
+    name: "splits"
+    for name in ("Splits", "check_protocol", "load_splits", "paper_split", "test_batch_available")
+}
 __all__ = sorted(_LAZY)
 
 

@@ -64,14 +64,19 @@ class Spec:
 
     @property
     def fix(self) -> str:
-        return (f"Re-download {self.name} (delete the folder and set dataset.download=true) or point "
-                f"dataset.root at a good copy.")
+        return (
+            f"Re-download {self.name} (delete the folder and set dataset.download=true) or point "
+            f"dataset.root at a good copy."
+        )
 
 
 CIFAR10_SPEC = Spec("CIFAR-10", b"labels", 10, OFFICIAL_MD5, CONTENT_SHA256)
 # torchvision's CIFAR100.base_folder, train_list and test_list
 CIFAR100_FOLDER = DATASETS["cifar100"].folder
-CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
+CIFAR100_MD5 = {
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+}
 CIFAR100_SPEC = Spec("CIFAR-100", b"fine_labels", 100, CIFAR100_MD5)
 
 
@@ -98,7 +103,9 @@ def content_sha256(data: np.ndarray, labels) -> str:
     ).hexdigest()
 
 
-def read_batch(path: Path, *, verify: bool = True, spec: Spec = CIFAR10_SPEC) -> tuple[np.ndarray, np.ndarray]:
+def read_batch(
+    path: Path, *, verify: bool = True, spec: Spec = CIFAR10_SPEC
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one batch file as (N,3,32,32) uint8 images and int64 labels, checking everything."""
     name, ds, fix = path.name, spec.name, spec.fix
     if verify:
@@ -110,13 +117,22 @@ def read_batch(path: Path, *, verify: bool = True, spec: Spec = CIFAR10_SPEC) ->
     except OSError as ex:
         raise DataError(f"{ds} file {path} cannot be read ({ex.strerror}). {fix}") from None
     except Exception as ex:  # a damaged pickle can fail in many ways
-        raise DataError(f"{ds} file {path} is truncated or corrupt ({type(ex).__name__}: {ex}). {fix}") from None
+        raise DataError(
+            f"{ds} file {path} is truncated or corrupt ({type(ex).__name__}: {ex}). {fix}"
+        ) from None
     if not isinstance(entry, dict) or b"data" not in entry or spec.label_key not in entry:
         raise DataError(f"{ds} file {path} is not a {ds} batch (no data/labels). {fix}")
     data, labels = entry[b"data"], np.asarray(entry[spec.label_key])
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+    ):
         shape = getattr(data, "shape", None)
-        raise DataError(f"{ds} file {path} has images of shape {shape}, expected (N, 3072) uint8. {fix}")
+        raise DataError(
+            f"{ds} file {path} has images of shape {shape}, expected (N, 3072) uint8. {fix}"
+        )
     if labels.shape != (data.shape[0],):
         raise DataError(
             f"{ds} file {path} has {labels.shape[0]} labels for {data.shape[0]} images. {fix}"
@@ -148,6 +164,7 @@ def ensure_cifar10(root: str | Path, download: bool) -> Path:
     base = Path(root) / BASE_FOLDER
     missing = [f for f in TRAIN_FILES if not (base / f).is_file()]
     if missing:
+
         def get():
             from torchvision.datasets import CIFAR10
 
@@ -187,6 +204,7 @@ def load_cifar100(root: str | Path, download: bool = True, verify: bool = True):
     """``(train_x, train_y, (test_x, test_y))``: uint8 images (N,3,32,32), fine labels 0..99."""
     base = Path(root) / CIFAR100_FOLDER
     if not ((base / "train").is_file() and (base / "test").is_file()):
+
         def get():
             from torchvision.datasets import CIFAR100
 

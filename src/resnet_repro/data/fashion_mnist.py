@@ -37,8 +37,10 @@ FILES = {
 }
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 NUM_CLASSES, SIZE = 10, 28
-FIX = ("Re-download Fashion-MNIST (delete the folder and set dataset.download=true) or point "
-       "dataset.root at a good copy (e.g. dataset.root=/path/to/data).")
+FIX = (
+    "Re-download Fashion-MNIST (delete the folder and set dataset.download=true) or point "
+    "dataset.root at a good copy (e.g. dataset.root=/path/to/data)."
+)
 
 
 def _read_idx(path: Path, magic: int, verify: bool) -> np.ndarray:
@@ -49,7 +51,9 @@ def _read_idx(path: Path, magic: int, verify: bool) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except OSError as ex:  # also gzip's BadGzipFile
-        raise DataError(f"Fashion-MNIST file {path} cannot be read or is corrupt ({ex}). {FIX}") from None
+        raise DataError(
+            f"Fashion-MNIST file {path} cannot be read or is corrupt ({ex}). {FIX}"
+        ) from None
     except EOFError:
         raise DataError(f"Fashion-MNIST file {path} is truncated. {FIX}") from None
     if verify and md5 != OFFICIAL_MD5.get(path.name):
@@ -60,10 +64,14 @@ def _read_idx(path: Path, magic: int, verify: bool) -> np.ndarray:
     ndim = 3 if magic == IMAGE_MAGIC else 1
     header = 4 * (1 + ndim)
     if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
-        raise DataError(f"Fashion-MNIST file {path} is not an IDX file of {'images' if ndim == 3 else 'labels'}. {FIX}")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        raise DataError(
+            f"Fashion-MNIST file {path} is not an IDX file of {'images' if ndim == 3 else 'labels'}. {FIX}"
+        )
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if len(raw) - header != int(np.prod(dims)) or (ndim == 3 and dims[1:] != [SIZE, SIZE]):
-        raise DataError(f"Fashion-MNIST file {path} holds {len(raw) - header} bytes for dimensions {dims}. {FIX}")
+        raise DataError(
+            f"Fashion-MNIST file {path} holds {len(raw) - header} bytes for dimensions {dims}. {FIX}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -73,9 +81,13 @@ def read_split(raw: Path, split: str, verify: bool = True) -> tuple[torch.Tensor
     x = _read_idx(raw / img_file, IMAGE_MAGIC, verify)
     y = _read_idx(raw / lbl_file, LABEL_MAGIC, verify).astype(np.int64)
     if len(x) != len(y):
-        raise DataError(f"Fashion-MNIST {split} split has {len(x)} images but {len(y)} labels ({raw}). {FIX}")
+        raise DataError(
+            f"Fashion-MNIST {split} split has {len(x)} images but {len(y)} labels ({raw}). {FIX}"
+        )
     if y.size and y.max() >= NUM_CLASSES:
-        raise DataError(f"Fashion-MNIST file {raw / lbl_file} has labels up to {y.max()}, expected 0..9. {FIX}")
+        raise DataError(
+            f"Fashion-MNIST file {raw / lbl_file} has labels up to {y.max()}, expected 0..9. {FIX}"
+        )
     return torch.from_numpy(x.copy())[:, None], torch.from_numpy(y)
 
 
@@ -85,6 +97,7 @@ def load_fashion_mnist(root: str | Path, download: bool = True, verify: bool = T
     names = [n for pair in FILES.values() for n in pair]
     missing = [n for n in names if not (raw / n).is_file()]
     if missing:
+
         def get():
             from torchvision.datasets import FashionMNIST
 

@@ -11,7 +11,9 @@ from ..errors import DataError
 log = logging.getLogger(__name__)
 
 
-def fetch_missing(name: str, where: Path, missing: str, folder: str, download: bool, get: Callable[[], object]) -> None:
+def fetch_missing(
+    name: str, where: Path, missing: str, folder: str, download: bool, get: Callable[[], object]
+) -> None:
     """Download ``name`` with ``get()`` (a torchvision dataset with ``download=True``), or explain.
 
     ``where`` is the folder that lacks ``missing``; ``folder`` is what ``dataset.root`` must hold.

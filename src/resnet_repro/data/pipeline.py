@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from .splits import Splits
 
 
-def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
+def crop_flip(
+    x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, pad: int
+) -> torch.Tensor:
     """Zero-pad ``x`` (B,C,H,W) by ``pad``, crop HxW at (top, left) per sample, then flip where ``flip``.
 
     Equals torchvision's ``RandomCrop(H, padding=pad)`` followed by ``RandomHorizontalFlip`` for the
@@ -45,7 +47,9 @@ def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> t
 
 def pixel_mean(x: torch.Tensor) -> torch.Tensor:
     """Per-pixel mean (1,C,H,W) of uint8 images, in [0, 1] units (torch's default dtype, float32)."""
-    return (x.sum(dim=0, dtype=torch.float64) / (255.0 * len(x))).to(torch.get_default_dtype())[None]
+    return (x.sum(dim=0, dtype=torch.float64) / (255.0 * len(x))).to(torch.get_default_dtype())[
+        None
+    ]
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, size: int | None = None) -> torch.Tensor:
@@ -69,15 +73,31 @@ class DeviceBatches:
     checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
-    def __init__(self, x, y, batch_size: int, mean: torch.Tensor, device, *, augment: bool = True, seed: int = 0,
-                 pad: int = 4, size: int | None = None):
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size: int,
+        mean: torch.Tensor,
+        device,
+        *,
+        augment: bool = True,
+        seed: int = 0,
+        pad: int = 4,
+        size: int | None = None,
+    ):
         if batch_size > len(x):
             raise ConfigError(
                 f"trainer.batch_size={batch_size} is larger than the training split ({len(x)} images). "
                 f"Use a smaller batch size or more training data."
             )
         self.x, self.y = x.to(device), y.to(device)
-        self.mean, self.batch_size, self.augment, self.pad = mean.to(device), batch_size, augment, pad
+        self.mean, self.batch_size, self.augment, self.pad = (
+            mean.to(device),
+            batch_size,
+            augment,
+            pad,
+        )
         self.size = size
         self.generator = torch.Generator(device=self.x.device).manual_seed(seed)
         self.perm: torch.Tensor | None = None
@@ -114,7 +134,9 @@ class DeviceBatches:
         self.pos, self.epoch = state["pos"], state["epoch"]
 
 
-def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor, size: int | None = None):
+def eval_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor, size: int | None = None
+):
     """Normalised, un-augmented batches of an evaluation split, in order."""
     for i in range(0, len(x), batch_size):
         yield normalize(x[i : i + batch_size], mean, size), y[i : i + batch_size]
@@ -126,25 +148,45 @@ class DeviceData:
     (the training split's per-pixel mean, the optional resize).
     """
 
-    def __init__(self, splits: Splits, device, *, batch_size: int, augment: bool, seed: int | list[int],
-                 size: int | None, probe_images: int):
+    def __init__(
+        self,
+        splits: Splits,
+        device,
+        *,
+        batch_size: int,
+        augment: bool,
+        seed: int | list[int],
+        size: int | None,
+        probe_images: int,
+    ):
         """``seed``: the run's; a list of seeds gives a stack's batches (:class:`StackedBatches`)."""
         mean = pixel_mean(splits.train[0])
         self.batches: DeviceBatches | StackedBatches
         if isinstance(seed, list):
-            self.batches = StackedBatches(*splits.train, batch_size, mean, device, seeds=seed, augment=augment, size=size)
+            self.batches = StackedBatches(
+                *splits.train, batch_size, mean, device, seeds=seed, augment=augment, size=size
+            )
         else:
-            self.batches = DeviceBatches(*splits.train, batch_size, mean, device, augment=augment, seed=seed, size=size)
+            self.batches = DeviceBatches(
+                *splits.train, batch_size, mean, device, augment=augment, seed=seed, size=size
+            )
         self.mean, self.size = self.batches.mean, size
-        self.evals = {s: tuple(v.to(device) for v in getattr(splits, s)) for s in splits.eval_splits}
+        self.evals = {
+            s: tuple(v.to(device) for v in getattr(splits, s)) for s in splits.eval_splits
+        }
         # Fig. 7's batch: the first held-out images (validation, else test, else training)
         self.probe_split = next(iter(self.evals), "train")
-        self.probe = (self.evals[self.probe_split][0] if self.evals else self.batches.x)[:probe_images]
+        self.probe = (self.evals[self.probe_split][0] if self.evals else self.batches.x)[
+            :probe_images
+        ]
 
     def probe_batches(self, batch_size: int):
         """The layer-statistics batch, normalised, in pieces of ``batch_size``."""
         p = self.probe
-        return (normalize(p[i : i + batch_size], self.mean, self.size) for i in range(0, len(p), batch_size))
+        return (
+            normalize(p[i : i + batch_size], self.mean, self.size)
+            for i in range(0, len(p), batch_size)
+        )
 
 
 class StackedBatches:
@@ -156,11 +198,24 @@ class StackedBatches:
     device once, shared by every member.
     """
 
-    def __init__(self, x, y, batch_size: int, mean: torch.Tensor, device, *, seeds, augment: bool = True,
-                 pad: int = 4, size: int | None = None):
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size: int,
+        mean: torch.Tensor,
+        device,
+        *,
+        seeds,
+        augment: bool = True,
+        pad: int = 4,
+        size: int | None = None,
+    ):
         self.members: list[DeviceBatches] = []
         for seed in seeds:
-            b = DeviceBatches(x, y, batch_size, mean, device, augment=augment, seed=seed, pad=pad, size=size)
+            b = DeviceBatches(
+                x, y, batch_size, mean, device, augment=augment, seed=seed, pad=pad, size=size
+            )
             x, y, mean = b.x, b.y, b.mean  # already on the device: the next members share them
             self.members.append(b)
 

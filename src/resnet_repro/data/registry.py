@@ -39,13 +39,34 @@ class Dataset:
     optional_test: str | None = None
 
 
-DATASETS = {d.name: d for d in (
-    Dataset("cifar10", "CIFAR-10", Shape(10, 50_000, 3), "cifar:read_cifar10", "cifar-10-batches-py", "test_batch"),
-    Dataset("cifar100", "CIFAR-100", Shape(100, 50_000, 3), "cifar:read_cifar100", "cifar-100-python"),
-    Dataset("fashion_mnist", "Fashion-MNIST", Shape(10, 60_000, 1), "fashion_mnist:read_fashion_mnist",
-            "FashionMNIST/raw"),
-    Dataset("synthetic", "synthetic data", None, "synthetic:read_synthetic", None),
-)}
+DATASETS = {
+    d.name: d
+    for d in (
+        Dataset(
+            "cifar10",
+            "CIFAR-10",
+            Shape(10, 50_000, 3),
+            "cifar:read_cifar10",
+            "cifar-10-batches-py",
+            "test_batch",
+        ),
+        Dataset(
+            "cifar100",
+            "CIFAR-100",
+            Shape(100, 50_000, 3),
+            "cifar:read_cifar100",
+            "cifar-100-python",
+        ),
+        Dataset(
+            "fashion_mnist",
+            "Fashion-MNIST",
+            Shape(10, 60_000, 1),
+            "fashion_mnist:read_fashion_mnist",
+            "FashionMNIST/raw",
+        ),
+        Dataset("synthetic", "synthetic data", None, "synthetic:read_synthetic", None),
+    )
+}
 
 
 @dataclass
@@ -106,7 +127,9 @@ def check_dataset(dataset: DatasetConfig) -> None:
     if d.name == "synthetic" and d.num_train < 1:
         raise ConfigError(f"dataset.num_train={d.num_train} is not valid for synthetic data: >= 1.")
     if d.name == "synthetic" and d.num_classes < 2:
-        raise ConfigError(f"dataset.num_classes={d.num_classes} is not valid for synthetic data: >= 2.")
+        raise ConfigError(
+            f"dataset.num_classes={d.num_classes} is not valid for synthetic data: >= 2."
+        )
 
 
 def check_val_size(dataset: DatasetConfig) -> None:

@@ -45,7 +45,11 @@ def check_protocol(cfg: DatasetConfig) -> None:
     """Refuse, before any work, a protocol that needs a test split the data does not have."""
     if cfg.protocol == "full" and not test_batch_available(cfg):
         row = DATASETS[cfg.name]
-        where = "dataset.num_test=0" if row.folder is None else f"{cfg.root} has no {row.folder}/{row.optional_test}"
+        where = (
+            "dataset.num_test=0"
+            if row.folder is None
+            else f"{cfg.root} has no {row.folder}/{row.optional_test}"
+        )
         raise ConfigError(
             f"dataset.protocol=full evaluates on the test batch, but {where}. Use "
             f"dataset.protocol=paper (45k/5k train/validation split, validation error), or point "
@@ -66,12 +70,16 @@ def paper_split(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.T
 def load_splits(cfg: DatasetConfig) -> Splits:
     check_protocol(cfg)
     if cfg.name not in DATASETS:
-        raise ConfigError(f"dataset.name={cfg.name!r} is not valid. Valid choices: {', '.join(DATASETS)}.")
+        raise ConfigError(
+            f"dataset.name={cfg.name!r} is not valid. Valid choices: {', '.join(DATASETS)}."
+        )
     row = DATASETS[cfg.name]
     root = Path(cfg.root).expanduser()
     if row.folder is not None and root.exists() and not root.is_dir():
-        raise DataError(f"dataset.root={cfg.root} is a file, not a folder: point dataset.root at the folder that "
-                        f"holds {row.folder}/.")
+        raise DataError(
+            f"dataset.root={cfg.root} is a file, not a folder: point dataset.root at the folder that "
+            f"holds {row.folder}/."
+        )
     module, _, reader = row.reader.partition(":")
     x, y, test = getattr(importlib.import_module(f".{module}", __package__), reader)(cfg)
     if cfg.protocol == "full":

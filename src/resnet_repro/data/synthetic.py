@@ -24,5 +24,9 @@ def read_synthetic(cfg):
     """``dataset.num_train`` training images and ``dataset.num_test`` test images (none: no test
     split) of ``dataset.num_classes`` classes, each set from its own seed."""
     x, y = make_synthetic(cfg.num_train, cfg.num_classes, seed=1000 + cfg.split_seed)
-    test = make_synthetic(cfg.num_test, cfg.num_classes, seed=2000 + cfg.split_seed) if cfg.num_test else None
+    test = (
+        make_synthetic(cfg.num_test, cfg.num_classes, seed=2000 + cfg.split_seed)
+        if cfg.num_test
+        else None
+    )
     return x, y, test

@@ -100,7 +100,11 @@ class CifarResNet(nn.Module):
         layers = []
         for i in range(blocks):
             s = stride if i == 0 else 1
-            sc = make_shortcut(self.shortcut_option, self.in_planes, planes, s) if self.residual else None
+            sc = (
+                make_shortcut(self.shortcut_option, self.in_planes, planes, s)
+                if self.residual
+                else None
+            )
             layers.append(CifarBasicBlock(self.in_planes, planes, s, sc))
             self.in_planes = planes
         return nn.Sequential(*layers)
@@ -111,7 +115,17 @@ class CifarResNet(nn.Module):
         return self.fc(x.mean((2, 3)))  # global average pool (deterministic backward on CUDA)
 
 
-def resnet_cifar(depth: int, residual: bool = True, shortcut: str = "A", num_classes: int = 10,
-                 in_channels: int = 3) -> CifarResNet:
-    return CifarResNet(depth=depth, residual=residual, shortcut=shortcut, num_classes=num_classes,
-                       in_channels=in_channels)
+def resnet_cifar(
+    depth: int,
+    residual: bool = True,
+    shortcut: str = "A",
+    num_classes: int = 10,
+    in_channels: int = 3,
+) -> CifarResNet:
+    return CifarResNet(
+        depth=depth,
+        residual=residual,
+        shortcut=shortcut,
+        num_classes=num_classes,
+        in_channels=in_channels,
+    )

@@ -50,9 +50,18 @@ class PlainBasicBlock(BasicBlock):
 
     residual = False
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 *args, **kwargs):
-        super().__init__(inplanes, planes, stride, None, *args, **kwargs)  # no shortcut, no downsample
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *args,
+        **kwargs,
+    ):
+        super().__init__(
+            inplanes, planes, stride, None, *args, **kwargs
+        )  # no shortcut, no downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -64,9 +73,18 @@ class PlainBottleneck(Bottleneck):
 
     residual = False
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 *args, **kwargs):
-        super().__init__(inplanes, planes, stride, None, *args, **kwargs)  # no shortcut, no downsample
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *args,
+        **kwargs,
+    ):
+        super().__init__(
+            inplanes, planes, stride, None, *args, **kwargs
+        )  # no shortcut, no downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -100,7 +118,9 @@ class ImageNetResNet(ResNet):
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"layers must be four positive block counts, got {layers}")
         rng = torch.get_rng_state()
-        super().__init__(block if residual else PLAIN_BLOCKS[block], layers, num_classes=num_classes)
+        super().__init__(
+            block if residual else PLAIN_BLOCKS[block], layers, num_classes=num_classes
+        )
         self.residual, self.cifar_stem = residual, cifar_stem
         self.avgpool = GlobalAvgPool()
         if cifar_stem:

@@ -43,8 +43,9 @@ class PreActBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1,
-                 shortcut: nn.Module | None = None):
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, shortcut: nn.Module | None = None
+    ):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.relu = nn.ReLU(inplace=True)
@@ -68,10 +69,15 @@ def _identity_shortcut(in_planes: int, planes: int, stride: int) -> nn.Module:
 
 
 class PreActCifarResNet(nn.Module):
-    def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3,
-                 residual: bool = True):
+    def __init__(
+        self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, residual: bool = True
+    ):
         super().__init__()
-        self.depth, self.n, self.residual = depth, n_of_depth(depth), residual  # ValueError unless 6n+2
+        self.depth, self.n, self.residual = (
+            depth,
+            n_of_depth(depth),
+            residual,
+        )  # ValueError unless 6n+2
         self.in_planes = 16
         self.conv1 = conv3x3(in_channels, 16)
         self.layer1 = self._make_layer(16, self.n, stride=1)
@@ -98,7 +104,9 @@ class PreActCifarResNet(nn.Module):
         return self.fc(x.mean((2, 3)))  # global average pool (deterministic backward on CUDA)
 
 
-def preact_resnet_cifar(depth: int, residual: bool = True, num_classes: int = 10,
-                        in_channels: int = 3) -> PreActCifarResNet:
-    return PreActCifarResNet(depth=depth, num_classes=num_classes, in_channels=in_channels,
-                             residual=residual)
+def preact_resnet_cifar(
+    depth: int, residual: bool = True, num_classes: int = 10, in_channels: int = 3
+) -> PreActCifarResNet:
+    return PreActCifarResNet(
+        depth=depth, num_classes=num_classes, in_channels=in_channels, residual=residual
+    )

@@ -32,14 +32,28 @@ class Model:
 
 
 _IMAGENET_ARGS = ("num_classes", "in_channels", "residual", "cifar_stem")
-REGISTRY = {m.name: m for m in (
-    Model("resnet_cifar", "cifar_resnet:resnet_cifar", ("depth", "residual", "shortcut", "num_classes", "in_channels"),
-          stacks=True),
-    Model("preact_cifar", "preact_resnet:preact_resnet_cifar", ("depth", "residual", "num_classes", "in_channels"),
-          shortcut="A", prefix="preact-"),
-    *(Model(f"resnet{d}", f"imagenet_resnet:resnet{d}", _IMAGENET_ARGS, depth=d, shortcut="B")
-      for d in (18, 34, 50, 101, 152)),  # Table 1's nets: projections where the shape changes
-)}
+REGISTRY = {
+    m.name: m
+    for m in (
+        Model(
+            "resnet_cifar",
+            "cifar_resnet:resnet_cifar",
+            ("depth", "residual", "shortcut", "num_classes", "in_channels"),
+            stacks=True,
+        ),
+        Model(
+            "preact_cifar",
+            "preact_resnet:preact_resnet_cifar",
+            ("depth", "residual", "num_classes", "in_channels"),
+            shortcut="A",
+            prefix="preact-",
+        ),
+        *(
+            Model(f"resnet{d}", f"imagenet_resnet:resnet{d}", _IMAGENET_ARGS, depth=d, shortcut="B")
+            for d in (18, 34, 50, 101, 152)
+        ),  # Table 1's nets: projections where the shape changes
+    )
+}
 MODELS = tuple(REGISTRY)
 CIFAR_MODELS = tuple(n for n, m in REGISTRY.items() if m.depth is None)  # depth 6n+2
 IMAGENET_MODELS = {n: m.depth for n, m in REGISTRY.items() if m.depth is not None}

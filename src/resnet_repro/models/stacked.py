@@ -62,7 +62,9 @@ def stack_targets(targets: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(targets), dim=1)
 
 
-def stacked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def stacked_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(total, per_member)``: each member's mean cross-entropy ``(k,)`` and their sum.
 
     The sum's gradient with respect to member i's weights is member i's own loss gradient (the
@@ -70,7 +72,9 @@ def stacked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[
     gradient.
     """
     b, k, classes = logits.shape
-    per_sample = F.cross_entropy(logits.reshape(b * k, classes), targets.reshape(b * k), reduction="none")
+    per_sample = F.cross_entropy(
+        logits.reshape(b * k, classes), targets.reshape(b * k), reduction="none"
+    )
     per_member = per_sample.view(b, k).mean(0)
     return per_member.sum(), per_member
 
@@ -82,8 +86,9 @@ def nonfinite_members(losses: torch.Tensor) -> list[int]:
 
 def _conv(in_planes: int, out_planes: int, k: int, stride: int = 1) -> nn.Conv2d:
     """k members' 3x3 convs (padding 1, no bias) as one grouped conv."""
-    return nn.Conv2d(k * in_planes, k * out_planes, kernel_size=3, stride=stride, padding=1, bias=False,
-                     groups=k)
+    return nn.Conv2d(
+        k * in_planes, k * out_planes, kernel_size=3, stride=stride, padding=1, bias=False, groups=k
+    )
 
 
 class StackedPadShortcut(nn.Module):
@@ -142,8 +147,14 @@ class StackedCifarResNet(nn.Module):
     dim 0 (the fc: ``(k, classes, 64)`` and ``(k, classes)``).
     """
 
-    def __init__(self, depth: int, residual: Sequence[bool], shortcut: str = "A", num_classes: int = 10,
-                 in_channels: int = 3):
+    def __init__(
+        self,
+        depth: int,
+        residual: Sequence[bool],
+        shortcut: str = "A",
+        num_classes: int = 10,
+        in_channels: int = 3,
+    ):
         super().__init__()
         if shortcut != "A":
             raise ConfigError(f"stacked nets support shortcut option A only, not {shortcut!r}")
@@ -152,11 +163,23 @@ class StackedCifarResNet(nn.Module):
             raise ConfigError("a stacked net needs at least one member")
         self.k, self.residual = len(residual), residual
         self.depth, self.n = depth, n_of_depth(depth)  # ValueError unless 6n+2
-        self.shortcut_option, self.num_classes, self.in_channels = shortcut, num_classes, in_channels
+        self.shortcut_option, self.num_classes, self.in_channels = (
+            shortcut,
+            num_classes,
+            in_channels,
+        )
         # the members first, from the current RNG state, as separate builds in a row would draw
         # them; the grouped layers are laid out on the meta device (no draws) and then filled
-        members = [CifarResNet(depth, residual=r, shortcut=shortcut, num_classes=num_classes,
-                               in_channels=in_channels) for r in residual]
+        members = [
+            CifarResNet(
+                depth,
+                residual=r,
+                shortcut=shortcut,
+                num_classes=num_classes,
+                in_channels=in_channels,
+            )
+            for r in residual
+        ]
         k = self.k
         with torch.device("meta"):
             self.conv1 = _conv(in_channels, 16, k)
@@ -177,8 +200,11 @@ class StackedCifarResNet(nn.Module):
     def _make_layer(self, planes: int, stride: int) -> nn.Sequential:
         blocks = []
         for i in range(self.n):
-            blocks.append(StackedBasicBlock(self.k, self.in_planes, planes, stride if i == 0 else 1,
-                                            self.residual))
+            blocks.append(
+                StackedBasicBlock(
+                    self.k, self.in_planes, planes, stride if i == 0 else 1, self.residual
+                )
+            )
             self.in_planes = planes
         return nn.Sequential(*blocks)
 
@@ -195,9 +221,15 @@ class StackedCifarResNet(nn.Module):
     def describe_member(model: CifarResNet) -> dict:
         """What members of one stack must share (everything but ``residual``)."""
         if not isinstance(model, CifarResNet):
-            raise ConfigError(f"a stacked net holds CifarResNet members, not {type(model).__name__}")
-        return {"depth": model.depth, "shortcut": model.shortcut_option,
-                "num_classes": model.fc.out_features, "in_channels": model.conv1.in_channels}
+            raise ConfigError(
+                f"a stacked net holds CifarResNet members, not {type(model).__name__}"
+            )
+        return {
+            "depth": model.depth,
+            "shortcut": model.shortcut_option,
+            "num_classes": model.fc.out_features,
+            "in_channels": model.conv1.in_channels,
+        }
 
     @classmethod
     def from_members(cls, models: Sequence[CifarResNet]) -> StackedCifarResNet:
@@ -213,12 +245,19 @@ class StackedCifarResNet(nn.Module):
             d = cls.describe_member(m)
             for key, value in d.items():
                 if value != first[key]:
-                    raise ConfigError(f"stacked members must share {key}: member 0 has {first[key]!r}, "
-                                      f"member {i} has {value!r}")
+                    raise ConfigError(
+                        f"stacked members must share {key}: member 0 has {first[key]!r}, "
+                        f"member {i} has {value!r}"
+                    )
         # built on the meta device: no throw-away initialisation, and the RNG is left untouched
         with torch.device("meta"):
-            stack = cls(first["depth"], [m.residual for m in models], shortcut=first["shortcut"],
-                        num_classes=first["num_classes"], in_channels=first["in_channels"])
+            stack = cls(
+                first["depth"],
+                [m.residual for m in models],
+                shortcut=first["shortcut"],
+                num_classes=first["num_classes"],
+                in_channels=first["in_channels"],
+            )
         stack = stack.to_empty(device=models[0].fc.weight.device).to(models[0].fc.weight.dtype)
         for block in stack.modules():
             if isinstance(block, StackedBasicBlock):
@@ -262,8 +301,13 @@ class StackedCifarResNet(nn.Module):
         members = []
         for i, r in enumerate(self.residual):
             with torch.device("meta"):
-                m = CifarResNet(self.depth, residual=r, shortcut=self.shortcut_option,
-                                num_classes=self.num_classes, in_channels=self.in_channels)
+                m = CifarResNet(
+                    self.depth,
+                    residual=r,
+                    shortcut=self.shortcut_option,
+                    num_classes=self.num_classes,
+                    in_channels=self.in_channels,
+                )
             m = m.to_empty(device=ref.device).to(ref.dtype)
             m.load_state_dict(self.member_state_dict(i), strict=True)
             members.append(m)
@@ -286,10 +330,19 @@ class StackedSGD(torch.optim.Optimizer):
     becomes 0 and its gradients are ignored) while the others go on.
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], k: int, lr: float | Sequence[float] | torch.Tensor,
-                 momentum: float = 0.9, weight_decay: float = 1e-4, nesterov: bool = False):
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        k: int,
+        lr: float | Sequence[float] | torch.Tensor,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        nesterov: bool = False,
+    ):
         if nesterov:
-            raise ConfigError("StackedSGD does not implement Nesterov momentum (the paper's SGD has none)")
+            raise ConfigError(
+                "StackedSGD does not implement Nesterov momentum (the paper's SGD has none)"
+            )
         super().__init__(params, {"momentum": momentum, "weight_decay": weight_decay})
         if len(self.param_groups) != 1:
             raise ConfigError("StackedSGD takes one parameter group (the whole stack)")
@@ -298,7 +351,9 @@ class StackedSGD(torch.optim.Optimizer):
         ref = self.params[0]
         for p in self.params:
             if p.shape[0] % k:
-                raise ConfigError(f"a stacked parameter of shape {tuple(p.shape)} does not split into {k} members")
+                raise ConfigError(
+                    f"a stacked parameter of shape {tuple(p.shape)} does not split into {k} members"
+                )
         self.lr = torch.zeros(k, dtype=ref.dtype, device=ref.device)
         self.active = torch.ones(k, dtype=torch.bool, device=ref.device)
         self._lr_full = [torch.empty_like(p) for p in self.params]
@@ -318,8 +373,13 @@ class StackedSGD(torch.optim.Optimizer):
         Plain numbers equal to the last ones given are a no-op (the training loop may call this
         every step); a tensor is always applied.
         """
-        key = (tuple(float(v) for v in lr) if isinstance(lr, Sequence)
-               else (float(lr),) if isinstance(lr, (int, float)) else None)
+        key = (
+            tuple(float(v) for v in lr)
+            if isinstance(lr, Sequence)
+            else (float(lr),)
+            if isinstance(lr, (int, float))
+            else None
+        )
         if key is not None and key == getattr(self, "_lr_key", None):
             return
         self._lr_key = key
@@ -344,8 +404,10 @@ class StackedSGD(torch.optim.Optimizer):
             buf = self.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
                 self._member_view(buf)[members] = 0
-        self._active_full = [self._expand(self.active, p).expand_as(self._member_view(p)).reshape(p.shape)
-                             for p in self.params]
+        self._active_full = [
+            self._expand(self.active, p).expand_as(self._member_view(p)).reshape(p.shape)
+            for p in self.params
+        ]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -359,8 +421,10 @@ class StackedSGD(torch.optim.Optimizer):
             raise RuntimeError("StackedSGD steps every stacked parameter; some have no gradient")
         grads = [p.grad for p in params]
         if self._active_full is not None:  # some member is frozen: its gradients never enter
-            grads = [torch.where(a, g, torch.zeros((), dtype=g.dtype, device=g.device))
-                     for g, a in zip(grads, self._active_full, strict=True)]
+            grads = [
+                torch.where(a, g, torch.zeros((), dtype=g.dtype, device=g.device))
+                for g, a in zip(grads, self._active_full, strict=True)
+            ]
         wd, momentum = group["weight_decay"], group["momentum"]
         d = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else list(grads)
         bufs = [self.state[p].get("momentum_buffer") for p in params]
@@ -391,22 +455,28 @@ class StackedSGD(torch.optim.Optimizer):
         if frozen:
             self.active[frozen] = False
             self.set_lr(self.lr)
-            self._active_full = [self._expand(self.active, p).expand_as(self._member_view(p)).reshape(p.shape)
-                                 for p in self.params]
+            self._active_full = [
+                self._expand(self.active, p).expand_as(self._member_view(p)).reshape(p.shape)
+                for p in self.params
+            ]
 
     @torch.no_grad()
     def load_member_state_dicts(self, states: Sequence[dict]) -> None:
         """Load k members' ``torch.optim.SGD`` states (:meth:`member_state_dict`'s format, e.g. from
         their separate checkpoints) into the stack: member i's momentum into member i's slice."""
         if len(states) != self.k:
-            raise ConfigError(f"this stack holds {self.k} members, not {len(states)} optimizer states")
+            raise ConfigError(
+                f"this stack holds {self.k} members, not {len(states)} optimizer states"
+            )
         for j, p in enumerate(self.params):
             bufs = [s["state"].get(j, {}).get("momentum_buffer") for s in states]
             if all(b is None for b in bufs):
                 self.state.pop(p, None)
                 continue
             if any(b is None for b in bufs):
-                raise ConfigError("stacked members must all have taken a step, or none (their momentum differs)")
+                raise ConfigError(
+                    "stacked members must all have taken a step, or none (their momentum differs)"
+                )
             full = torch.empty_like(p)
             view = self._member_view(full)
             for i, b in enumerate(bufs):
@@ -421,10 +491,24 @@ class StackedSGD(torch.optim.Optimizer):
             buf = self.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
                 own = self._member_view(buf)[i]
-                state[j] = {"momentum_buffer": (own.squeeze(0) if p.shape[0] == self.k else own).clone()}
+                state[j] = {
+                    "momentum_buffer": (own.squeeze(0) if p.shape[0] == self.k else own).clone()
+                }
         group = self.param_groups[0]
-        return {"state": state, "param_groups": [{
-            "lr": float(self.lr[i]), "momentum": group["momentum"], "dampening": 0,
-            "weight_decay": group["weight_decay"], "nesterov": False, "maximize": False,
-            "foreach": None, "differentiable": False, "fused": None,
-            "params": list(range(len(self.params)))}]}
+        return {
+            "state": state,
+            "param_groups": [
+                {
+                    "lr": float(self.lr[i]),
+                    "momentum": group["momentum"],
+                    "dampening": 0,
+                    "weight_decay": group["weight_decay"],
+                    "nesterov": False,
+                    "maximize": False,
+                    "foreach": None,
+                    "differentiable": False,
+                    "fused": None,
+                    "params": list(range(len(self.params))),
+                }
+            ],
+        }

@@ -32,22 +32,44 @@ from .files import (
 log = logging.getLogger("resnet_repro")
 FORMAT = 1
 # What every checkpoint holds: one without any of these is refused.
-KEYS = ("format", "config", "iteration", "model", "optimizer", "schedule", "batches", "window",
-        "torch_rng", "elapsed_s", "train_time_s", "best")
+KEYS = (
+    "format",
+    "config",
+    "iteration",
+    "model",
+    "optimizer",
+    "schedule",
+    "batches",
+    "window",
+    "torch_rng",
+    "elapsed_s",
+    "train_time_s",
+    "best",
+)
 CORRUPT_FILE = "checkpoint.corrupt.pt"  # a torn checkpoint.pt, moved aside for inspection
 
 
-def build_state(config: dict, device: torch.device, progress: dict, owners: dict, results: dict) -> dict:
+def build_state(
+    config: dict, device: torch.device, progress: dict, owners: dict, results: dict
+) -> dict:
     """A run's checkpoint: its config, device type, progress, its owners' states (by key) and its
     results so far."""
-    return {"format": FORMAT, "config": config, "device_type": device.type, **progress, **owners,
-            "results": results}
+    return {
+        "format": FORMAT,
+        "config": config,
+        "device_type": device.type,
+        **progress,
+        **owners,
+        "results": results,
+    }
 
 
 def check_format(ckpt: dict, path: Path) -> None:
     if ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"Checkpoint {path} has an unknown format. Move the run directory aside to "
-                              f"start this run again; nothing was changed.")
+        raise CheckpointError(
+            f"Checkpoint {path} has an unknown format. Move the run directory aside to "
+            f"start this run again; nothing was changed."
+        )
 
 
 def check_same_device_type(ckpt: dict, device: torch.device, path: Path) -> None:
@@ -92,8 +114,11 @@ class Checkpoints:
             raise CheckpointError(
                 f"Cannot write the checkpoint {self.path} ({problem}). Free disk space or make {self.dir} "
                 f"writable, then rerun to resume; "
-                + (f"{' and '.join(kept)} from before {'are' if len(kept) > 1 else 'is'} intact." if kept
-                   else "there is no earlier checkpoint.")
+                + (
+                    f"{' and '.join(kept)} from before {'are' if len(kept) > 1 else 'is'} intact."
+                    if kept
+                    else "there is no earlier checkpoint."
+                )
             ) from None
 
     @staticmethod
@@ -106,29 +131,46 @@ class Checkpoints:
             ckpt = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as ex:
             text = ANSI.sub("", str(ex))
-            refused = re.findall(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", text, flags=re.IGNORECASE)
+            refused = re.findall(
+                r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", text, flags=re.IGNORECASE
+            )
             if refused:  # the safe loader refused it: nothing in it was run
                 raise CheckpointError(
                     f"Checkpoint {p} refused: it holds objects that are not tensors "
                     f"({', '.join(dict.fromkeys(refused))}); it was not loaded."
                 ) from None
-            if "Weights only load failed" in text:  # torch's text ends on advice to load it unsafely: never relayed
-                why = [ln.strip() for ln in text.partition("WeightsUnpickler error:")[2].splitlines() if ln.strip()]
-                reason = f"UnpicklingError: {clip(why[0])}" if why else "UnpicklingError: the safe loader refused it"
+            if (
+                "Weights only load failed" in text
+            ):  # torch's text ends on advice to load it unsafely: never relayed
+                why = [
+                    ln.strip()
+                    for ln in text.partition("WeightsUnpickler error:")[2].splitlines()
+                    if ln.strip()
+                ]
+                reason = (
+                    f"UnpicklingError: {clip(why[0])}"
+                    if why
+                    else "UnpicklingError: the safe loader refused it"
+                )
             else:
                 reason = first_line(ex)
             raise CheckpointError(f"Checkpoint {p} is truncated or corrupt ({reason}).") from None
         it = ckpt.get("iteration") if isinstance(ckpt, dict) else None
         if not isinstance(it, int) or isinstance(it, bool) or it < 0:
-            raise CheckpointError(f"Checkpoint {p} is not a resnet_repro checkpoint"
-                                  + ("." if it is None else " (its iteration is not a count of steps)."))
+            raise CheckpointError(
+                f"Checkpoint {p} is not a resnet_repro checkpoint"
+                + ("." if it is None else " (its iteration is not a count of steps).")
+            )
         missing = [k for k in KEYS if k not in ckpt]
         if missing:
             raise CheckpointError(f"Checkpoint {p} is incomplete: it has no {', '.join(missing)}.")
         return ckpt
 
-    def load(self, fix: str = "Move the run directory aside to start this run again, or choose another run "
-             "directory; nothing was changed.") -> dict | None:
+    def load(
+        self,
+        fix: str = "Move the run directory aside to start this run again, or choose another run "
+        "directory; nothing was changed.",
+    ) -> dict | None:
         """The last good checkpoint, or None when the run has none.
 
         A truncated or corrupt ``checkpoint.pt`` is moved aside to ``checkpoint.corrupt.pt`` and the
@@ -155,8 +197,12 @@ class Checkpoints:
             else:
                 if p.is_file():
                     os.replace(p, self.dir / CORRUPT_FILE)  # kept for inspection, not reused
-                log.warning("%s Resuming from the previous good checkpoint %s (iteration %d).",
-                            problem, prev.name, ckpt["iteration"])
+                log.warning(
+                    "%s Resuming from the previous good checkpoint %s (iteration %d).",
+                    problem,
+                    prev.name,
+                    ckpt["iteration"],
+                )
                 return ckpt
         raise CheckpointError(f"{problem} {fix}")
 
@@ -165,7 +211,13 @@ class Checkpoints:
         taking them for "no checkpoint" would restart the run over its record."""
         for p in (self.path, self.previous):
             if os.path.lexists(p) and not stat.S_ISREG(os.stat(p).st_mode if p.exists() else 0):
-                kind = "a directory" if p.is_dir() else "a broken link" if not p.exists() else "not a regular file"
+                kind = (
+                    "a directory"
+                    if p.is_dir()
+                    else "a broken link"
+                    if not p.exists()
+                    else "not a regular file"
+                )
                 raise CheckpointError(
                     f"{p} is {kind}, not a checkpoint file. Move it aside (a run's checkpoint is a file); "
                     f"nothing was changed."

@@ -23,27 +23,58 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
-PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the one before: the fallback when the last is torn
+PREVIOUS_CHECKPOINT_FILE = (
+    "checkpoint.prev.pt"  # the one before: the fallback when the last is torn
+)
 LOCK_FILE = "run.lock"
 LAYER_STATS_FILE = "layer_stats.csv"
 GRAD_NORMS_FILE = "grad_norms.csv"
 
 METRIC_COLUMNS = [
-    "iter", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
-    "test_loss", "test_err", "time_s", "img_per_s",
+    "iter",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_err",
+    "val_loss",
+    "val_err",
+    "test_loss",
+    "test_err",
+    "time_s",
+    "img_per_s",
 ]
 LAYER_STATS_COLUMNS = ["iter", "layer", "module", "std", "channel_std"]
 GRAD_NORM_COLUMNS = ["iter", "layer", "module", "grad_norm", "weight_norm"]
 # The record's per-iteration tables: a resumed run drops their rows past its checkpoint.
-TABLES = {METRICS_FILE: METRIC_COLUMNS, LAYER_STATS_FILE: LAYER_STATS_COLUMNS, GRAD_NORMS_FILE: GRAD_NORM_COLUMNS}
+TABLES = {
+    METRICS_FILE: METRIC_COLUMNS,
+    LAYER_STATS_FILE: LAYER_STATS_COLUMNS,
+    GRAD_NORMS_FILE: GRAD_NORM_COLUMNS,
+}
 # Keys that may differ when a run is resumed: where and how it runs, not what it computes.
 RUNTIME_KEYS = {
-    "dataset.root", "dataset.download", "trainer.device", "trainer.progress",
-    "trainer.num_threads", "trainer.channels_last", "trainer.compile", "trainer.cuda_graphs",
-    "trainer.stack", "trainer.stack_members",
-    "optimizer.impl", "logger.name", "logger.mode", "logger.project", "logger.entity",
-    "logger.tags", "logger.group", "logger.job_type", "logger.init_timeout",
-    "diagnostics.layer_stats", "diagnostics.layer_stats_images", "diagnostics.grad_norms",
+    "dataset.root",
+    "dataset.download",
+    "trainer.device",
+    "trainer.progress",
+    "trainer.num_threads",
+    "trainer.channels_last",
+    "trainer.compile",
+    "trainer.cuda_graphs",
+    "trainer.stack",
+    "trainer.stack_members",
+    "optimizer.impl",
+    "logger.name",
+    "logger.mode",
+    "logger.project",
+    "logger.entity",
+    "logger.tags",
+    "logger.group",
+    "logger.job_type",
+    "logger.init_timeout",
+    "diagnostics.layer_stats",
+    "diagnostics.layer_stats_images",
+    "diagnostics.grad_norms",
 }
 
 
@@ -87,7 +118,9 @@ def write_problem(ex: BaseException, where: Path) -> str | None:
     """
     if isinstance(ex, OSError):
         return ex.strerror or str(ex)
-    if isinstance(ex, RuntimeError) and re.search(r"unexpected pos|write failed|PytorchStreamWriter", str(ex)):
+    if isinstance(ex, RuntimeError) and re.search(
+        r"unexpected pos|write failed|PytorchStreamWriter", str(ex)
+    ):
         try:
             free = f", {shutil.disk_usage(where).free // 1024} KiB free on its disk"
         except OSError:
@@ -131,14 +164,23 @@ def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
 
 
 # --- reading the record back: what no run writes is refused, never hangs or explodes ------------
-RECORD_SIZE_LIMIT = 256 * 2**20  # far above any record file a run writes (a long run's tables: a few MB)
-RECORD_ERRORS = (OSError, ValueError, RecursionError, yaml.YAMLError)  # what the readers below raise
+RECORD_SIZE_LIMIT = (
+    256 * 2**20
+)  # far above any record file a run writes (a long run's tables: a few MB)
+RECORD_ERRORS = (
+    OSError,
+    ValueError,
+    RecursionError,
+    yaml.YAMLError,
+)  # what the readers below raise
 
 
 def read_record_text(p: Path, limit: int = RECORD_SIZE_LIMIT) -> str:
     """A record file's text. Refused (ValueError) when it is not a regular file (a FIFO would block
     its reader for ever, a device never end), larger than ``limit``, or not UTF-8 text."""
-    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO this way does not wait for a writer
+    fd = os.open(
+        p, os.O_RDONLY | os.O_NONBLOCK
+    )  # opening a FIFO this way does not wait for a writer
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -182,4 +224,3 @@ def read_record_yaml(p: Path) -> Any:
 def read_record_json(p: Path) -> Any:
     """A record's JSON file: raises one of ``RECORD_ERRORS`` (deep nesting: RecursionError)."""
     return json.loads(read_record_text(p))
-

@@ -19,7 +19,11 @@ from ..errors import RunDirError
 from .files import LOCK_FILE, UMASK
 
 log = logging.getLogger("resnet_repro")
-_HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock's answers for "another process holds it"
+_HELD = (
+    errno.EWOULDBLOCK,
+    errno.EAGAIN,
+    errno.EACCES,
+)  # flock's answers for "another process holds it"
 
 
 class RunLock:
@@ -50,8 +54,11 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
         taken = self._flock(fd, fcntl.LOCK_EX)
         if taken is None:  # run, but say so
-            log.warning("Cannot lock %s: this filesystem has no file locks, so nothing stops a second process "
-                        "from using the same run directory.", self.path)
+            log.warning(
+                "Cannot lock %s: this filesystem has no file locks, so nothing stops a second process "
+                "from using the same run directory.",
+                self.path,
+            )
             self._fd = fd
             return
         if not taken:
@@ -113,9 +120,11 @@ class RunLock:
 
     def _in_use(self, holder: str) -> RunDirError:
         if self.what == "sweep":
-            return RunDirError(f"{self.dir} is in use by another sweep, {holder} ({self.path.name}). Wait for it to "
-                               f"finish or stop it, or give this sweep its own folder (hydra.sweep.dir=<dir>); no "
-                               f"job was started.")
+            return RunDirError(
+                f"{self.dir} is in use by another sweep, {holder} ({self.path.name}). Wait for it to "
+                f"finish or stop it, or give this sweep its own folder (hydra.sweep.dir=<dir>); no "
+                f"job was started."
+            )
         return RunDirError(
             f"{self.dir} is in use by {holder} ({self.path.name}). Wait for that run to finish or stop "
             f"it, or give this run its own directory (name=<new name> or hydra.run.dir=<dir>)."

@@ -48,6 +48,7 @@ from .files import (
 log = logging.getLogger("resnet_repro")
 EXTENDABLE_KEY = "schedule.iterations"  # the one key a run may change to continue (check_same_run)
 
+
 def torchvision_version() -> str:
     """``torchvision.__version__``, read from its ``version.py`` when torchvision is not imported yet:
     importing it imports all its datasets, models and ops, which a run of the CIFAR nets never uses."""
@@ -91,7 +92,11 @@ def _read_git_commit() -> str | None:
     env = os.environ.get("RESNET_REPRO_GIT_COMMIT") or None
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return env
@@ -120,8 +125,10 @@ def check_writable(run_dir: str | Path) -> None:
     while not base.exists() and base != base.parent:
         base = base.parent
     if not base.is_dir():
-        raise RunDirError(f"Cannot create the run directory {run_dir}: {base} is a file. Choose another "
-                          f"hydra.run.dir (or name=<new name>).")
+        raise RunDirError(
+            f"Cannot create the run directory {run_dir}: {base} is a file. Choose another "
+            f"hydra.run.dir (or name=<new name>)."
+        )
     try:
         fd, probe = tempfile.mkstemp(dir=base, prefix=".resnet_repro-probe.", suffix=".tmp")
         try:
@@ -132,9 +139,15 @@ def check_writable(run_dir: str | Path) -> None:
             Path(probe).unlink(missing_ok=True)
     except OSError as ex:
         where = "" if base == d else f" (its parent {base})"
-        fix = "Free disk space there" if ex.errno == errno.ENOSPC else "Choose a writable hydra.run.dir"
-        raise RunDirError(f"Cannot write the run directory {run_dir}{where}: {ex.strerror or ex}. {fix}, or run "
-                          f"elsewhere (hydra.run.dir=<dir>); nothing was written.") from None
+        fix = (
+            "Free disk space there"
+            if ex.errno == errno.ENOSPC
+            else "Choose a writable hydra.run.dir"
+        )
+        raise RunDirError(
+            f"Cannot write the run directory {run_dir}{where}: {ex.strerror or ex}. {fix}, or run "
+            f"elsewhere (hydra.run.dir=<dir>); nothing was written."
+        ) from None
 
 
 class RunRecord:
@@ -146,9 +159,13 @@ class RunRecord:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as ex:
-            raise RunDirError(f"Cannot create the run directory {self.dir}: {ex.strerror}. Choose a writable hydra.run.dir.") from None
+            raise RunDirError(
+                f"Cannot create the run directory {self.dir}: {ex.strerror}. Choose a writable hydra.run.dir."
+            ) from None
         if not os.access(self.dir, os.W_OK):
-            raise RunDirError(f"The run directory {self.dir} is not writable. Choose a writable hydra.run.dir.")
+            raise RunDirError(
+                f"The run directory {self.dir} is not writable. Choose a writable hydra.run.dir."
+            )
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -159,19 +176,29 @@ class RunRecord:
         if not p.is_file():
             return None
         try:
-            cfg = read_record_yaml(p)  # safe: a Python tag or an alias is refused, never run or expanded
+            cfg = read_record_yaml(
+                p
+            )  # safe: a Python tag or an alias is refused, never run or expanded
         except RECORD_ERRORS as ex:
             raise RunDirError(
                 f"{p} cannot be read as a config ({first_line(ex)}): it is not a file this tool wrote. Restore "
                 f"it, or move the run directory aside and rerun; nothing was changed."
             ) from None
         if not isinstance(cfg, dict):
-            raise RunDirError(f"{p} is not a config (it holds {type(cfg).__name__}). Restore it, or move the run "
-                              f"directory aside and rerun; nothing was changed.")
+            raise RunDirError(
+                f"{p} is not a config (it holds {type(cfg).__name__}). Restore it, or move the run "
+                f"directory aside and rerun; nothing was changed."
+            )
         return cfg
 
-    def check_same_run(self, cfg: dict, checkpoint_cfg: dict | None = None, summary_cfg: dict | None = None,
-                       *, extendable: bool = False) -> None:
+    def check_same_run(
+        self,
+        cfg: dict,
+        checkpoint_cfg: dict | None = None,
+        summary_cfg: dict | None = None,
+        *,
+        extendable: bool = False,
+    ) -> None:
         """Refuse to resume a run of another config: config.yaml's, the checkpoint's own copy, and
         the keys the summary states (``summary_cfg``, dotted), so a record outlives lost files.
 
@@ -179,8 +206,11 @@ class RunRecord:
         continues the run from its checkpoint (``extendable``: one is there), e.g. a first look of
         2000 iterations becoming the full 64000-iteration run.
         """
-        for where, old in (("config.yaml", self.saved_config()), ("checkpoint.pt", checkpoint_cfg),
-                           ("summary.json", summary_cfg)):
+        for where, old in (
+            ("config.yaml", self.saved_config()),
+            ("checkpoint.pt", checkpoint_cfg),
+            ("summary.json", summary_cfg),
+        ):
             if old is None:
                 continue
             a, b = flat(old), flat(cfg)
@@ -197,14 +227,20 @@ class RunRecord:
                 )
             if diff:
                 shown = "; ".join(f"{k}: {a[k]!r} there, {b[k]!r} now" for k in diff[:5])
-                hint = (f" (A run continues to more iterations when {EXTENDABLE_KEY} is the only key that "
-                        f"changes.)" if EXTENDABLE_KEY in diff else "")
+                hint = (
+                    f" (A run continues to more iterations when {EXTENDABLE_KEY} is the only key that "
+                    f"changes.)"
+                    if EXTENDABLE_KEY in diff
+                    else ""
+                )
                 raise RunDirError(
                     f"{self.dir} already holds a run with a different config (its {where}: {shown}). Give "
                     f"this run its own directory (name=<new name> or hydra.run.dir=<dir>), or delete the old run.{hint}"
                 )
 
-    def check_resumable(self, cfg: dict, ckpt: dict | None, summary: dict, *, checkpoint_known: bool = True) -> None:
+    def check_resumable(
+        self, cfg: dict, ckpt: dict | None, summary: dict, *, checkpoint_known: bool = True
+    ) -> None:
         """Refuse a run directory whose record belongs to another config or cannot be resumed.
 
         The config is compared with ``config.yaml``, the checkpoint's copy and what ``summary.json``
@@ -213,7 +249,9 @@ class RunRecord:
         (``checkpoint_known=False``) the checkpoint is not loaded, only looked for.
         """
         has_ckpt = ckpt is not None if checkpoint_known else bool(self.checkpoints.kept())
-        self.check_same_run(cfg, ckpt.get("config") if ckpt else None, summary_config(summary), extendable=has_ckpt)
+        self.check_same_run(
+            cfg, ckpt.get("config") if ckpt else None, summary_config(summary), extendable=has_ckpt
+        )
         done = summary.get("iterations") or 0
         if not has_ckpt and done and summary.get("status") != "completed":
             raise RunDirError(
@@ -305,8 +343,11 @@ def summary_config(summary: dict) -> dict | None:
     """The config keys a summary states, as a nested config dict (None without a summary)."""
     if not summary:
         return None
-    keys = {"model": {"name": "model", "depth": "depth", "residual": "residual"},
-            "dataset": {"name": "dataset", "protocol": "protocol"}, "trainer": {"batch_size": "batch_size"}}
+    keys = {
+        "model": {"name": "model", "depth": "depth", "residual": "residual"},
+        "dataset": {"name": "dataset", "protocol": "protocol"},
+        "trainer": {"batch_size": "batch_size"},
+    }
     out: dict = {"seed": summary["seed"]} if "seed" in summary else {}
     for group, fields in keys.items():
         out[group] = {k: summary[f] for k, f in fields.items() if f in summary}

@@ -37,17 +37,34 @@ from ..record.lock import RunLock
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
 SWEEP_LOCK_FILE = "sweep.lock"  # held by the sweep's command while it runs: one sweep per folder
-MANIFEST_COLUMNS = ["job", "name", "overrides", "status", "run_dir", "started_at", "finished_at",
-                    "final_err", "error"]
+MANIFEST_COLUMNS = [
+    "job",
+    "name",
+    "overrides",
+    "status",
+    "run_dir",
+    "started_at",
+    "finished_at",
+    "final_err",
+    "error",
+]
 # The columns a job's run tells (its summary.json), as opposed to what the sweeper lists.
 OUTCOME_COLUMNS = ["status", "started_at", "finished_at", "final_err", "error"]
 # Overrides that say where or how a job runs, not what it computes: left out of job names.
-_NOT_IN_NAME = ("experiment", "trainer.progress", "trainer.device", "dataset.root", "dataset.download")
+_NOT_IN_NAME = (
+    "experiment",
+    "trainer.progress",
+    "trainer.device",
+    "dataset.root",
+    "dataset.download",
+)
 
 
 def _pairs(overrides: Iterable[str]) -> list[tuple[str, str]]:
     """Each override's key and value (Hydra's parser; booleans written lower-case, as in YAML)."""
-    return [(k, v.lower() if v in ("True", "False") else v or "") for k, v in override_pairs(overrides)]
+    return [
+        (k, v.lower() if v in ("True", "False") else v or "") for k, v in override_pairs(overrides)
+    ]
 
 
 def job_name(overrides: Iterable[str], n: int | None = None, depth: int | None = None) -> str:
@@ -77,12 +94,18 @@ def job_names(jobs: list[list[str]], depths: list[int], axes: Iterable[str] = ()
     own ``axes`` (its preset's ``hydra.sweeper.params``, so a sweep narrowed to one plain net still
     says ``residual=false``), always with the depth (and the seed when given); unique, fixed per
     job, so a rerun (or a requeue) finds it."""
-    keyed = [[(o, *(_pairs([o]) or [("", "")])[0]) for o in job] for job in jobs]  # (override, key, value)
+    keyed = [
+        [(o, *(_pairs([o]) or [("", "")])[0]) for o in job] for job in jobs
+    ]  # (override, key, value)
     values: dict[str, set] = {}
     for job in keyed:
         for _, k, v in job:
             values.setdefault(k, set()).add(v)
-    varying = {k for k, v in values.items() if len(v) > 1 or any(k not in {kk for _, kk, _ in j} for j in keyed)}
+    varying = {
+        k
+        for k, v in values.items()
+        if len(v) > 1 or any(k not in {kk for _, kk, _ in j} for j in keyed)
+    }
     varying |= set(axes)
     varying.add("seed")  # always named when given: sweeps of other seeds never share a directory
     names = []
@@ -101,7 +124,8 @@ def excluded(job: Sequence[str], exclude: Sequence[dict]) -> bool:
     """Whether a job's overrides match every key of one of the ``exclude`` entries."""
     kv = dict(_pairs(job))
     return any(
-        all(str(kv.get(k, "")).lower() == str(v).lower() for k, v in rule.items()) for rule in exclude
+        all(str(kv.get(k, "")).lower() == str(v).lower() for k, v in rule.items())
+        for rule in exclude
     )
 
 
@@ -137,16 +161,28 @@ def job_outcome(run_dir: str | Path, exc: BaseException | None = None) -> dict |
         error = f"{type(exc).__name__}: {exc}"
     if not status:
         return None
-    told = status == s.get("status") and status in ("completed", "diverged", "failed", "interrupted")
-    return {"status": status, "started_at": s.get("started_at"),
-            "finished_at": (s.get("finished_at") or _written_at(path)) if told else None,
-            "final_err": s.get("final_test_err", s.get("final_val_err")) if status == "completed" else None,
-            "error": error}
+    told = status == s.get("status") and status in (
+        "completed",
+        "diverged",
+        "failed",
+        "interrupted",
+    )
+    return {
+        "status": status,
+        "started_at": s.get("started_at"),
+        "finished_at": (s.get("finished_at") or _written_at(path)) if told else None,
+        "final_err": s.get("final_test_err", s.get("final_val_err"))
+        if status == "completed"
+        else None,
+        "error": error,
+    }
 
 
 def _written_at(path: Path) -> str | None:
     try:
-        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
+            timespec="seconds"
+        )
     except OSError:
         return None
 
@@ -219,8 +255,11 @@ def mark_jobs_ended(sweep_dir: str | Path, ended: dict[int, BaseException | None
     try:
         Manifest(sweep_dir).end_jobs(ended)
     except (OSError, csv.Error) as ex:
-        log.warning("Could not update the sweep manifest in %s (%s); the job's own record is complete.", sweep_dir, ex)
-
+        log.warning(
+            "Could not update the sweep manifest in %s (%s); the job's own record is complete.",
+            sweep_dir,
+            ex,
+        )
 
 
 def summary_line(sweep_dir: str | Path) -> str:
@@ -230,6 +269,10 @@ def summary_line(sweep_dir: str | Path) -> str:
     except (OSError, csv.Error):
         rows = []
     counts = Counter(r["status"] for r in rows)
-    shown = ", ".join(f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed", "interrupted"))
+    shown = ", ".join(
+        f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed", "interrupted")
+    )
     shown += "".join(f", {n} {s}" for s, n in sorted(counts.items()))  # pending, running
-    return f"Sweep of {len(rows)} jobs: {shown}. Folder: {sweep_dir}. Next: resnet-report {sweep_dir}"
+    return (
+        f"Sweep of {len(rows)} jobs: {shown}. Folder: {sweep_dir}. Next: resnet-report {sweep_dir}"
+    )

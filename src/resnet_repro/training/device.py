@@ -26,14 +26,20 @@ def check_device(name: str) -> None:
     if name.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ResnetReproError(f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto.")
+            raise ResnetReproError(
+                f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto."
+            )
         index = int(name.partition(":")[2] or 0)
         if index >= count:
             have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-            raise ResnetReproError(f"trainer.device={name} but this machine has {count} CUDA device(s) ({have}). "
-                                   f"Use one of those, or auto.")
+            raise ResnetReproError(
+                f"trainer.device={name} but this machine has {count} CUDA device(s) ({have}). "
+                f"Use one of those, or auto."
+            )
     elif name == "mps" and not torch.backends.mps.is_available():
-        raise ResnetReproError("trainer.device=mps but no MPS device is available. Use trainer.device=cpu or auto.")
+        raise ResnetReproError(
+            "trainer.device=mps but no MPS device is available. Use trainer.device=cpu or auto."
+        )
 
 
 def device_sync(device: torch.device) -> None:
@@ -48,7 +54,9 @@ def platform_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
     name = ""
     try:
         with open(cpuinfo) as f:
-            name = next((line.partition(":")[2].strip() for line in f if line.startswith("model name")), "")
+            name = next(
+                (line.partition(":")[2].strip() for line in f if line.startswith("model name")), ""
+            )
     except OSError:
         pass
     name = name or platform.processor() or platform.machine()

@@ -67,8 +67,14 @@ def layer_response_std(model: nn.Module, batches) -> list[dict]:
         n_all = count * len(s)
         all_mean = s.sum() / n_all
         all_var = (ss.sum() / n_all - all_mean**2).clamp_min(0)
-        rows.append({"layer": i, "module": name, "std": all_var.sqrt().item(),
-                     "channel_std": ch_var.sqrt().mean().item()})
+        rows.append(
+            {
+                "layer": i,
+                "module": name,
+                "std": all_var.sqrt().item(),
+                "channel_std": ch_var.sqrt().mean().item(),
+            }
+        )
     return rows
 
 
@@ -86,12 +92,22 @@ def conv_grad_norms(model: nn.Module, members: int | None = None) -> list[dict] 
         t = torch.zeros_like(like) if t is None else t.detach()
         return t.norm() if members is None else t.unflatten(0, (members, -1)).flatten(1).norm(dim=1)
 
-    table = torch.stack([torch.stack([norms(conv.weight.grad, conv.weight), norms(conv.weight, conv.weight)])
-                         for _, conv, _ in layers]).cpu()  # (layers, 2) or (layers, 2, k)
+    table = torch.stack(
+        [
+            torch.stack([norms(conv.weight.grad, conv.weight), norms(conv.weight, conv.weight)])
+            for _, conv, _ in layers
+        ]
+    ).cpu()  # (layers, 2) or (layers, 2, k)
     per_member = [table] if members is None else table.unbind(-1)
-    rows = [[{"layer": i, "module": _conv_name(name), "grad_norm": g, "weight_norm": w}
-             for i, ((name, _, _), (g, w)) in enumerate(zip(layers, t.tolist(), strict=True), start=1)]
-            for t in per_member]
+    rows = [
+        [
+            {"layer": i, "module": _conv_name(name), "grad_norm": g, "weight_norm": w}
+            for i, ((name, _, _), (g, w)) in enumerate(
+                zip(layers, t.tolist(), strict=True), start=1
+            )
+        ]
+        for t in per_member
+    ]
     return rows[0] if members is None else rows
 
 

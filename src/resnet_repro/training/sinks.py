@@ -22,9 +22,19 @@ from ..record.run_record import RunRecord
 from .wandb_mirror import WandbMirror
 
 log = logging.getLogger("resnet_repro")
-MIRRORED_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, LAYER_STATS_FILE, GRAD_NORMS_FILE)  # to W&B at the end
+MIRRORED_FILES = (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    METRICS_FILE,
+    LAYER_STATS_FILE,
+    GRAD_NORMS_FILE,
+)  # to W&B at the end
 SPLITS = ("train", "val", "test")
-RESULT_KEYS = ("wall_time_s", "train_time_s", "images_per_s")  # with final_* and best_*: what a run found
+RESULT_KEYS = (
+    "wall_time_s",
+    "train_time_s",
+    "images_per_s",
+)  # with final_* and best_*: what a run found
 
 
 class Sinks:
@@ -43,7 +53,10 @@ class Sinks:
         self.wandb.log(row)
         for split in SPLITS if final else ():
             if f"{split}_err" in row:
-                self.summary[f"final_{split}_loss"], self.summary[f"final_{split}_err"] = row[f"{split}_loss"], row[f"{split}_err"]
+                self.summary[f"final_{split}_loss"], self.summary[f"final_{split}_err"] = (
+                    row[f"{split}_loss"],
+                    row[f"{split}_err"],
+                )
 
     def update(self, **fields: Any) -> None:
         """Update the summary and write it locally (the mirror gets it when the run ends)."""
@@ -52,7 +65,11 @@ class Sinks:
 
     def results(self) -> dict[str, Any]:
         """What the run found so far: final and best errors, times, speed (a checkpoint keeps them)."""
-        return {k: v for k, v in self.summary.items() if k.startswith(("final_", "best_")) or k in RESULT_KEYS}
+        return {
+            k: v
+            for k, v in self.summary.items()
+            if k.startswith(("final_", "best_")) or k in RESULT_KEYS
+        }
 
     def close(self, ok: bool, **fields: Any) -> None:
         """End the run in both sinks: the local summary, then W&B, then the local summary again.

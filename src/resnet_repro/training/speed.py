@@ -25,8 +25,16 @@ from .device import device_sync
 from .step import FastPath, TrainStep, cudagraph_skips
 
 
-def timed_windows(step_fn: Callable, device: torch.device, batch: int, warmup: int, iters: int, windows: int,
-                  timing: dict | None = None, before_window: Callable[[int], None] | None = None) -> float:
+def timed_windows(
+    step_fn: Callable,
+    device: torch.device,
+    batch: int,
+    warmup: int,
+    iters: int,
+    windows: int,
+    timing: dict | None = None,
+    before_window: Callable[[int], None] | None = None,
+) -> float:
     """Median images/s over ``windows`` windows of ``iters`` calls, after ``warmup`` calls.
 
     The device is synchronised before every clock read. ``before_window(iters)`` (optional) runs
@@ -56,9 +64,18 @@ def timed_windows(step_fn: Callable, device: torch.device, batch: int, warmup: i
     return statistics.median(rates)
 
 
-def harness_step(variant: str, depth: int, device: torch.device, x: torch.Tensor, y: torch.Tensor, batch: int,
-                 setting: dict, seed: int = 0, model_cfg: ModelConfig | None = None,
-                 optimizer: OptimizerConfig | None = None) -> tuple[Callable[[], torch.Tensor], FastPath]:
+def harness_step(
+    variant: str,
+    depth: int,
+    device: torch.device,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    setting: dict,
+    seed: int = 0,
+    model_cfg: ModelConfig | None = None,
+    optimizer: OptimizerConfig | None = None,
+) -> tuple[Callable[[], torch.Tensor], FastPath]:
     """The harness's training step on its device-resident pipeline, as a no-argument callable.
 
     ``setting`` holds ``TrainerConfig`` fields (precision, compile, channels_last, ...). The net is
@@ -71,11 +88,15 @@ def harness_step(variant: str, depth: int, device: torch.device, x: torch.Tensor
     o = optimizer or OptimizerConfig()
     fast = FastPath.resolve(TrainerConfig(**setting), o, device)
     fast.new_job()
-    model = build_model(model_cfg or ModelConfig(depth=depth, n=(depth - 2) // 6, residual=variant == "residual"))
+    model = build_model(
+        model_cfg or ModelConfig(depth=depth, n=(depth - 2) // 6, residual=variant == "residual")
+    )
     model = model.to(device, memory_format=fast.memory_format).train()
     step = TrainStep(model, fast.optimizer(model.parameters(), o), fast)
     batches = DeviceBatches(x, y, batch, pixel_mean(x), device, seed=seed)
-    wrong = torch.zeros((), device=device, dtype=torch.long)  # metrics stay on the device, as in training
+    wrong = torch.zeros(
+        (), device=device, dtype=torch.long
+    )  # metrics stay on the device, as in training
 
     def fn() -> torch.Tensor:
         nonlocal wrong
@@ -101,17 +122,36 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def measure(variant: str, depth: int, device: torch.device, x: torch.Tensor, y: torch.Tensor, *, batch: int,
-            setting: dict, warmup: int, iters: int, windows: int, model_cfg: ModelConfig | None = None,
-            optimizer: OptimizerConfig | None = None) -> dict:
+def measure(
+    variant: str,
+    depth: int,
+    device: torch.device,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch: int,
+    setting: dict,
+    warmup: int,
+    iters: int,
+    windows: int,
+    model_cfg: ModelConfig | None = None,
+    optimizer: OptimizerConfig | None = None,
+) -> dict:
     """Images/s of the harness's step for one net and setting, with what it cost to get there."""
     reset_peak_memory(device)
     skips = cudagraph_skips()
-    fn, fast = harness_step(variant, depth, device, x, y, batch, setting, model_cfg=model_cfg, optimizer=optimizer)
+    fn, fast = harness_step(
+        variant, depth, device, x, y, batch, setting, model_cfg=model_cfg, optimizer=optimizer
+    )
     timing: dict = {}
     rate = timed_windows(fn, device, batch, warmup, iters, windows, timing)
-    return {"img_per_s": rate, "warmup_s": timing["warmup_s"], "peak_mem_mb": peak_memory_mb(device),
-            "setting": fast.describe(), "cudagraph_skips": cudagraph_skips() - skips}
+    return {
+        "img_per_s": rate,
+        "warmup_s": timing["warmup_s"],
+        "peak_mem_mb": peak_memory_mb(device),
+        "setting": fast.describe(),
+        "cudagraph_skips": cudagraph_skips() - skips,
+    }
 
 
 # --- from measurements to estimates ------------------------------------------------------------
@@ -159,9 +199,14 @@ class Timings:
     def from_result(cls, res: dict) -> Timings:
         """From a benchmark result (``benchmarks/throughput.py --json``)."""
         batch = int(res.get("batch", 128))
-        nets = {(r["variant"], int(r["depth"])): {"s_per_iter": batch / r["ours"]["img_per_s"],
-                                                  "setup_s": float(r["ours"].get("warmup_s") or 0.0)}
-                for r in res.get("rows", []) if r.get("ours", {}).get("img_per_s")}
+        nets = {
+            (r["variant"], int(r["depth"])): {
+                "s_per_iter": batch / r["ours"]["img_per_s"],
+                "setup_s": float(r["ours"].get("warmup_s") or 0.0),
+            }
+            for r in res.get("rows", [])
+            if r.get("ours", {}).get("img_per_s")
+        }
         sharing = {1: 1.0}
         for s in res.get("shared") or []:
             single = s.get("img_per_s_single")
@@ -171,9 +216,13 @@ class Timings:
 
     def _points(self, variant: str, key: str) -> dict[int, float]:
         pts = {d: t[key] for (v, d), t in self.nets.items() if v == variant}
-        return pts or {d: t[key] for (_, d), t in self.nets.items()}  # the other variant's, if need be
+        return pts or {
+            d: t[key] for (_, d), t in self.nets.items()
+        }  # the other variant's, if need be
 
-    def seconds_per_iteration(self, variant: str, depth: int, batch: int | None = None) -> tuple[float, bool]:
+    def seconds_per_iteration(
+        self, variant: str, depth: int, batch: int | None = None
+    ) -> tuple[float, bool]:
         """Seconds per iteration at ``batch`` (default: the measured batch), and whether estimated."""
         s, est = interpolate_in_depth(self._points(variant, "s_per_iter"), depth)
         if batch is not None and batch != self.batch:

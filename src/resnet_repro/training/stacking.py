@@ -57,8 +57,10 @@ def refusal(cfg: Config) -> str | None:
     if cfg.model.shortcut != "A":
         return f"trainer.stack={cfg.trainer.stack} stacks nets with shortcut option A only, not model.shortcut={cfg.model.shortcut}. {fix}"
     if cfg.trainer.precision == "fp16":
-        return (f"trainer.stack={cfg.trainer.stack} does not stack trainer.precision=fp16: one gradient scaler "
-                f"would skip every member's step when one member overflows. Use bf16 or fp32, or {fix[0].lower()}{fix[1:]}")
+        return (
+            f"trainer.stack={cfg.trainer.stack} does not stack trainer.precision=fp16: one gradient scaler "
+            f"would skip every member's step when one member overflows. Use bf16 or fp32, or {fix[0].lower()}{fix[1:]}"
+        )
     return None
 
 
@@ -68,13 +70,16 @@ def check_members(cfgs: list[Config]) -> None:
     first = flat(to_dict(cfgs[0]))
     for c in cfgs[1:]:
         other = flat(to_dict(c))
-        diff = [k for k, v in first.items() if k not in MEMBER_KEYS + STACK_KEYS and other.get(k) != v]
+        diff = [
+            k for k, v in first.items() if k not in MEMBER_KEYS + STACK_KEYS and other.get(k) != v
+        ]
         if diff:
             key = diff[0]
             raise ConfigError(
                 f"stacked runs may differ in model.residual and seed only, but {', '.join(diff)} "
                 f"differ{'s' if len(diff) == 1 else ''}: {key}={first[key]!r} in {cfgs[0].name}, {other.get(key)!r} "
-                f"in {c.name}. Train them in separate stacks, or set trainer.stack=off.")
+                f"in {c.name}. Train them in separate stacks, or set trainer.stack=off."
+            )
     why = refusal(cfgs[0])
     if why:
         raise ConfigError(why)
@@ -94,11 +99,22 @@ def plan(cfgs: list[Config], device_type: Callable[[Config], str] | None = None)
     sizes: dict[str, int] = {}
     for i, c in enumerate(cfgs):
         size = _size(c, device_type if could_stack else (lambda _: "none"))
-        key = json.dumps({k: v for k, v in flat(to_dict(c)).items() if k not in MEMBER_KEYS}, sort_keys=True,
-                         default=str) if size > 1 else f"alone-{i}"
+        key = (
+            json.dumps(
+                {k: v for k, v in flat(to_dict(c)).items() if k not in MEMBER_KEYS},
+                sort_keys=True,
+                default=str,
+            )
+            if size > 1
+            else f"alone-{i}"
+        )
         groups.setdefault(key, []).append(i)
         sizes[key] = size
-    stacks = [g[j : j + sizes[key]] for key, g in groups.items() for j in range(0, len(g), max(sizes[key], 1))]
+    stacks = [
+        g[j : j + sizes[key]]
+        for key, g in groups.items()
+        for j in range(0, len(g), max(sizes[key], 1))
+    ]
     return sorted(stacks, key=lambda s: s[0])
 
 
@@ -126,16 +142,20 @@ def sweep_device_type(device: str) -> str:
 
 def members_override(cfgs: list[Config], names: list[str]) -> str:
     """The override that makes one job train these runs as a stack (``trainer.stack_members``)."""
-    items = ",".join(f"{{residual:{str(c.model.residual).lower()},seed:{c.seed},name:'{n}'}}"
-                     for c, n in zip(cfgs, names, strict=True))
+    items = ",".join(
+        f"{{residual:{str(c.model.residual).lower()},seed:{c.seed},name:'{n}'}}"
+        for c, n in zip(cfgs, names, strict=True)
+    )
     return f"trainer.stack_members=[{items}]"
 
 
 def refuse_members_by_hand(overrides: list[str]) -> None:
     """``trainer.stack_members`` is the sweeper's to set (``trainer.stack``): refused on a command line."""
     if any(k == "trainer.stack_members" for k, _ in override_pairs(overrides)):
-        raise ConfigError("trainer.stack_members is set by the sweeper for the jobs it stacks, not by hand. Use "
-                          "trainer.stack=<k> (or auto) with -m to train a sweep's runs as stacks.")
+        raise ConfigError(
+            "trainer.stack_members is set by the sweeper for the jobs it stacks, not by hand. Use "
+            "trainer.stack=<k> (or auto) with -m to train a sweep's runs as stacks."
+        )
 
 
 def member_configs(node: Any, overrides: list[str]) -> list[Config]:
@@ -144,8 +164,10 @@ def member_configs(node: Any, overrides: list[str]) -> list[Config]:
     out = []
     for m in node.trainer.stack_members:
         if not m.name or m.name in (".", "..") or "/" in m.name or "\\" in m.name or "\0" in m.name:
-            raise ConfigError(f"trainer.stack_members names {m.name!r}, which is not one folder name: a stack's "
-                              f"runs live in the sweep folder, one folder each.")
+            raise ConfigError(
+                f"trainer.stack_members names {m.name!r}, which is not one folder name: a stack's "
+                f"runs live in the sweep folder, one folder each."
+            )
         c = copy.deepcopy(node)
         OmegaConf.set_readonly(c, False)
         c.model.residual, c.seed, c.trainer.stack_members = m.residual, m.seed, []

@@ -18,14 +18,18 @@ class Progress:
     steps only. A window of steps starts at a mark (``mark``) and closes at a log or eval step.
     """
 
-    def __init__(self, device: torch.device, window: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def __init__(
+        self, device: torch.device, window: tuple[torch.Tensor, torch.Tensor] | None = None
+    ):
         """``window``: the (loss, wrong) tensors to sum into; a stacked net's members get views into
         ``(k,)`` tensors that one step adds to for all of them (``stack.py``)."""
         self.device = device
         self.it, self.elapsed_s, self.train_time_s = 0, 0.0, 0.0
         self.best: dict[str, float | int] = {}  # best_<split>_err and best_<split>_iter
-        self.loss, self.wrong = window or (torch.zeros((), device=device),
-                                           torch.zeros((), device=device, dtype=torch.long))
+        self.loss, self.wrong = window or (
+            torch.zeros((), device=device),
+            torch.zeros((), device=device, dtype=torch.long),
+        )
         self._zero_window()
         self._mark_time, self._mark_it = 0.0, 0
 
@@ -77,17 +81,35 @@ class Progress:
     def results(self, batch_size: int) -> dict:
         """The summary's view at an evaluation: best errors, the iterations trained and kept (the
         checkpoint written with it), the iteration the final_* errors are from, both clocks, the speed."""
-        return {**self.best, "iterations": self.it, "evaluated_at": self.it, "wall_time_s": self.elapsed_s, "train_time_s": self.train_time_s,
-                "images_per_s": self.it * batch_size / self.train_time_s}
+        return {
+            **self.best,
+            "iterations": self.it,
+            "evaluated_at": self.it,
+            "wall_time_s": self.elapsed_s,
+            "train_time_s": self.train_time_s,
+            "images_per_s": self.it * batch_size / self.train_time_s,
+        }
 
     # The checkpoint's keys for this state, as every checkpoint since the first has had them.
     def state_dict(self) -> dict:
-        return {"iteration": self.it, "elapsed_s": self.elapsed_s, "train_time_s": self.train_time_s,
-                "best": dict(self.best),
-                "window": {"loss": self.loss.detach().cpu().clone(), "wrong": self.wrong.cpu().clone(), "seen": self.seen}}
+        return {
+            "iteration": self.it,
+            "elapsed_s": self.elapsed_s,
+            "train_time_s": self.train_time_s,
+            "best": dict(self.best),
+            "window": {
+                "loss": self.loss.detach().cpu().clone(),
+                "wrong": self.wrong.cpu().clone(),
+                "seen": self.seen,
+            },
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.it, self.elapsed_s, self.train_time_s = state["iteration"], state["elapsed_s"], state["train_time_s"]
+        self.it, self.elapsed_s, self.train_time_s = (
+            state["iteration"],
+            state["elapsed_s"],
+            state["train_time_s"],
+        )
         self.best = dict(state["best"])
         w = state["window"]
         self.loss.copy_(w["loss"])

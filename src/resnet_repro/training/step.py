@@ -60,11 +60,15 @@ class FastPath:
         verified = device.type in FAST_BY_DEFAULT
         precision = t.precision if t.precision != "auto" else ("bf16" if verified else "fp32")
         compile_mode = t.compile if t.compile != "auto" else ("default" if verified else "off")
-        fast = precision != "fp32" or compile_mode != "off"  # the fast path asked for, or verified here
+        fast = (
+            precision != "fp32" or compile_mode != "off"
+        )  # the fast path asked for, or verified here
         impl = o.impl if o.impl != "auto" else ("fused" if cuda and fast else "foreach")
         channels_last = t.channels_last if t.channels_last is not None else verified
         if t.deterministic and compile_mode != "off":
-            log.info("trainer.deterministic=true: torch.compile is off (its kernels may not be deterministic)")
+            log.info(
+                "trainer.deterministic=true: torch.compile is off (its kernels may not be deterministic)"
+            )
             compile_mode = "off"
         return cls(
             precision=precision,
@@ -91,9 +95,19 @@ class FastPath:
         return torch.amp.GradScaler(self.device_type, enabled=self.precision == "fp16")
 
     def optimizer(self, params, o: OptimizerConfig) -> torch.optim.SGD:
-        kw = {"fused": True} if self.optimizer_impl == "fused" else {"foreach": self.optimizer_impl == "foreach"}
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                               nesterov=o.nesterov, **kw)
+        kw = (
+            {"fused": True}
+            if self.optimizer_impl == "fused"
+            else {"foreach": self.optimizer_impl == "foreach"}
+        )
+        return torch.optim.SGD(
+            params,
+            lr=o.lr,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+            nesterov=o.nesterov,
+            **kw,
+        )
 
     def configure_backends(self) -> None:
         """Set this process's backend flags for the run, every one of them, every time.
@@ -125,9 +139,12 @@ class FastPath:
         """The module the training step calls: the model itself, or its compiled form."""
         if self.compile == "off":
             return model
-        mode = {("default", False): "default", ("default", True): "reduce-overhead",
-                ("max-autotune", True): "max-autotune",
-                ("max-autotune", False): "max-autotune-no-cudagraphs"}[(self.compile, self.cuda_graphs)]
+        mode = {
+            ("default", False): "default",
+            ("default", True): "reduce-overhead",
+            ("max-autotune", True): "max-autotune",
+            ("max-autotune", False): "max-autotune-no-cudagraphs",
+        }[(self.compile, self.cuda_graphs)]
         return torch.compile(model, mode=mode)
 
     def step_begin(self) -> None:
@@ -136,9 +153,14 @@ class FastPath:
             torch.compiler.cudagraph_mark_step_begin()
 
     def describe(self) -> dict:
-        return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile,
-                "cuda_graphs": self.cuda_graphs, "optimizer_impl": self.optimizer_impl,
-                "tf32": self.device_type == "cuda" and self.precision != "fp32"}
+        return {
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+            "cuda_graphs": self.cuda_graphs,
+            "optimizer_impl": self.optimizer_impl,
+            "tf32": self.device_type == "cuda" and self.precision != "fp32",
+        }
 
 
 def cudagraph_skips() -> int:
@@ -167,7 +189,9 @@ class TrainStep:
         self.scaler = fast.scaler()
         self.call = fast.compiled(model)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, on_grads=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, on_grads=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         fast = self.fast
         fast.step_begin()
         with fast.autocast():

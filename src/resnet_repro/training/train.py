@@ -58,12 +58,15 @@ from .wandb_mirror import WandbMirror
 log = logging.getLogger("resnet_repro")
 
 
-clock = time.perf_counter  # the loop's timer (a name of its own, so tests can watch when it is read)
+clock = (
+    time.perf_counter
+)  # the loop's timer (a name of its own, so tests can watch when it is read)
 
 
 @torch.no_grad()
-def evaluate(model, x, y, batch_size: int, mean, fast: FastPath | None = None,
-             size: int | None = None) -> tuple[float, float]:
+def evaluate(
+    model, x, y, batch_size: int, mean, fast: FastPath | None = None, size: int | None = None
+) -> tuple[float, float]:
     """(mean loss, error %) over a whole split, in eval mode (BN running statistics)."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
@@ -74,14 +77,22 @@ def evaluate(model, x, y, batch_size: int, mean, fast: FastPath | None = None,
         else:
             with fast.autocast():
                 out = model(xb.contiguous(memory_format=fast.memory_format))
-        loss_sum += F.cross_entropy(out.to(loss_sum.dtype), yb, reduction="sum")  # autocast's logits in fp32
+        loss_sum += F.cross_entropy(
+            out.to(loss_sum.dtype), yb, reduction="sum"
+        )  # autocast's logits in fp32
         wrong += (out.argmax(1) != yb).sum()
     model.train()
     return loss_sum.item() / len(x), 100.0 * wrong.item() / len(x)
 
 
-def train(cfg: Config, run_dir: str | Path, *, group: str | None = None, job_num: int | None = None,
-          sweep_dir: str | Path | None = None) -> dict:
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    group: str | None = None,
+    job_num: int | None = None,
+    sweep_dir: str | Path | None = None,
+) -> dict:
     """Run (or resume) one training run in ``run_dir``; return its summary.
 
     ``group`` (the sweep id), ``job_num`` and ``sweep_dir`` come from a multirun: W&B groups the
@@ -111,8 +122,16 @@ def train_runs(cfgs: list[Config], run_dirs: list[str | Path], build=None, **swe
             lock.release()
 
 
-def _train_runs(cfgs: list[Config], recs: list[RunRecord], stop: dict, build, *, group: str | None = None,
-                job_num: int | None = None, sweep_dir: str | Path | None = None) -> list[dict]:
+def _train_runs(
+    cfgs: list[Config],
+    recs: list[RunRecord],
+    stop: dict,
+    build,
+    *,
+    group: str | None = None,
+    job_num: int | None = None,
+    sweep_dir: str | Path | None = None,
+) -> list[dict]:
     points = [resume_point(c, r) for c, r in zip(cfgs, recs, strict=True)]
     summaries = [old if complete else None for _, old, complete in points]
     todo = [i for i, s in enumerate(summaries) if s is None]
@@ -121,14 +140,27 @@ def _train_runs(cfgs: list[Config], recs: list[RunRecord], stop: dict, build, *,
     starts = {points[i][0]["iteration"] if points[i][0] else 0 for i in todo}
     together = build is not None and len(todo) > 1 and len(starts) == 1
     if build is not None and len(todo) > 1 and not together:
-        log.info("The runs of this stack stand at different iterations (%s): they train one after another.",
-                 ", ".join(f"{recs[i].dir.name} at {points[i][0]['iteration'] if points[i][0] else 0}" for i in todo))
+        log.info(
+            "The runs of this stack stand at different iterations (%s): they train one after another.",
+            ", ".join(
+                f"{recs[i].dir.name} at {points[i][0]['iteration'] if points[i][0] else 0}"
+                for i in todo
+            ),
+        )
     batches = [todo] if together else [[i] for i in todo]
     diverged = []
     for idx in batches:
         try:
-            found = _train_together([cfgs[i] for i in idx], [recs[i] for i in idx], [points[i] for i in idx],
-                                    stop, build if together else SingleNet.build, group, job_num, sweep_dir)
+            found = _train_together(
+                [cfgs[i] for i in idx],
+                [recs[i] for i in idx],
+                [points[i] for i in idx],
+                stop,
+                build if together else SingleNet.build,
+                group,
+                job_num,
+                sweep_dir,
+            )
         except Diverged as ex:
             if len(todo) == 1:
                 raise
@@ -162,9 +194,14 @@ def _align(points: list, recs: list[RunRecord], todo: list[int]) -> None:
             return  # not one evaluation apart: the members train one after another
         previous[i] = ckpt
     for i, ckpt in previous.items():
-        log.info("%s: resuming from %s (iteration %d), where the stack's other runs stand; its checkpoint "
-                 "of iteration %d was written when the stack stopped", recs[i].dir.name, PREVIOUS_CHECKPOINT_FILE,
-                 behind, at[i])
+        log.info(
+            "%s: resuming from %s (iteration %d), where the stack's other runs stand; its checkpoint "
+            "of iteration %d was written when the stack stopped",
+            recs[i].dir.name,
+            PREVIOUS_CHECKPOINT_FILE,
+            behind,
+            at[i],
+        )
         points[i] = (ckpt, *points[i][1:])
 
 
@@ -179,11 +216,23 @@ def _train_together(cfgs, recs, points, stop, build, group, job_num, sweep_dir) 
     net.restore(members, ckpts)
     for m, (ckpt, old, _) in zip(members, points, strict=True):
         cfg_dict = to_dict(m.cfg)
-        wandb = WandbMirror(m.cfg.logger, m.rec.dir, name=m.rec.dir.name, group=group, job_type=m.cfg.experiment_name,
-                            config=cfg_dict, sweep_dir=sweep_dir, concurrent=net.k > 1)
+        wandb = WandbMirror(
+            m.cfg.logger,
+            m.rec.dir,
+            name=m.rec.dir.name,
+            group=group,
+            job_type=m.cfg.experiment_name,
+            config=cfg_dict,
+            sweep_dir=sweep_dir,
+            concurrent=net.k > 1,
+        )
         summary = start_summary(m, net, old, ckpt)
         if net.k > 1:
-            summary["stack"] = {"size": net.k, "member": m.index, "runs": [x.rec.dir.name for x in members]}
+            summary["stack"] = {
+                "size": net.k,
+                "member": m.index,
+                "runs": [x.rec.dir.name for x in members],
+            }
         m.sinks = Sinks(m.rec, wandb, summary)
     net.describe(members)
     with logging_redirect_tqdm():  # log lines print above the progress bar, not glued onto it
@@ -216,11 +265,16 @@ def preempted(signum: int, it: int, recs: list[RunRecord]) -> Preempted:
     """The stop of runs whose checkpoints are written, and how to resume them."""
     name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
     paths = ", ".join(str(r.checkpoints.path) for r in recs)
-    return Preempted(f"stopped by {name} at iteration {it}; checkpoint{'s' if len(recs) > 1 else ''} written to "
-                     f"{paths}. Rerun the same command to resume.", signum=signum)
+    return Preempted(
+        f"stopped by {name} at iteration {it}; checkpoint{'s' if len(recs) > 1 else ''} written to "
+        f"{paths}. Rerun the same command to resume.",
+        signum=signum,
+    )
 
 
-def start_job(cfg: Config, job_num: int | None, ckpts: dict[Path, dict | None]) -> tuple[torch.device, FastPath]:
+def start_job(
+    cfg: Config, job_num: int | None, ckpts: dict[Path, dict | None]
+) -> tuple[torch.device, FastPath]:
     """The job's device and fast path, its process set up for it (threads, backend flags, no
     compiled code of an earlier job); ``ckpts`` (by path) must come from this device type."""
     t = cfg.trainer
@@ -245,7 +299,11 @@ def resume_point(cfg: Config, rec: RunRecord) -> tuple[dict | None, dict, bool]:
     done = ckpt["iteration"] if ckpt is not None else old.get("iterations") or 0
     complete = done >= iteration_schedule(cfg).iterations and old.get("status") == "completed"
     if complete:
-        gone = "" if ckpt is not None else "; its checkpoint is gone, so it can be read but not extended"
+        gone = (
+            ""
+            if ckpt is not None
+            else "; its checkpoint is gone, so it can be read but not extended"
+        )
         log.info("%s is already complete (%d iterations)%s. Nothing to do.", rec.dir, done, gone)
     return ckpt, old, complete
 
@@ -286,26 +344,52 @@ class SingleNet:
     k = 1
 
     @classmethod
-    def build(cls, cfgs: list[Config], recs: list[RunRecord], ckpts: list[dict | None],
-              job_num: int | None) -> tuple[SingleNet, list[Member]]:
+    def build(
+        cls,
+        cfgs: list[Config],
+        recs: list[RunRecord],
+        ckpts: list[dict | None],
+        job_num: int | None,
+    ) -> tuple[SingleNet, list[Member]]:
         (cfg,), (rec,) = cfgs, recs
         t = cfg.trainer
         device, fast = start_job(cfg, job_num, {rec.checkpoints.path: ckpts[0]})
         splits = load_splits(cfg.dataset)
-        data = DeviceData(splits, device, batch_size=t.batch_size, augment=cfg.dataset.augment, seed=cfg.seed,
-                          size=cfg.dataset.image_size, probe_images=cfg.diagnostics.layer_stats_images)
+        data = DeviceData(
+            splits,
+            device,
+            batch_size=t.batch_size,
+            augment=cfg.dataset.augment,
+            seed=cfg.seed,
+            size=cfg.dataset.image_size,
+            probe_images=cfg.diagnostics.layer_stats_images,
+        )
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model).to(device, memory_format=fast.memory_format)
         step = TrainStep(model, fast.optimizer(model.parameters(), cfg.optimizer), fast)
         schedule = iteration_schedule(cfg)  # epochs, when the schedule counts them, as iterations
-        member = Member(0, cfg, rec, LRSchedule(schedule, cfg.optimizer.lr), Progress(device), model,
-                        schedule.iterations, splits.note)
+        member = Member(
+            0,
+            cfg,
+            rec,
+            LRSchedule(schedule, cfg.optimizer.lr),
+            Progress(device),
+            model,
+            schedule.iterations,
+            splits.note,
+        )
         return cls(device, fast, data, model, step), [member]
 
     def owners(self, m: Member) -> dict:
         """The checkpoint's keys and the objects whose state each holds (with ``progress``'s keys)."""
-        return {"model": self.model, "optimizer": self.step.opt, "scaler": self.step.scaler,
-                "schedule": m.sched, "batches": self.data.batches, "torch_rng": TorchRNG()}
+        return {
+            "model": self.model,
+            "optimizer": self.step.opt,
+            "scaler": self.step.scaler,
+            "schedule": m.sched,
+            "batches": self.data.batches,
+            "torch_rng": TorchRNG(),
+        }
 
     def member_state(self, m: Member) -> dict:
         return {k: o.state_dict() for k, o in self.owners(m).items()}
@@ -330,7 +414,9 @@ class SingleNet:
             for g in self.step.opt.param_groups:
                 g["lr"] = lr
 
-    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, members: list[Member]) -> None:
+    def add(
+        self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, members: list[Member]
+    ) -> None:
         members[0].progress.add(loss, out, y)  # device tensors: no sync
 
     def evaluate(self, x, y, batch_size: int) -> list[tuple[float, float]]:
@@ -353,16 +439,32 @@ class SingleNet:
         log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in self.fast.describe().items()))
         log.info(
             "%s: %s %s-%d (n=%s, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
-            cfg.name, m.name, "ResNet" if m.residual else "plain", m.depth, m.n, shortcut_of(m) or "no",
-            f"{count_params(self.model):,}", cfg.dataset.name, cfg.dataset.protocol, len(self.data.batches.x),
-            "+".join(self.data.evals) or "nothing", self.device,
+            cfg.name,
+            m.name,
+            "ResNet" if m.residual else "plain",
+            m.depth,
+            m.n,
+            shortcut_of(m) or "no",
+            f"{count_params(self.model):,}",
+            cfg.dataset.name,
+            cfg.dataset.protocol,
+            len(self.data.batches.x),
+            "+".join(self.data.evals) or "nothing",
+            self.device,
         )
 
 
 def _checkpoint(net, m: Member) -> None:
     m.saved_at = m.progress.it
-    m.rec.checkpoints.save(checkpoint.build_state(to_dict(m.cfg), net.device, m.progress.state_dict(),
-                                                  net.member_state(m), m.sinks.results()))
+    m.rec.checkpoints.save(
+        checkpoint.build_state(
+            to_dict(m.cfg),
+            net.device,
+            m.progress.state_dict(),
+            net.member_state(m),
+            m.sinks.results(),
+        )
+    )
 
 
 def _evaluate(net, members: list[Member]) -> dict[int, dict]:
@@ -383,7 +485,9 @@ def _evaluate(net, members: list[Member]) -> dict[int, dict]:
         nets = net.nets()
         for m in alive:
             stats = layer_response_std(nets[m.index], net.data.probe_batches(t.eval_batch_size))
-            m.rec.append_rows(LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": it, **r} for r in stats])
+            m.rec.append_rows(
+                LAYER_STATS_FILE, LAYER_STATS_COLUMNS, [{"iter": it, **r} for r in stats]
+            )
     return rows
 
 
@@ -396,7 +500,10 @@ def _grad_norms_hook(net, members: list[Member]):
     def record():
         for m, rows in zip(members, net.grad_norms(), strict=True):
             if m.alive:
-                m.rec.append_rows(GRAD_NORMS_FILE, GRAD_NORM_COLUMNS, [{"iter": it, **r} for r in rows])
+                m.rec.append_rows(
+                    GRAD_NORMS_FILE, GRAD_NORM_COLUMNS, [{"iter": it, **r} for r in rows]
+                )
+
     return record
 
 
@@ -414,8 +521,13 @@ def _train_row(net, m: Member, row: dict) -> None:
         net.freeze(m)
         return
     if m.sched.observe_train_error(row["train_err"] / 100, m.progress.it):
-        log.info("%sarm-up over at iteration %d (train error %.1f%%): lr %g from now on",
-                 "W" if net.k == 1 else f"{m.rec.dir.name}: w", m.progress.it, row["train_err"], m.sched.lr(m.progress.it))
+        log.info(
+            "%sarm-up over at iteration %d (train error %.1f%%): lr %g from now on",
+            "W" if net.k == 1 else f"{m.rec.dir.name}: w",
+            m.progress.it,
+            row["train_err"],
+            m.sched.lr(m.progress.it),
+        )
 
 
 def _loop(net, members: list[Member], stop: dict) -> list[dict]:
@@ -424,8 +536,14 @@ def _loop(net, members: list[Member], stop: dict) -> list[dict]:
     end are its own."""
     t, total, p = members[0].cfg.trainer, members[0].total, members[0].progress
     alive = list(members)
-    bar = tqdm(total=total, initial=p.it, disable=not t.progress, dynamic_ncols=True,
-               desc=members[0].cfg.name if net.k == 1 else f"stack of {net.k}", file=sys.stderr)
+    bar = tqdm(
+        total=total,
+        initial=p.it,
+        disable=not t.progress,
+        dynamic_ncols=True,
+        desc=members[0].cfg.name if net.k == 1 else f"stack of {net.k}",
+        file=sys.stderr,
+    )
     try:
         net.model.train()
         for m in members:
@@ -443,9 +561,14 @@ def _loop(net, members: list[Member], stop: dict) -> list[dict]:
             bar.update()
             it = p.it
             if not bar.disable and it < t.log_every and it & (it - 1) == 0:
-                device_sync(net.device)  # sync point: the bar's first numbers, at iterations 1, 2, 4, ... before the first log
+                device_sync(
+                    net.device
+                )  # sync point: the bar's first numbers, at iterations 1, 2, 4, ... before the first log
                 show(bar, *alive[0].progress.peek(), alive[0].lr)
-            is_log, is_eval = it % t.log_every == 0 or it == total, it % t.eval_every == 0 or it == total
+            is_log, is_eval = (
+                it % t.log_every == 0 or it == total,
+                it % t.eval_every == 0 or it == total,
+            )
             if not (is_log or is_eval):
                 continue
             device_sync(net.device)  # sync point: the queued steps finish before the clock is read
@@ -459,19 +582,27 @@ def _loop(net, members: list[Member], stop: dict) -> list[dict]:
             alive = [m for m in alive if m.alive]
             if is_eval and alive:
                 for index, found in _evaluate(net, alive).items():
-                    rows[index].update(found)  # reads its results back: nothing is left queued after it
+                    rows[index].update(
+                        found
+                    )  # reads its results back: nothing is left queued after it
             now = clock()
             for m in alive:
                 m.progress.window_closed(now)
                 rows[m.index]["time_s"] = m.progress.elapsed_s
-                m.sinks.row(rows[m.index])  # metrics.csv and W&B; the summary's final_* errors follow it
+                m.sinks.row(
+                    rows[m.index]
+                )  # metrics.csv and W&B; the summary's final_* errors follow it
                 if is_eval:
                     m.sinks.summary.update(m.progress.results(t.batch_size))
                     _checkpoint(net, m)
                     m.sinks.update()  # written after the checkpoint: the summary never runs ahead of it
             logged = [rows[m.index] for m in alive if "train_loss" in rows[m.index]]
             if logged:
-                show(bar, *(sum(r[k] for r in logged) / len(logged) for k in ("train_loss", "train_err")), alive[0].lr)
+                show(
+                    bar,
+                    *(sum(r[k] for r in logged) / len(logged) for k in ("train_loss", "train_err")),
+                    alive[0].lr,
+                )
     except BaseException as ex:
         for m in alive:
             if m.alive:  # one that diverged in this window is closed already
@@ -484,26 +615,38 @@ def _loop(net, members: list[Member], stop: dict) -> list[dict]:
     if not alive:
         if net.k == 1:
             raise members[0].diverged
-        raise Diverged(f"every run of the stack diverged: {', '.join(m.rec.dir.name for m in members)} "
-                       f"(each run's summary.json says where). Lower optimizer.lr, or warm up with schedule.warmup=true.")
+        raise Diverged(
+            f"every run of the stack diverged: {', '.join(m.rec.dir.name for m in members)} "
+            f"(each run's summary.json says where). Lower optimizer.lr, or warm up with schedule.warmup=true."
+        )
     return [m.sinks.summary for m in members]
 
 
 def close_failed(sinks: Sinks, ex: BaseException, done: int, saved_at: int | None) -> None:
     """End a run that ``ex`` stopped after ``done`` iterations: interrupted, diverged or failed."""
-    status = ("interrupted" if isinstance(ex, (KeyboardInterrupt, SystemExit))
-              else "diverged" if isinstance(ex, Diverged) else "failed")
+    status = (
+        "interrupted"
+        if isinstance(ex, (KeyboardInterrupt, SystemExit))
+        else "diverged"
+        if isinstance(ex, Diverged)
+        else "failed"
+    )
     # iterations: those the record keeps (its last checkpoint); iterations_done: where this attempt stopped
     kept = {} if saved_at is None else {"iterations": saved_at}
-    sinks.close(False, status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=done, **kept)
+    sinks.close(
+        False, status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=done, **kept
+    )
 
 
 def close_completed(sinks: Sinks, sched: LRSchedule, rec: RunRecord) -> dict:
     """End a run that trained all its iterations; its summary."""
     sinks.close(True, status="completed", finished_at=_now(), warmup_ended_at=sched.warmup_ended_at)
     s = sinks.summary
-    log.info("Done: %s. Run directory: %s", ", ".join(f"{k}={s[k]:.2f}" for k in s if k.startswith("final_") and k.endswith("_err")),
-             rec.dir)
+    log.info(
+        "Done: %s. Run directory: %s",
+        ", ".join(f"{k}={s[k]:.2f}" for k in s if k.startswith("final_") and k.endswith("_err")),
+        rec.dir,
+    )
     return s
 
 
@@ -528,29 +671,52 @@ def start_summary(run: Member, net, old: dict, ckpt: dict | None) -> dict:
     stats = cfg.diagnostics.layer_stats != "off"
     test = "test" in data.evals
     summary = {
-        "name": cfg.name, "run_dir": str(run.rec.dir), "status": "running",
-        "model": cfg.model.name, "depth": cfg.model.depth, "n": cfg.model.n, "residual": cfg.model.residual,
-        "shortcut": shortcut_of(cfg.model), "params": count_params(run.model),
-        "dataset": cfg.dataset.name, "protocol": cfg.dataset.protocol, "seed": cfg.seed,
-        "eval_splits": list(data.evals), "test_available": test,
-        "reported_error": "test" if test else "validation", "note": run.note,
-        "iterations": p.it, "iterations_total": run.total, "milestones": list(run.sched.cfg.milestones),
-        "warmup": bool(cfg.schedule.warmup), "batch_size": cfg.trainer.batch_size,
+        "name": cfg.name,
+        "run_dir": str(run.rec.dir),
+        "status": "running",
+        "model": cfg.model.name,
+        "depth": cfg.model.depth,
+        "n": cfg.model.n,
+        "residual": cfg.model.residual,
+        "shortcut": shortcut_of(cfg.model),
+        "params": count_params(run.model),
+        "dataset": cfg.dataset.name,
+        "protocol": cfg.dataset.protocol,
+        "seed": cfg.seed,
+        "eval_splits": list(data.evals),
+        "test_available": test,
+        "reported_error": "test" if test else "validation",
+        "note": run.note,
+        "iterations": p.it,
+        "iterations_total": run.total,
+        "milestones": list(run.sched.cfg.milestones),
+        "warmup": bool(cfg.schedule.warmup),
+        "batch_size": cfg.trainer.batch_size,
         "device": str(net.device),
-        "device_name": torch.cuda.get_device_name(net.device) if net.device.type == "cuda" else platform_cpu(),
-        "fast_path": net.fast.describe(), "versions": library_versions(), "git_commit": git_commit(),
+        "device_name": torch.cuda.get_device_name(net.device)
+        if net.device.type == "cuda"
+        else platform_cpu(),
+        "fast_path": net.fast.describe(),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
         # a resumed run keeps its first start; a fresh start (no checkpoint to resume) is a new one
-        "started_at": (old.get("started_at") if ckpt is not None else None) or _now(), "resumed_from": p.it or None,
+        "started_at": (old.get("started_at") if ckpt is not None else None) or _now(),
+        "resumed_from": p.it or None,
         "layer_stats": cfg.diagnostics.layer_stats,
         "layer_stats_split": data.probe_split if stats else None,
         "layer_stats_images": len(data.probe) if stats else None,
     }
     if ckpt is not None:  # the results as of the checkpoint (an older summary may lag behind it)
-        summary.update(ckpt.get("results") or {k: v for k, v in old.items() if k.startswith(("final_", "best_"))
-                                                or k in RESULT_KEYS})
+        summary.update(
+            ckpt.get("results")
+            or {
+                k: v
+                for k, v in old.items()
+                if k.startswith(("final_", "best_")) or k in RESULT_KEYS
+            }
+        )
     return summary
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
