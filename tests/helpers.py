@@ -121,7 +121,9 @@ main()
 
 def start(run: Path, *extra: str) -> subprocess.Popen:
     """Start the CLI child on RUN_ARGS (plus ``extra``) with its run directory at ``run``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # its own W&B service: not one an in-process test started (a killed child's run would stay open)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}
+    env["PYTHONUNBUFFERED"] = "1"
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, *RUN_ARGS, f"hydra.run.dir={run}", *extra],

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -15,59 +16,97 @@ from resnet_repro.sweeps.sweep import MANIFEST_COLUMNS, Manifest, job_name, job_
 from . import wandb_file
 from .helpers import HANG_LIMIT_S, run_cli
 
-TINY = ["experiment=smoke", "trainer.progress=false", "trainer.batch_size=8", "schedule.iterations=4",
-        "schedule.milestones=[2]", "trainer.log_every=2", "trainer.eval_every=4"]
+TINY = [
+    "experiment=smoke",
+    "trainer.progress=false",
+    "trainer.batch_size=8",
+    "schedule.iterations=4",
+    "schedule.milestones=[2]",
+    "trainer.log_every=2",
+    "trainer.eval_every=4",
+]
 
 
 def test_job_names_show_depth_and_overrides():
-    assert job_name(["model.depth=56", "model.residual=false", "seed=1"]) == "depth=56,residual=false,seed=1"
+    assert (
+        job_name(["model.depth=56", "model.residual=false", "seed=1"])
+        == "depth=56,residual=false,seed=1"
+    )
     assert job_name(["model.n=9", "seed=0"]) == "depth=56,seed=0"
-    assert job_name(["seed=2", "experiment=degradation", "trainer.device=cuda"], n=None, depth=110) == "depth=110,seed=2"
+    assert (
+        job_name(["seed=2", "experiment=degradation", "trainer.device=cuda"], n=None, depth=110)
+        == "depth=110,seed=2"
+    )
     assert job_name(["dataset.root=/data/x", "optimizer.lr=0.05"], n=1) == "depth=8,lr=0.05"
 
 
 def _expand(params, exclude, *cli):
     sweeper = ResnetSweeper(params=params, exclude=exclude)
     ov = [f"{k}={v}" for k, v in params.items()] + list(cli)
-    return [job for batch in sweeper.split_arguments(OverridesParser.create().parse_overrides(ov), None) for job in batch]
+    return [
+        job
+        for batch in sweeper.split_arguments(OverridesParser.create().parse_overrides(ov), None)
+        for job in batch
+    ]
 
 
 def test_degradation_preset_is_the_nine_runs_of_figure_6():
     import yaml
 
-    preset = yaml.safe_load((Path(__file__).parents[1] / "conf/experiment/degradation.yaml").read_text())
+    preset = yaml.safe_load(
+        (Path(__file__).parents[1] / "conf/experiment/degradation.yaml").read_text()
+    )
     sweeper = preset["hydra"]["sweeper"]
     jobs = _expand(sweeper["params"], sweeper["exclude"])
     names = sorted(job_name(j) for j in jobs)
-    expected = [f"depth={d},residual={r}" for d in (20, 32, 44, 56) for r in ("false", "true")] + ["depth=110,residual=true"]
+    expected = [f"depth={d},residual={r}" for d in (20, 32, 44, 56) for r in ("false", "true")] + [
+        "depth=110,residual=true"
+    ]
     assert names == sorted(expected)
     narrowed = _expand(sweeper["params"], sweeper["exclude"], "model.depth=20,56", "seed=0,1")
     assert len(narrowed) == 8 and all("model.depth=110" not in j for j in narrowed)
     one = _expand(sweeper["params"], sweeper["exclude"], "model.depth=56", "model.residual=false")
-    assert job_names(one, [56], axes=sweeper["params"]) == ["depth=56,residual=false"]  # not a bare depth=56
+    assert job_names(one, [56], axes=sweeper["params"]) == [
+        "depth=56,residual=false"
+    ]  # not a bare depth=56
     both = _expand(sweeper["params"], sweeper["exclude"], "model.depth=20,56")
-    assert job_names(both, [20, 20, 56, 56], axes=sweeper["params"]) == job_names(both, [20, 20, 56, 56])
+    assert job_names(both, [20, 20, 56, 56], axes=sweeper["params"]) == job_names(
+        both, [20, 20, 56, 56]
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
 def test_four_job_multirun_through_each_launcher(tmp_path, launcher):
-    extra = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-             "submitit_local": ["hydra/launcher=submitit_local",  # a job's limit: the hang bound, not a tighter one
-                                f"hydra.launcher.timeout_min={HANG_LIMIT_S // 60}"]}[launcher]
-    r = run_cli("-m", *TINY, "model.depth=8,14", "seed=0,1", *extra, cwd=tmp_path, timeout=HANG_LIMIT_S)
+    extra = {
+        "basic": [],
+        "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        "submitit_local": [
+            "hydra/launcher=submitit_local",  # a job's limit: the hang bound, not a tighter one
+            f"hydra.launcher.timeout_min={HANG_LIMIT_S // 60}",
+        ],
+    }[launcher]
+    r = run_cli(
+        "-m", *TINY, "model.depth=8,14", "seed=0,1", *extra, cwd=tmp_path, timeout=HANG_LIMIT_S
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     manifest = pd.read_csv(sweep / "manifest.csv")
     assert list(manifest.columns) == MANIFEST_COLUMNS
-    assert sorted(manifest["name"]) == sorted(f"depth={d},seed={s}" for d in (8, 14) for s in (0, 1))
+    assert sorted(manifest["name"]) == sorted(
+        f"depth={d},seed={s}" for d in (8, 14) for s in (0, 1)
+    )
     assert (manifest["status"] == "completed").all() and manifest["final_err"].notna().all()
     assert manifest["error"].isna().all() and manifest["finished_at"].notna().all()
     for row in manifest.itertuples():
         run = Path(row.run_dir)
         assert run.parent == sweep and run.name == row.name
         s = json.loads((run / "summary.json").read_text())
-        assert s["status"] == "completed" and s["iterations"] == 4 and s["final_val_err"] == row.final_err
+        assert (
+            s["status"] == "completed"
+            and s["iterations"] == 4
+            and s["final_val_err"] == row.final_err
+        )
         assert len(pd.read_csv(run / "metrics.csv")) == 2
         for f in ("config.yaml", "checkpoint.pt"):
             assert (run / f).is_file()
@@ -89,7 +128,10 @@ def test_a_diverging_job_is_marked_and_the_others_finish(tmp_path):
 def test_a_bad_job_stops_the_sweep_before_anything_runs(tmp_path):
     r = run_cli("-m", *TINY, "model.depth=8,15", cwd=tmp_path)
     assert r.returncode == 2
-    assert "model.depth=15 is not a CIFAR ResNet depth" in r.stderr and "no job was started" in r.stderr
+    assert (
+        "model.depth=15 is not a CIFAR ResNet depth" in r.stderr
+        and "no job was started" in r.stderr
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -97,7 +139,10 @@ def test_manifest_lists_pending_jobs_and_takes_their_outcomes(tmp_path):
     m = Manifest(tmp_path)
     m.set_jobs([{"name": "a", "overrides": "seed=0"}, {"name": "b", "overrides": "seed=1"}])
     assert pd.read_csv(tmp_path / "manifest.csv")["status"].tolist() == ["pending", "pending"]
-    for name, summary in (("a", {"status": "completed", "final_val_err": 9.5}), ("b", {"status": "running"})):
+    for name, summary in (
+        ("a", {"status": "completed", "final_val_err": 9.5}),
+        ("b", {"status": "running"}),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
     m.end_jobs({0: None, 1: None})
@@ -110,23 +155,40 @@ def _offline_run(run_dir: Path) -> Path:
     return Path(f)
 
 
-def _assert_wandb_mirrors_local(run: Path):
+def _assert_wandb_mirrors_local(run: Path, files: list[Path] | None = None):
+    """W&B's history equals metrics.csv row by row, at each row's ``iter`` (W&B's x-axis).
+
+    Over several files (a run that started again), in write order: an iteration logged twice, the
+    span a hard kill made the run train again, counts as its later row."""
     hist = pd.read_csv(run / "metrics.csv")
-    logged = wandb_file.history(_offline_run(run))
-    assert [step for step, _ in logged] == hist["iter"].tolist()
-    for (step, items), (_, row) in zip(logged, hist.iterrows(), strict=True):
-        expected = {k: v for k, v in row.items() if k != "iter" and pd.notna(v)}
-        assert items.keys() == expected.keys(), step
+    logged = {}
+    for f in files or [_offline_run(run)]:
+        for _, items in wandb_file.history(f):
+            logged[items["iter"]] = items
+    assert list(logged) == hist["iter"].tolist()
+    for (it, items), (_, row) in zip(logged.items(), hist.iterrows(), strict=True):
+        expected = {k: v for k, v in row.items() if pd.notna(v)}
+        assert items.keys() == expected.keys(), it
         for k, v in expected.items():
-            assert items[k] == pytest.approx(v, rel=0, abs=0), (step, k)
+            assert items[k] == pytest.approx(v, rel=0, abs=0), (it, k)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    r = run_cli("-m", *TINY, "logger=wandb", "logger.mode=offline", "logger.tags=[smoke,test]", "seed=0,1",
-                *extra, cwd=tmp_path, timeout=HANG_LIMIT_S, env={"WANDB_SILENT": "true"})
+    r = run_cli(
+        "-m",
+        *TINY,
+        "logger=wandb",
+        "logger.mode=offline",
+        "logger.tags=[smoke,test]",
+        "seed=0,1",
+        *extra,
+        cwd=tmp_path,
+        timeout=HANG_LIMIT_S,
+        env={"WANDB_SILENT": "true"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     ids = set()
@@ -134,7 +196,11 @@ def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
         _assert_wandb_mirrors_local(run)
         info = wandb_file.run_info(_offline_run(run))
         s = json.loads((run / "summary.json").read_text())
-        assert info["name"] == run.name and info["group"] == f"smoke-{sweep.name}" and info["job_type"] == "smoke"
+        assert (
+            info["name"] == run.name
+            and info["group"] == f"smoke-{sweep.name}"
+            and info["job_type"] == "smoke"
+        )
         assert info["tags"] == ["smoke", "test"] and info["config"]["model"]["depth"] == 8
         assert info["id"] == (run / "wandb_run_id.txt").read_text().strip() == s["wandb"]["run_id"]
         assert s["wandb"]["error"] is None
@@ -147,8 +213,18 @@ def test_wandb_offline_history_equals_the_local_metrics(tmp_path, launcher):
 
 @pytest.mark.slow
 def test_each_run_of_a_stack_has_its_own_wandb_run(tmp_path):
-    r = run_cli("-m", *TINY, "logger=wandb", "logger.mode=offline", "seed=0,1", "model.residual=true,false",
-                "trainer.stack=4", cwd=tmp_path, timeout=HANG_LIMIT_S, env={"WANDB_SILENT": "true"})
+    r = run_cli(
+        "-m",
+        *TINY,
+        "logger=wandb",
+        "logger.mode=offline",
+        "seed=0,1",
+        "model.residual=true,false",
+        "trainer.stack=4",
+        cwd=tmp_path,
+        timeout=HANG_LIMIT_S,
+        env={"WANDB_SILENT": "true"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -196,7 +272,10 @@ def test_wandb_failing_mid_run_leaves_a_complete_local_record(tmp_path, monkeypa
     hist = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert hist["iter"].tolist() == [5, 10, 15, 20] and hist["val_err"].notna().sum() == 2
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert on_disk["wandb"]["error"] == s["wandb"]["error"] and on_disk["final_val_err"] == s["final_val_err"]
+    assert (
+        on_disk["wandb"]["error"] == s["wandb"]["error"]
+        and on_disk["final_val_err"] == s["final_val_err"]
+    )
 
 
 @pytest.mark.slow
@@ -232,10 +311,58 @@ def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
     assert s["wandb"]["run_id"] == first_id and s["resumed_from"] == 10
     # in write order: W&B names a second attempt started within the same second "<dir>-1", which
     # sorts before "<dir>" by name
-    files = sorted(glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*" / "run-*.wandb")), key=os.path.getmtime)
+    files = sorted(
+        glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*" / "run-*.wandb")),
+        key=os.path.getmtime,
+    )
     assert len(files) == 2 and all(Path(f).name == f"run-{first_id}.wandb" for f in files)
-    steps = [step for f in files for step, _ in wandb_file.history(f)]
-    assert steps[-2:] == [15, 20]
+    iters = [items["iter"] for f in files for _, items in wandb_file.history(f)]
+    assert iters[-2:] == [15, 20]
+    _assert_wandb_mirrors_local(tmp_path / "run", [Path(f) for f in files])
+
+
+@pytest.mark.slow
+def test_a_hard_killed_run_resumed_leaves_wandb_equal_to_its_metrics(tmp_path):
+    """SIGKILL after the first checkpoints: the rerun trains the lost span again and logs it again;
+    W&B keeps every row (iter is a logged value, not W&B's step, which would drop them)."""
+    from .helpers import start, wait_for
+
+    run = tmp_path / "run"
+    wandb = ("logger=wandb", "logger.mode=offline", "trainer.eval_every=20")
+    p = start(run, *wandb)
+    assert wait_for(
+        lambda: (
+            (run / "metrics.csv").is_file()
+            and len((run / "metrics.csv").read_text().splitlines()) > 6
+            or p.poll() is not None
+        )
+    )
+    p.kill()
+    assert p.wait(timeout=HANG_LIMIT_S) == -signal.SIGKILL, "the run ended before it was killed"
+    killed_at = len(pd.read_csv(run / "metrics.csv"))
+    p = start(run, *wandb)
+    _, err = p.communicate(timeout=HANG_LIMIT_S)
+    assert p.returncode == 0, err[-3000:]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "completed" and 0 < s["resumed_from"] <= 5 * killed_at
+    # in write order; a hard kill can lose the first attempt's file, or all it had not written yet
+    files = sorted(
+        glob.glob(str(run / "wandb" / "offline-run-*" / "run-*.wandb")), key=os.path.getmtime
+    )
+    assert s["wandb"]["error"] is None, s["wandb"]
+    resumed = [items["iter"] for _, items in wandb_file.history(files[-1])]
+    kept = pd.read_csv(run / "metrics.csv")["iter"]
+    assert resumed[: (kept <= s["resumed_from"]).sum()] == kept[kept <= s["resumed_from"]].tolist()
+    _assert_wandb_mirrors_local(run, [Path(f) for f in files])
+    defs = wandb_file.metric_definitions(files[-1])
+    assert defs["*"]["step_metric"] == "iter" and "iter" in defs
+    assert defs["val_err"] == {"step_metric": "iter", "summary": ["min"]}
+    assert wandb_file.summary(files[-1])["val_err"] == {
+        "min": pd.read_csv(run / "metrics.csv")["val_err"].min()
+    }
+    assert not (
+        run / "wandb_unfinished.txt"
+    ).exists()  # W&B finished: the next resume logs nothing again
 
 
 def test_auto_device_spreads_jobs_over_gpus(monkeypatch):
@@ -245,7 +372,12 @@ def test_auto_device_spreads_jobs_over_gpus(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert [str(pick_device("auto", j)) for j in (0, 1, 5, None)] == ["cuda:0", "cuda:1", "cuda:1", "cuda:0"]
+    assert [str(pick_device("auto", j)) for j in (0, 1, 5, None)] == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:1",
+        "cuda:0",
+    ]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert str(pick_device("auto", 3)) == "cpu"
 
@@ -256,8 +388,15 @@ def test_slurm_launcher_config_composes_with_requeue():
     from resnet_repro.config import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                           "hydra.launcher.account=proj"], return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.account=proj",
+            ],
+            return_hydra_config=True,
+        )
     la = cfg.hydra.launcher
     assert la._target_.endswith("SlurmLauncher")
     assert (la.partition, la.account, la.gpus_per_node, la.max_num_timeout) == ("gpu", "proj", 1, 5)
@@ -279,13 +418,25 @@ def test_job_outcomes_in_the_manifest(tmp_path, caplog):
     Manifest(tmp_path).set_jobs([{"name": "a"}, {"name": "b"}])
     for name, status in (("a", "running"), ("b", "completed")):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "summary.json").write_text(json.dumps({"status": status, "final_val_err": 9.0}))
-    mark_jobs_ended(tmp_path, {0: SystemExit(-1),  # preempted or killed: not an Exception
-                               1: CheckpointError("checkpoint.pt is corrupt")})  # summary is from an earlier attempt
+        (tmp_path / name / "summary.json").write_text(
+            json.dumps({"status": status, "final_val_err": 9.0})
+        )
+    mark_jobs_ended(
+        tmp_path,
+        {
+            0: SystemExit(-1),  # preempted or killed: not an Exception
+            1: CheckpointError("checkpoint.pt is corrupt"),
+        },
+    )  # summary is from an earlier attempt
     rows = pd.read_csv(tmp_path / "manifest.csv")
     assert rows["status"].tolist() == ["interrupted", "failed"]
-    assert rows["error"].iloc[1] == "CheckpointError: checkpoint.pt is corrupt" and rows["final_err"].isna().all()
-    (tmp_path / "blocked").write_text("")  # a manifest folder that cannot be made: warned, not raised
+    assert (
+        rows["error"].iloc[1] == "CheckpointError: checkpoint.pt is corrupt"
+        and rows["final_err"].isna().all()
+    )
+    (tmp_path / "blocked").write_text(
+        ""
+    )  # a manifest folder that cannot be made: warned, not raised
     mark_jobs_ended(tmp_path / "blocked" / "sweep", {0: None})
     assert "Could not update the sweep manifest" in caplog.text
 
@@ -302,8 +453,10 @@ def test_a_sweep_ends_with_a_summary_and_the_next_command(tmp_path):
     r = run_cli("-m", *TINY, "seed=0,1", "hydra.sweep.dir=sw", cwd=tmp_path, timeout=HANG_LIMIT_S)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
-    assert ("Sweep of 2 jobs: 2 completed, 0 diverged, 0 failed, 0 interrupted. Folder: sw. "
-            "Next: resnet-report sw") in out
+    assert (
+        "Sweep of 2 jobs: 2 completed, 0 diverged, 0 failed, 0 interrupted. Folder: sw. "
+        "Next: resnet-report sw"
+    ) in out
 
 
 @pytest.mark.slow
@@ -317,21 +470,52 @@ def test_two_sweeps_into_one_folder_never_mix_and_a_complete_job_stays_completed
     import time
 
     sweep = tmp_path / "sweep"
-    argv = [sys.executable, "-m", "resnet_repro.cli", "-m", *TINY, "schedule.iterations=60", "schedule.milestones=[30]",
-            "trainer.eval_every=20", "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    first = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "resnet_repro.cli",
+        "-m",
+        *TINY,
+        "schedule.iterations=60",
+        "schedule.milestones=[30]",
+        "trainer.eval_every=20",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    first = subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + HANG_LIMIT_S
-    while not (sweep / "manifest.csv").is_file() and first.poll() is None and time.monotonic() < deadline:
+    while (
+        not (sweep / "manifest.csv").is_file()
+        and first.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
-    second = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=HANG_LIMIT_S)
+    second = subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, timeout=HANG_LIMIT_S
+    )
     _, err = first.communicate(timeout=HANG_LIMIT_S)
     assert first.returncode == 0, err[-3000:]
-    if second.returncode != 0:  # it ran while the first did (else it found the sweep done, with nothing to do)
+    if (
+        second.returncode != 0
+    ):  # it ran while the first did (else it found the sweep done, with nothing to do)
         assert second.returncode == 2 and "is in use by" in second.stderr.strip().splitlines()[-1]
     manifest = pd.read_csv(sweep / "manifest.csv")
-    assert sorted(manifest["name"]) == ["depth=8,seed=0", "depth=8,seed=1"] and (manifest["status"] == "completed").all()
+    assert (
+        sorted(manifest["name"]) == ["depth=8,seed=0", "depth=8,seed=1"]
+        and (manifest["status"] == "completed").all()
+    )
     again = run_cli(*argv[3:], cwd=tmp_path, timeout=HANG_LIMIT_S)
-    assert again.returncode == 0 and (pd.read_csv(sweep / "manifest.csv")["status"] == "completed").all()
-    other = run_cli(*argv[3:-2], "seed=2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=HANG_LIMIT_S)
+    assert (
+        again.returncode == 0
+        and (pd.read_csv(sweep / "manifest.csv")["status"] == "completed").all()
+    )
+    other = run_cli(
+        *argv[3:-2], "seed=2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=HANG_LIMIT_S
+    )
     assert other.returncode == 2 and "holds another sweep" in other.stderr.strip().splitlines()[-1]
-    assert sorted(pd.read_csv(sweep / "manifest.csv")["name"]) == ["depth=8,seed=0", "depth=8,seed=1"]
+    assert sorted(pd.read_csv(sweep / "manifest.csv")["name"]) == [
+        "depth=8,seed=0",
+        "depth=8,seed=1",
+    ]

@@ -45,7 +45,11 @@ def history(path: str | Path) -> list[tuple[int, dict]]:
     out = []
     for rec in records(path):
         if rec.WhichOneof("record_type") == "history":
-            items = {k: json.loads(i.value_json) for i in rec.history.item if not (k := i.key or ".".join(i.nested_key)).startswith("_")}
+            items = {
+                k: json.loads(i.value_json)
+                for i in rec.history.item
+                if not (k := i.key or ".".join(i.nested_key)).startswith("_")
+            }
             out.append((rec.history.step.num, items))
     return out
 
@@ -55,7 +59,38 @@ def run_info(path: str | Path) -> dict:
     for rec in records(path):
         if rec.WhichOneof("record_type") == "run":
             r = rec.run
-            config = {i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in r.config.update}
-            return {"id": r.run_id, "name": r.display_name, "group": r.run_group,
-                    "job_type": r.job_type, "tags": list(r.tags), "config": config}
+            config = {
+                i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in r.config.update
+            }
+            return {
+                "id": r.run_id,
+                "name": r.display_name,
+                "group": r.run_group,
+                "job_type": r.job_type,
+                "tags": list(r.tags),
+                "config": config,
+            }
     raise AssertionError("no run record")
+
+
+def metric_definitions(path: str | Path) -> dict[str, dict]:
+    """``define_metric`` calls of the file: {name or glob: {"step_metric": ..., "summary": [...]}}."""
+    out = {}
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "metric":
+            m = rec.metric
+            if m.expanded_from_glob:
+                continue
+            summary = [f.name for f, on in m.summary.ListFields() if on]
+            out[m.name or m.glob_name] = {"step_metric": m.step_metric, "summary": summary}
+    return out
+
+
+def summary(path: str | Path) -> dict:
+    """The run's summary as the file's last summary records leave it (nested keys joined by '.')."""
+    out = {}
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "summary":
+            for i in rec.summary.update:
+                out[i.key or ".".join(i.nested_key)] = json.loads(i.value_json)
+    return out

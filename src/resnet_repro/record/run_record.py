@@ -313,6 +313,18 @@ class RunRecord:
     def append_metrics(self, row: dict[str, Any]) -> None:
         self.append_rows(METRICS_FILE, METRIC_COLUMNS, [row])
 
+    def metrics_rows(self) -> list[dict[str, int | float]]:
+        """``metrics.csv``'s rows as logged: numbers as numbers (ints where written as ints), empty
+        cells left out."""
+        p = self.path(METRICS_FILE)
+        if not p.is_file():
+            return []
+        with open(p, newline="") as f:
+            return [
+                {k: int(v) if v.lstrip("-").isdigit() else float(v) for k, v in r.items() if v}
+                for r in csv.DictReader(f)
+            ]
+
     def truncate_metrics(self, last_iter: int) -> None:
         self.truncate_rows(METRICS_FILE, METRIC_COLUMNS, last_iter)
 

@@ -44,6 +44,7 @@ class Sinks:
         self.rec, self.wandb, self.summary = rec, wandb, summary
         self.summary["wandb"] = wandb.record()
         rec.write_summary(self.summary)
+        wandb.catch_up(rec.metrics_rows())  # what a hard-killed attempt may have kept from W&B
 
     def row(self, row: dict[str, Any], *, final: bool = True) -> None:
         """One history row: ``metrics.csv`` and the W&B history; unless ``final=False`` (a diverged
