@@ -4,6 +4,8 @@ import glob
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -363,6 +365,67 @@ def test_a_hard_killed_run_resumed_leaves_wandb_equal_to_its_metrics(tmp_path):
     assert not (
         run / "wandb_unfinished.txt"
     ).exists()  # W&B finished: the next resume logs nothing again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_log_checkpoints_puts_the_checkpoint_in_wandb_as_a_model_artifact(
+    tmp_path, monkeypatch, interrupted
+):
+    from resnet_repro.training.train import train
+
+    from .helpers import interrupt_after, smoke_cfg
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    ov = ("logger=wandb", "logger.mode=offline", "logger.log_checkpoints=true")
+    if interrupted:
+        interrupt_after(monkeypatch, 12)
+        with pytest.raises(KeyboardInterrupt):
+            train(smoke_cfg(*ov), tmp_path / "run")
+    else:
+        train(smoke_cfg(*ov), tmp_path / "run")
+    run_id = (tmp_path / "run" / "wandb_run_id.txt").read_text().strip()
+    (art,) = wandb_file.artifacts(_offline_run(tmp_path / "run"))
+    assert art["name"] == f"checkpoint-{run_id}" and art["type"] == "model"
+    assert set(art["aliases"]) == ({"latest"} if interrupted else {"latest", "final"})
+    assert art["files"] == ["checkpoint.pt"]
+    plain = smoke_cfg("logger=wandb", "logger.mode=offline")
+    assert plain.logger.log_checkpoints is False  # opt-in
+
+
+@pytest.mark.slow
+def test_one_wandb_sync_command_covers_every_run_of_an_offline_sweep(tmp_path):
+    """The README's command, `wandb sync <sweep>/*/wandb/offline-run-*`, with --dry-run: nothing is sent."""
+    r = run_cli(
+        "-m",
+        *TINY,
+        "logger=wandb",
+        "logger.mode=offline",
+        "seed=0,1",
+        cwd=tmp_path,
+        timeout=HANG_LIMIT_S,
+        env={"WANDB_SILENT": "true"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
+    folders = sorted(glob.glob(str(sweep / "*" / "wandb" / "offline-run-*")))
+    ids = {
+        (Path(run) / "wandb_run_id.txt").read_text().strip()
+        for run in glob.glob(str(sweep / "*"))
+        if (Path(run) / "wandb_run_id.txt").is_file()
+    }
+    assert len(folders) == len(ids) == 2
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    out = subprocess.run(
+        [str(wandb_cli), "sync", "--dry-run", *folders],
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT_S,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    assert "Would sync 2 run(s)" in text and all(f"run-{i}.wandb" in text for i in ids)
 
 
 def test_auto_device_spreads_jobs_over_gpus(monkeypatch):

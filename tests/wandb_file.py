@@ -94,3 +94,14 @@ def summary(path: str | Path) -> dict:
             for i in rec.summary.update:
                 out[i.key or ".".join(i.nested_key)] = json.loads(i.value_json)
     return out
+
+
+def artifacts(path: str | Path) -> list[dict]:
+    """The artifacts the file logs: name, type, aliases and the files in each one's manifest."""
+    out = []
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "artifact":
+            a = rec.artifact
+            files = [c.path for c in a.manifest.contents]
+            out.append({"name": a.name, "type": a.type, "aliases": list(a.aliases), "files": files})
+    return out

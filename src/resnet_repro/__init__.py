@@ -1,3 +1,16 @@
-"""resnet_repro: a Hydra-configured reproduction harness for He et al. (CVPR 2016)."""
+"""resnet_repro: a Hydra-configured reproduction harness for He et al. (CVPR 2016).
+
+``resnet_repro.load_model(path)``: a run's trained net (analysis/weights.py), imported on first use
+so that the command lines start without torch.
+"""
 
 __version__ = "0.1.0"
+__all__ = ["load_model"]
+
+
+def __getattr__(name: str):
+    if name == "load_model":
+        from .analysis.weights import load_model
+
+        return load_model
+    raise AttributeError(f"module 'resnet_repro' has no attribute {name!r}")

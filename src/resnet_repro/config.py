@@ -116,9 +116,8 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     group: str | None = None  # default: the sweep id
     job_type: str | None = None  # default: the experiment name
-    init_timeout: float = (
-        30.0  # seconds W&B may take to start a run before the job goes on without it
-    )
+    init_timeout: float = 30.0  # seconds W&B may take to start a run before the job goes on
+    log_checkpoints: bool = False  # the checkpoint as a W&B model Artifact at the run's end
 
 
 @dataclass

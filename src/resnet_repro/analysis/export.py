@@ -7,7 +7,8 @@ checkpoints, for publishing (e.g. beside a paper, or committed under ``analysis/
 A record is what ``resnet-report``, ``results.collect`` and the notebook read: its config, metrics,
 summary, layer statistics, gradient norms, Hydra's overrides and its log. Checkpoints, locks and
 temporary files stay behind. Runs that have not ended (running, interrupted, failed) are listed and
-left out. Exporting again adds what has ended since; a run already exported with the same record
+left out; ``--weights`` adds each run's final weights (``weights.pt``, the model only: what
+``resnet_repro.load_model`` and ``hubconf.py`` load). Exporting again adds what has ended since; a run already exported with the same record
 is left as it is (its log brought up to date), and one whose exported record differs is refused
 before anything is written.
 """
@@ -94,8 +95,15 @@ def plan(sources: list[Path], into: Path) -> tuple[dict[Path, tuple[Path, Record
     return copies, skipped
 
 
-def export(sources: list[str | Path], into: str | Path) -> tuple[list[Path], list[Path], list[str]]:
-    """Copy the ended runs' records under ``sources`` into ``into``.
+def export(
+    sources: list[str | Path],
+    into: str | Path,
+    *,
+    weights: bool = False,
+    data_root: str | None = None,
+) -> tuple[list[Path], list[Path], list[str]]:
+    """Copy the ended runs' records under ``sources`` into ``into``; with ``weights``, each run's
+    final weights too (``weights.pt``: the model only, its per-pixel mean, config and iteration).
 
     Returns (runs written, runs already there with the same files, lines for runs left out).
     Every destination is checked before anything is written."""
@@ -125,6 +133,12 @@ def export(sources: list[str | Path], into: str | Path) -> tuple[list[Path], lis
             dest.rmdir()
         tmp.replace(dest)
         written.append(dest)
+    if weights:
+        from .weights import WEIGHTS_FILE, save_weights
+
+        for dest, (run, _) in copies.items():
+            if not (dest / WEIGHTS_FILE).is_file():
+                save_weights(run, dest, data_root)
     return written, same, skipped
 
 
@@ -132,9 +146,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="resnet-export", description=__doc__.split("\n\n")[0])
     ap.add_argument("sources", nargs="+", metavar="FOLDER", help="a run folder or a sweep folder")
     ap.add_argument("--into", required=True, help="the results folder the records are copied into")
+    ap.add_argument(
+        "--weights",
+        action="store_true",
+        help="also each run's final weights, weights.pt (no optimizer state; a few MB), which "
+        "resnet_repro.load_model and hubconf.py load",
+    )
+    ap.add_argument(
+        "--data-root",
+        metavar="PATH",
+        default=None,
+        help="with --weights: where the runs' data are now (for the per-pixel mean weights.pt holds)",
+    )
     args = ap.parse_args(argv)
     try:
-        written, same, skipped = export(args.sources, args.into)
+        written, same, skipped = export(
+            args.sources, args.into, weights=args.weights, data_root=args.data_root
+        )
     except (ResnetReproError, OSError) as ex:
         print(f"resnet-export: error: {ex}", file=sys.stderr)
         return 2
@@ -143,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"resnet-export: {len(written)} run records exported into {args.into}"
         + (f", {len(same)} already there" if same else "")
-        + " (no checkpoints)"
+        + (" (with their final weights; no checkpoints)" if args.weights else " (no checkpoints)")
     )
     return 0
 

@@ -40,13 +40,13 @@ from ..record.files import (
     METRICS_FILE,
     PREVIOUS_CHECKPOINT_FILE,
     SUMMARY_FILE,
-    first_line,
 )
 
 PROG = "resnet-eval"
 SPLITS = ("val", "test", "train")  # the order they are printed in
 SPLIT_CHOICES = (*SPLITS, "all")
 PRECISIONS = ("fp32", "as-trained")
+WEIGHTS_FILE = "weights.pt"  # analysis.weights.WEIGHTS_FILE: a published run's final weights
 MANIFEST_FILE = "manifest.csv"  # a sweep's folder (sweep.py), told apart from a run's
 
 
@@ -209,6 +209,8 @@ def locate(run_dir: str, checkpoint: str | None) -> tuple[Path, Path | None]:
             )
         return d, p
     if not any(os.path.lexists(d / f) for f in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)):
+        if (d / WEIGHTS_FILE).is_file():  # a published run: its final weights
+            return d, d / WEIGHTS_FILE
         raise CheckpointError(
             f"{d} has no checkpoint to evaluate (no {CHECKPOINT_FILE} or {PREVIOUS_CHECKPOINT_FILE}): "
             f"a run writes its first at its first eval (trainer.eval_every), and a deleted one cannot be "
@@ -367,11 +369,13 @@ def _quiet_log():
 
 def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path, list[str]]:
     """The checkpoint (through the record's safe loader), its path, and what happened on the way."""
+    from ..analysis.weights import read_weights
     from ..record.checkpoint import Checkpoints
 
     ckpts = Checkpoints(run_dir)
     if checkpoint is not None:
-        return ckpts.read(checkpoint), checkpoint, []
+        weights = read_weights(checkpoint)  # a published run's weights.pt (resnet-export --weights)
+        return (weights if weights is not None else ckpts.read(checkpoint)), checkpoint, []
     with _quiet_log() as records:
         ckpt = ckpts.load(
             fix=f"Give another checkpoint with --checkpoint PATH (e.g. {ckpts.previous}); nothing was "
@@ -487,9 +491,9 @@ def evaluate_run(run_dir: Path, checkpoint: Path | None, args) -> dict:
 def _evaluate(plan: Setup, ckpt: dict, ckpt_path: Path, device, args) -> tuple[dict, object]:
     import torch
 
+    from ..analysis.weights import build_net
     from ..data import load_splits
     from ..data.pipeline import DeviceData
-    from ..models import build_model
     from ..training.step import FastPath
     from ..training.train import evaluate
 
@@ -514,27 +518,9 @@ def _evaluate(plan: Setup, ckpt: dict, ckpt_path: Path, device, args) -> tuple[d
         size=plan.dataset.image_size,
         probe_images=0,
     )
-    try:
-        model = build_model(plan.model).to(device, memory_format=fast.memory_format)
-    except (
-        RuntimeError,
-        MemoryError,
-        OverflowError,
-        ValueError,
-    ) as ex:  # e.g. num_classes too large to allocate
-        m = plan.model
-        raise ConfigError(
-            f"{plan.source} describes a model that cannot be built on {device} ({m.name}, depth "
-            f"{m.depth}, {m.num_classes:,} classes): {first_line(ex)}. Evaluate the checkpoint of a "
-            f"run of this harness."
-        ) from None
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, TypeError) as ex:
-        raise CheckpointError(
-            f"{ckpt_path}'s weights do not fit the model its config describes ({plan.source}: {plan.model.name}, "
-            f"depth {plan.model.depth}): {first_line(ex)}. Give the checkpoint of this run (--checkpoint PATH)."
-        ) from None
+    model = build_net(
+        plan.model, ckpt["model"], f"{ckpt_path} ({plan.source})", device, fast.memory_format
+    )
     tensors = {**data.evals, "train": (data.batches.x, data.batches.y)}
     batch = args.batch_size or plan.trainer.eval_batch_size
     out = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LoggerConfig
-from ..record.files import METRICS_FILE
+from ..record.files import CHECKPOINT_FILE, METRICS_FILE
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"
@@ -163,11 +163,29 @@ class WandbMirror:
                     self.run.save(
                         str(self.dir / name), base_path=str(self.dir.parent), policy="now"
                     )
+            if self.cfg.log_checkpoints:
+                self._log_checkpoint(final=summary.get("status") == "completed")
             self.run.finish(exit_code=exit_code)
             (self.dir / UNFINISHED_FILE).unlink(missing_ok=True)
         except Exception as ex:  # noqa: BLE001
             self._fail("finish", ex)
         self.run = None
+
+    def _log_checkpoint(self, final: bool) -> None:
+        """The run's checkpoint as a W&B model Artifact (``logger.log_checkpoints``), one version per
+        attempt under one name: W&B aliases the newest ``latest``, and a completed run's ``final``."""
+        import wandb
+
+        path = self.dir / CHECKPOINT_FILE
+        if not path.is_file():
+            return
+        art = wandb.Artifact(
+            f"checkpoint-{self.run_id}",
+            type="model",
+            metadata={"run_dir": self.dir.name, "final": final},
+        )
+        art.add_file(str(path), name=CHECKPOINT_FILE)
+        self.run.log_artifact(art, aliases=["final"] if final else [])
 
     def record(self) -> dict[str, Any] | None:
         """What the summary says about W&B."""
