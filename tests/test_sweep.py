@@ -428,6 +428,51 @@ def test_one_wandb_sync_command_covers_every_run_of_an_offline_sweep(tmp_path):
     assert "Would sync 2 run(s)" in text and all(f"run-{i}.wandb" in text for i in ids)
 
 
+@pytest.mark.slow
+def test_dry_run_lists_every_job_validated_and_runs_and_writes_nothing(tmp_path):
+    r = run_cli("-m", *TINY, "seed=0,1", "model.residual=true,false", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert (
+        lines[0].startswith("Sweep of 4 jobs in runs/smoke/")
+        and "nothing was run or written" in lines[0]
+    )
+    assert [ln.split()[1] for ln in lines[1:5]] == [
+        "depth=8,residual=true,seed=0",
+        "depth=8,residual=false,seed=0",
+        "depth=8,residual=true,seed=1",
+        "depth=8,residual=false,seed=1",
+    ]
+    assert all("resnet8-seed" in ln or "plain8-seed" in ln for ln in lines[1:5]) and lines[
+        1
+    ].endswith("new")
+    assert not (tmp_path / "runs").exists()  # not even the sweep folder
+    bad = run_cli("-m", *TINY, "seed=0,1", "model.depth=7", "--dry-run", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        "resnet-train: error: model.depth=7 is not a CIFAR"
+    )
+    assert "no job was started" in bad.stderr and not (tmp_path / "runs").exists()
+    one = run_cli(*TINY, "--dry-run", cwd=tmp_path)
+    assert one.returncode == 0 and one.stdout.startswith(
+        "1 run, resnet8-seed0, in runs/smoke/resnet8-seed0 (dry run"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_dry_run_of_a_sweep_in_its_folder_says_which_jobs_are_done(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = run_cli("-m", *TINY, "seed=0", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = sorted(p.relative_to(sweep) for p in sweep.rglob("*"))
+    r = run_cli("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = r.stdout.strip().splitlines()[1:3]
+    assert jobs[0].split()[1] == "depth=8,seed=0" and jobs[0].endswith("completed: skipped")
+    assert jobs[1].split()[1] == "depth=8,seed=1" and jobs[1].endswith("new")
+    assert sorted(p.relative_to(sweep) for p in sweep.rglob("*")) == before
+
+
 def test_auto_device_spreads_jobs_over_gpus(monkeypatch):
     import torch
 

@@ -46,8 +46,9 @@ class ResnetSweeper(Sweeper):
         max_batch_size: int | None = None,
         params: dict | None = None,
         exclude: Sequence[Any] = (),
+        dry_run: bool = False,
     ) -> None:
-        self.max_batch_size = max_batch_size
+        self.max_batch_size, self.dry_run = max_batch_size, dry_run
         self.params = dict(params or {})
         self.exclude = [
             dict(OmegaConf.to_container(e) if OmegaConf.is_config(e) else e) for e in exclude or []
@@ -113,6 +114,9 @@ class ResnetSweeper(Sweeper):
             configs
         )  # each entry: one job, or a stack of jobs; a refusal writes nothing
         check_same_sweep(sweep_dir, names)
+        if self.dry_run:
+            print(dry_run_listing(sweep_dir, names, jobs, configs, launches), flush=True)
+            return []
         sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(sweep_dir, SWEEP_LOCK_FILE, what="sweep")
         lock.acquire()  # one sweep per folder at a time
@@ -166,6 +170,36 @@ class ResnetSweeper(Sweeper):
         for r in ended:  # after every job ran: raise the first failure, if any
             _ = r.return_value
         return returns
+
+
+def dry_run_listing(
+    sweep_dir: Path, names: list[str], jobs: list[list[str]], configs: list, launches: list
+) -> str:
+    """What the sweep would do: every job's name, overrides and record, each config validated."""
+    from resnet_repro.record.files import SUMMARY_FILE, read_record_json
+
+    stack_of = {i: s for s in launches if len(s) > 1 for i in s}
+    lines = [
+        f"Sweep of {len(jobs)} jobs in {sweep_dir} (dry run: every job's config is valid; nothing was "
+        f"run or written):"
+    ]
+    for i, (name, overrides, c) in enumerate(zip(names, jobs, configs, strict=True)):
+        try:
+            summary = read_record_json(sweep_dir / name / SUMMARY_FILE)
+            state = (
+                f"{summary.get('status')} at iteration {summary.get('iterations')}: resumes"
+                if (summary.get("status") != "completed")
+                else "completed: skipped"
+            )
+        except RECORD_ERRORS:
+            state = "new"
+        stacked = f", stacked with {len(stack_of[i]) - 1} other(s)" if i in stack_of else ""
+        lines.append(
+            f"  {i:>3}  {name}  [{' '.join(overrides) or 'no overrides'}]  {c.name}, "
+            f"{c.schedule.iterations:,} iterations{stacked}; {state}"
+        )
+    lines.append("Without --dry-run the same command runs them.")
+    return "\n".join(lines)
 
 
 def check_same_sweep(sweep_dir: Path, names: list[str]) -> None:

@@ -305,6 +305,8 @@ class Start:
         None  # the run directory, when it existed: what it held of the leftovers
     )
     had: frozenset = frozenset()
+    where: str = ""  # the run directory, as the command line gives it
+    name: str = ""  # the run's name
 
     @classmethod
     def note(cls, job: _Job) -> Start:
@@ -317,6 +319,8 @@ class Start:
             job.log_name,
             existing,
             had,
+            str(d or ""),
+            job.cfg.name,
         )
 
     def leftovers(self) -> set[str]:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from ..config import config_dir, to_config
 from ..errors import Preempted, ResnetReproError
 
+DRY_RUN = "--dry-run"  # resnet-train -m ... --dry-run: every job listed and validated, nothing run
 # The directory Hydra runs a single run's job in, once the job has started (for main's clean-up).
 _job: dict[str, str] = {}
 
@@ -78,12 +79,21 @@ def main() -> None:
     os.environ.setdefault(
         "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
     )  # deterministic cuBLAS when asked for
+    dry_run = DRY_RUN in sys.argv[1:]
+    if dry_run:  # the sweeper's own option, so that the preset sweeps (no -m) have it too
+        sys.argv = [a for a in sys.argv if a != DRY_RUN] + ["hydra.sweeper.dry_run=true"]
     try:
         shown = job_config(sys.argv[1:], config_dir())
         if shown is not None:
             _print(shown)
             return
         start = preflight(sys.argv[1:], config_dir())
+        if dry_run and start:  # a single run, validated: where it would run
+            _print(
+                f"1 run, {start.name}, in {start.where} (dry run: its config is valid; nothing was run or written). "
+                f"Without {DRY_RUN} the same command runs it.\n"
+            )
+            return
         try:
             hydra_main()
         except BaseException as ex:
