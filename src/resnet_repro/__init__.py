@@ -4,13 +4,14 @@
 so that the command lines start without torch.
 """
 
+import importlib
+
 __version__ = "0.1.0"
 __all__ = ["load_model"]
 
 
 def __getattr__(name: str):
+    # a lazy name, not an import of the package: the record's modules import __version__ from here
     if name == "load_model":
-        from .analysis.weights import load_model
-
-        return load_model
+        return importlib.import_module(".analysis.weights", __name__).load_model
     raise AttributeError(f"module 'resnet_repro' has no attribute {name!r}")
