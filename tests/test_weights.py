@@ -152,6 +152,19 @@ def test_a_published_weights_file_scored_by_resnet_eval_gives_its_recorded_error
         pytest.skip("no published weights under analysis/results/")
     weights = min(PUBLISHED, key=lambda w: w.stat().st_size)  # the smallest net: quickest to score
     summary = json.loads((weights.parent / "summary.json").read_text())
-    eval_main([str(weights), "--device", "cpu", "--json", "--data-root", str(data_root)])
+    eval_main(
+        [
+            str(weights),
+            "--device",
+            "cpu",
+            "--json",
+            "--data-root",
+            str(data_root),
+            "--precision",
+            "as-trained",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
-    assert out["splits"]["val"]["error"] == pytest.approx(summary["final_val_err"], abs=0.02 + 1e-9)
+    assert out["splits"]["val"]["error"] == pytest.approx(
+        summary["final_val_err"], abs=1e-9
+    )  # as recorded
