@@ -15,69 +15,47 @@ recorded error.
 """
 
 import sys
-from pathlib import Path
+from pathlib import Path as _Path  # not an entry point: torch.hub lists public callables
 
-ROOT = Path(__file__).resolve().parent
+ROOT = _Path(__file__).resolve().parent
 if (ROOT / "src" / "resnet_repro").is_dir() and str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))  # a checkout without the package installed
 
 dependencies = ["torch", "torchvision", "omegaconf", "hydra"]
 
 
-def _net(depth: int, residual: bool, pretrained: bool, schedule: str, seed: int, device: str):
-    from resnet_repro.analysis.weights import cifar_net
-
-    return cifar_net(
-        depth,
-        residual,
-        pretrained=pretrained,
-        schedule=schedule,
-        seed=seed,
-        device=device,
-        results=ROOT / "analysis" / "results",
-    )
-
-
-def resnet20(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """ResNet-20 (0.27M params): Table 6, 8.75% test error in the paper."""
-    return _net(20, True, pretrained, schedule, seed, device)
+# entry point: (depth, residual, what the paper says of it)
+NETS = {
+    "resnet20": (20, True, "ResNet-20 (0.27M params): Table 6, 8.75% test error in the paper."),
+    "resnet32": (32, True, "ResNet-32 (0.46M params): Table 6, 7.51%."),
+    "resnet44": (44, True, "ResNet-44 (0.66M params): Table 6, 7.17%."),
+    "resnet56": (56, True, "ResNet-56 (0.85M params): Table 6, 6.97%."),
+    "resnet110": (110, True, "ResNet-110 (1.7M params): Table 6, 6.43%."),
+    "plain20": (20, False, "The plain 20-layer net (no shortcuts) of Figure 6."),
+    "plain32": (32, False, "The plain 32-layer net of Figure 6."),
+    "plain44": (44, False, "The plain 44-layer net of Figure 6."),
+    "plain56": (56, False, "The plain 56-layer net of Figure 6."),
+}
 
 
-def resnet32(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """ResNet-32 (0.46M params): Table 6, 7.51%."""
-    return _net(32, True, pretrained, schedule, seed, device)
+def _entry(name: str, depth: int, residual: bool, doc: str):
+    def entry(pretrained=False, schedule="paper", seed=0, device="cpu"):
+        from resnet_repro.analysis.weights import cifar_net
+
+        return cifar_net(
+            depth,
+            residual,
+            pretrained=pretrained,
+            schedule=schedule,
+            seed=seed,
+            device=device,
+            results=ROOT / "analysis" / "results",
+        )
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = f"{doc} pretrained=True: the published run's weights (schedule, seed)."
+    return entry
 
 
-def resnet44(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """ResNet-44 (0.66M params): Table 6, 7.17%."""
-    return _net(44, True, pretrained, schedule, seed, device)
-
-
-def resnet56(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """ResNet-56 (0.85M params): Table 6, 6.97%."""
-    return _net(56, True, pretrained, schedule, seed, device)
-
-
-def resnet110(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """ResNet-110 (1.7M params): Table 6, 6.43%."""
-    return _net(110, True, pretrained, schedule, seed, device)
-
-
-def plain20(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """The plain 20-layer net (no shortcuts) of Figure 6."""
-    return _net(20, False, pretrained, schedule, seed, device)
-
-
-def plain32(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """The plain 32-layer net of Figure 6."""
-    return _net(32, False, pretrained, schedule, seed, device)
-
-
-def plain44(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """The plain 44-layer net of Figure 6."""
-    return _net(44, False, pretrained, schedule, seed, device)
-
-
-def plain56(pretrained=False, schedule="paper", seed=0, device="cpu"):
-    """The plain 56-layer net of Figure 6."""
-    return _net(56, False, pretrained, schedule, seed, device)
+for _name, (_depth, _residual, _doc) in NETS.items():
+    globals()[_name] = _entry(_name, _depth, _residual, _doc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -97,6 +98,17 @@ def test_resnet_eval_scores_the_published_weights_as_the_run_recorded(run, capsy
 
 def test_hub_nets_untrained_and_published(run, tmp_path):
     _, pub = run
+    sys.path.insert(0, str(REPO))
+    try:
+        import hubconf
+    finally:
+        sys.path.remove(str(REPO))
+    entries = sorted(
+        k for k in dir(hubconf) if callable(getattr(hubconf, k)) and not k.startswith("_")
+    )
+    assert entries == sorted(
+        [*(f"resnet{d}" for d in (20, 32, 44, 56, 110)), *(f"plain{d}" for d in (20, 32, 44, 56))]
+    )
     net = torch.hub.load(str(REPO), "resnet32", source="local", pretrained=False)
     assert sum(p.numel() for p in net.parameters()) == 464_154  # the paper's 0.46M
     results = tmp_path / "results"
