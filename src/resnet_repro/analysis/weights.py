@@ -17,6 +17,7 @@ data (``data_root=`` where they are now) when the net first needs it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import torch
@@ -137,7 +138,15 @@ def _pixel_mean(config: dict, data_root: str | Path | None) -> torch.Tensor:
         ds.root = str(data_root)
     ds.download = False
     try:
-        return pixel_mean(load_splits(ds).train[0])
+        splits_log = logging.getLogger("resnet_repro.data.splits")
+        level, splits_log.level = (
+            splits_log.level,
+            logging.ERROR,
+        )  # its note on the eval splits is training's
+        try:
+            return pixel_mean(load_splits(ds).train[0])
+        finally:
+            splits_log.setLevel(level)
     except DataError as ex:
         raise DataError(
             f"{ex} The net subtracts its training split's per-pixel mean, which a checkpoint does not "
