@@ -109,7 +109,7 @@ _COMMIT_AT_IMPORT = _read_git_commit()  # the code a process runs is the code it
 def git_commit() -> str | None:
     """Commit of the code that ran: the git checkout's when this process imported it (a commit made
     while a sweep runs does not change what its later jobs run, nor what they record), else
-    ``$RESNET_REPRO_GIT_COMMIT`` (a copy of the tree without ``.git`` is told its commit that way)."""
+    ``$RESNET_REPRO_GIT_COMMIT`` (a copy without ``.git``, e.g. an exported source tarball, is told its commit that way)."""
     return _COMMIT_AT_IMPORT
 
 
