@@ -37,6 +37,9 @@ def test_degradation_notebook_executes_on_a_tiny_sweep(tiny_sweep, monkeypatch, 
     assert (
         "Verdict: too short to judge" in text and "(1) Deeper plain nets" in text
     )  # the verdict, on 40 iterations
+    # the pandas Figure 6 widens its axis to these short runs' errors and counts plain iterations
+    axis = re.search(r"error axis 0-(\d+)%, iterations in 'iteration'", text)
+    assert axis and int(axis.group(1)) > 20, text[-2000:]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # the pandas plot, Figures 6 and 7, gradient norms
     assert (tiny_sweep / "report" / "fig6.png").is_file()

@@ -453,6 +453,8 @@ def test_figure6_widens_its_axis_to_data_above_20_percent_and_says_so(tmp_path):
     texts = " ".join(t.get_text() for t in fig.texts) + fig._suptitle.get_text()
     assert "axis widened to 0-60%: these curves reach 53%, above the paper's 0-20%" in texts
     assert "40 iterations: not the paper's schedule" in texts
+    # a short run reads in plain iterations, not as 0.001-0.004 of 1e4
+    assert axes[0].get_xlabel() == "iteration" and 30 <= axes[0].get_xlim()[1] <= 45
     out = tmp_path / "fig"
     out.mkdir()
     from resnet_repro.analysis.report import figure6
@@ -476,14 +478,26 @@ def test_figure6_keeps_the_papers_axis_when_the_data_fit(tmp_path):
     for r in runs:
         write_run(
             sweep / run_name(r["depth"], r["residual"], r["seed"]),
-            metrics=metric_rows(base=15.0),
+            metrics=metric_rows(
+                iters=(16_000, 32_000, 48_000, 64_000), eval_every=16_000, base=15.0
+            ),
             **r,
         )
     runs, history = collect(sweep)
     fig = build_figure6(history, runs)
     assert fig.axes[0].get_ylim() == (0.0, 20.0)
+    assert fig.axes[0].get_xlabel() == "iter. (1e4)"  # the paper's unit at its schedule
     assert "the paper's axis (0-20%)" in " ".join(t.get_text() for t in fig.texts)
     assert "64,000 iterations, the paper's schedule" in fig._suptitle.get_text()
+
+
+def test_figure6_axes_read_naturally_at_every_schedule_length():
+    from resnet_repro.analysis.report import fig6_top, iteration_axis
+
+    assert iteration_axis(200) == (1.0, "iteration")
+    assert iteration_axis(8_000) == (1e3, "iter. (1e3)")  # the 1/8 schedule reads 0-8
+    assert iteration_axis(64_000) == (1e4, "iter. (1e4)")  # the paper's 0-6.4
+    assert fig6_top(12.0) == 20.0 and fig6_top(53.0) == 60.0 and fig6_top(99.5) == 100.0
 
 
 def test_figure7_shows_every_finished_depth_with_legends_integer_ticks_and_markers(tmp_path):
