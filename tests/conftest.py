@@ -66,7 +66,11 @@ def resnet20_real_200(data_root, tmp_path_factory) -> tuple[subprocess.Completed
     its run directory)."""
     cwd = tmp_path_factory.mktemp("resnet20_real_200")
     r = run_cli(f"dataset.root={data_root}", *REAL_200_ARGS, cwd=cwd)
-    return r, cwd / "runs" / "cifar10" / "resnet20-seed0"
+    # its folder: the name, then the overrides that make it another recipe than the default
+    return (
+        r,
+        cwd / "runs" / "cifar10" / "resnet20-seed0,trainer.eval_every=200,trainer.log_every=50",
+    )
 
 
 @pytest.fixture

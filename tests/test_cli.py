@@ -27,6 +27,26 @@ MISSING_DATA = (
 )
 
 
+# The launchers the README, configuration.md and --help list, in this order: Hydra's own basic and
+# submitit_local as they are, and ours in conf/hydra/launcher/.
+LAUNCHERS = ["basic", "local_parallel", "submitit_local", "slurm"]
+HYDRAS_LAUNCHERS = {"basic", "submitit_local"}
+
+
+def test_the_readme_and_configuration_doc_list_the_same_launchers():
+    import re
+
+    readme = (CONF.parent / "README.md").read_text()
+    table = readme.split("### Launchers", 1)[1].split("\n\n", 2)[1]
+    assert re.findall(r"^\| `(\w+)`", table, re.M) == LAUNCHERS
+    row = next(
+        line
+        for line in (CONF.parent / "docs" / "configuration.md").read_text().splitlines()
+        if line.startswith("| `hydra/launcher`")
+    )
+    assert re.findall(r"`(\w+)`", row.split("|")[2]) == LAUNCHERS
+
+
 def cli(*args: str, cwd, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``resnet-train`` as installed (``python -m resnet_repro.cli``: no torch until a run starts),
     for the answers that start no run; run_cli (python -m resnet_repro.cli) for those that do."""
@@ -99,7 +119,13 @@ def test_help_lists_every_config_group_and_preset_of_conf(help_run):
     assert set(listed) == groups
     for group, options in listed.items():
         if group != "experiment":  # the presets have a section of their own
-            assert sorted(options) == sorted(p.stem for p in (CONF / group).glob("*.yaml")), group
+            ours = {p.stem for p in (CONF / group).glob("*.yaml")}
+            assert set(options) == ours | (
+                HYDRAS_LAUNCHERS if group == "hydra/launcher" else set()
+            ), group
+    assert (
+        listed["hydra/launcher"] == LAUNCHERS
+    )  # the same list as the README's and configuration.md's
     defaults = yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
     for entry in defaults:  # the default option comes first
         if (
@@ -303,3 +329,114 @@ def test_after_the_run_a_ctrl_c_exits_at_once_without_a_traceback(monkeypatch):
     finally:
         signal.signal(signal.SIGINT, old)
     assert exited == [130]
+
+
+@pytest.mark.slow
+def test_a_single_runs_folder_is_named_from_the_overrides_that_change_its_recipe(tmp_path):
+    """A changed hyperparameter gets its own folder and the same command resumes it; what a resume
+    may change (more iterations, the data root, threads) keeps the folder; a run recorded in the
+    folder of the earlier naming (runs/<experiment>/<name>, whatever its overrides) goes on there."""
+    smoke = ("experiment=smoke", "trainer.progress=false")
+    runs = tmp_path / "runs" / "smoke"
+    first = run_cli(*smoke, "schedule.iterations=10", cwd=tmp_path)  # a first look
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [d.name for d in runs.iterdir()] == ["resnet8-seed0"]
+    longer = run_cli(
+        *smoke, "trainer.num_threads=1", f"dataset.root={tmp_path / 'data'}", cwd=tmp_path
+    )
+    assert longer.returncode == 0, longer.stderr[-3000:]  # continued to the preset's 20 iterations
+    assert [d.name for d in runs.iterdir()] == ["resnet8-seed0"]
+    assert (
+        yaml.safe_load((runs / "resnet8-seed0" / "config.yaml").read_text())["schedule"][
+            "iterations"
+        ]
+        == 20
+    )
+
+    lr = run_cli(*smoke, "optimizer.lr=0.05", cwd=tmp_path)
+    assert lr.returncode == 0, lr.stderr[-3000:]
+    assert sorted(d.name for d in runs.iterdir()) == [
+        "resnet8-seed0",
+        "resnet8-seed0,optimizer.lr=0.05",
+    ]
+    again = run_cli(*smoke, "optimizer.lr=0.05", cwd=tmp_path)
+    assert again.returncode == 0 and "is already complete (20 iterations)" in again.stdout, (
+        again.stderr[-3000:]
+    )
+    assert (
+        yaml.safe_load((runs / "resnet8-seed0,optimizer.lr=0.05" / "config.yaml").read_text())[
+            "optimizer"
+        ]["lr"]
+        == 0.05
+    )
+
+    old = (
+        tmp_path / "old"
+    )  # a run recorded before: lr 0.07 in runs/smoke/resnet8-seed0, stopped at 10
+    (old / "runs" / "smoke").mkdir(parents=True)
+    stopped = run_cli(
+        *smoke,
+        "optimizer.lr=0.07",
+        "schedule.iterations=10",
+        "schedule.milestones=[5]",
+        "hydra.run.dir=runs/smoke/resnet8-seed0",
+        cwd=old,
+    )
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    goes_on = run_cli(*smoke, "optimizer.lr=0.07", "schedule.milestones=[5]", cwd=old)
+    assert goes_on.returncode == 0, goes_on.stderr[-3000:]
+    assert (
+        "resnet-train: runs/smoke/resnet8-seed0 holds this run, recorded before a run's folder was named "
+        "from its overrides; it goes on there."
+    ) in goes_on.stderr
+    assert [d.name for d in (old / "runs" / "smoke").iterdir()] == ["resnet8-seed0"]
+    s = yaml.safe_load((old / "runs" / "smoke" / "resnet8-seed0" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["resumed_from"] == 10 and s["iterations"] == 20
+
+
+def test_the_run_folder_leaves_out_what_a_resume_may_change_and_what_the_name_shows():
+    from resnet_repro.config import NOT_IN_RUN_DIR, RUNTIME_KEYS, run_dir_name
+
+    assert (
+        RUNTIME_KEYS | {"schedule.iterations", "seed", "model.depth", "model.residual"}
+        <= NOT_IN_RUN_DIR
+    )
+    assert "optimizer.lr" not in NOT_IN_RUN_DIR and "trainer.precision" not in NOT_IN_RUN_DIR
+    assert run_dir_name("resnet20-seed0") == "resnet20-seed0"
+    assert run_dir_name("resnet20-seed0", "optimizer.lr=0.05") == "resnet20-seed0,optimizer.lr=0.05"
+    assert run_dir_name("r", "dataset.name=a/b") == "r,dataset.name=a_b"  # one folder, never two
+    long = run_dir_name("resnet20-seed0", ",".join(f"optimizer.lr={i}" for i in range(60)))
+    assert (
+        len(long) == 200 and long.startswith("resnet20-seed0,optimizer.lr=0,") and ",hash=" in long
+    )
+    assert long != run_dir_name("resnet20-seed0", ",".join(f"optimizer.lr={i}" for i in range(61)))
+
+
+@pytest.mark.slow
+def test_a_run_sleeps_its_waiting_cpu_threads_and_records_its_threads(tmp_path):
+    """resnet-train sets OMP_WAIT_POLICY=PASSIVE before torch loads (unless it is set): the
+    summary records it and the thread count; trainer.num_threads=1 gives one thread."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnet_repro.cli",
+            "experiment=smoke",
+            "trainer.progress=false",
+            "trainer.num_threads=1",
+            "hydra.run.dir=run",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT_S,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = yaml.safe_load((tmp_path / "run" / "summary.json").read_text())
+    assert s["omp_wait_policy"] == "PASSIVE" and s["cpu_threads"] == 1
+    assert (
+        "CPU threads: 1 (trainer.num_threads=1; OMP_WAIT_POLICY=PASSIVE)"
+        in (tmp_path / "run" / "train.log").read_text()
+    )

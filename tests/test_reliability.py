@@ -408,3 +408,42 @@ def test_a_filesystem_without_file_locks_runs_with_a_warning(tmp_path, monkeypat
     monkeypatch.setattr(fcntl, "flock", no_locks)
     assert train(smoke_cfg(), tmp_path / "run")["status"] == "completed"
     assert "this filesystem has no file locks" in caplog.text
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_accounts_its_time_up_to_the_stop(tmp_path, monkeypatch):
+    """Time since the last log row is not lost at a stop: each step takes one second of a fake
+    clock; stopped at step 12 (last row at 10), the record says 12 s, and once resumed to the end 20 s."""
+    from resnet_repro.data.pipeline import DeviceBatches
+    from resnet_repro.errors import Preempted
+    from resnet_repro.training import train as train_mod
+
+    now = {"t": 1000.0}
+    real = DeviceBatches.next
+    ov = ("trainer.log_every=5", "trainer.eval_every=5")
+
+    def next_(self):
+        now["t"] += 1.0
+        return real(self)
+
+    monkeypatch.setattr(DeviceBatches, "next", next_)
+    monkeypatch.setattr(train_mod, "clock", lambda: now["t"])
+    _sigterm_during_step(monkeypatch, 12)  # on top: the fake clock's step, then the signal
+    with pytest.raises(Preempted):
+        train(smoke_cfg(*ov), tmp_path / "run")
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert s["status"] == "interrupted" and ck["iteration"] == s["iterations"] == 12
+    assert s["train_time_s"] == s["wall_time_s"] == 12.0 and s["images_per_s"] == 12 * 32 / 12.0
+    assert ck["elapsed_s"] == ck["train_time_s"] == 12.0
+    monkeypatch.setattr(DeviceBatches, "next", next_)  # the clock without the signal
+    done = train(smoke_cfg(*ov), tmp_path / "run")
+    assert done["status"] == "completed" and done["resumed_from"] == 12
+    assert done["train_time_s"] == done["wall_time_s"] == 20.0
+    assert done["images_per_s"] == 20 * 32 / 20.0
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["time_s"].tolist() == [
+        5.0,
+        10.0,
+        15.0,
+        20.0,
+    ]

@@ -627,3 +627,81 @@ def test_two_sweeps_into_one_folder_never_mix_and_a_complete_job_stays_completed
         "depth=8,seed=0",
         "depth=8,seed=1",
     ]
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_with_ctrl_c_prints_the_command_that_resumes_it(tmp_path):
+    """Ctrl-C stops a sweep in its timestamped folder; the command it prints (the same command with
+    hydra.sweep.dir=<that folder>) finishes that sweep in place: no second sweep folder."""
+    import shlex
+    import time
+
+    from .helpers import wait_for
+
+    args = ["-m", *TINY, "schedule.iterations=100", "trainer.log_every=5", "seed=0,1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "resnet_repro.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = lambda: list(tmp_path.glob("runs/smoke/*/depth=8,seed=0/metrics.csv"))  # noqa: E731
+    assert wait_for(
+        lambda: (
+            (metrics() and len(metrics()[0].read_text().splitlines()) > 3) or p.poll() is not None
+        )
+    )
+    time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=HANG_LIMIT_S)
+    assert p.returncode == 130 and "Traceback" not in err, err[-3000:]
+    (sweep,) = (tmp_path / "runs" / "smoke").iterdir()
+    folder = f"runs/smoke/{sweep.name}"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("resnet-train: stopped by SIGINT (Ctrl-C) at iteration "), last
+    assert "Rerun the same command" not in last
+    command = f"resnet-train {shlex.join(args)} hydra.sweep.dir={folder}"
+    assert last.endswith(f"The sweep is in {folder}; resume it with: {command}"), last
+    again = run_cli(*shlex.split(command)[1:], cwd=tmp_path, timeout=HANG_LIMIT_S)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [d.name for d in (tmp_path / "runs" / "smoke").iterdir()] == [sweep.name]
+    manifest = pd.read_csv(sweep / "manifest.csv")
+    assert (manifest["status"] == "completed").all() and len(manifest) == 2
+    first = json.loads((sweep / "depth=8,seed=0" / "summary.json").read_text())
+    assert first["resumed_from"] and first["iterations"] == 100
+
+
+def test_the_resume_command_keeps_the_sweep_and_names_its_folder():
+    from resnet_repro.errors import Preempted
+    from resnet_repro.sweeps.sweep import resume_command, sweep_stopped
+
+    argv = ["-m", "experiment=degradation", "hydra.sweep.dir=old", "optimizer.lr=0.05"]
+    assert (
+        resume_command("runs/degradation/2026-01-01_00-00-00-000000", argv)
+        == "resnet-train -m experiment=degradation optimizer.lr=0.05 "
+        "hydra.sweep.dir=runs/degradation/2026-01-01_00-00-00-000000"
+    )
+    assert (
+        resume_command("my sweep", ["seed=0,1"])
+        == "resnet-train seed=0,1 'hydra.sweep.dir=my sweep'"
+    )
+    stop = sweep_stopped(
+        Preempted(
+            "stopped by SIGTERM at iteration 7; checkpoint written to x. Rerun the same command to resume.",
+            15,
+        ),
+        "sw",
+        ["-m", "seed=0,1"],
+    )
+    assert isinstance(stop, Preempted) and stop.signum == 15
+    assert str(stop) == (
+        "stopped by SIGTERM at iteration 7; checkpoint written to x. The sweep is in sw; resume it "
+        "with: resnet-train -m seed=0,1 hydra.sweep.dir=sw"
+    )
+    assert str(sweep_stopped(KeyboardInterrupt(), "sw", [])).startswith(
+        "interrupted (Ctrl-C). The sweep is in sw"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class TrainerConfig:
     eval_every: int = 1000
     progress: bool = True
     deterministic: bool = False
-    num_threads: int | None = None
+    num_threads: int | None = None  # torch's CPU threads; null: torch's count (every core)
     # The fast path (auto: what is fast and correct on the device the run lands on)
     precision: str = (
         "auto"  # auto (fp32: see step.FAST_BY_DEFAULT) | fp32 | bf16 | fp16 (with a grad scaler)
@@ -167,6 +168,63 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
 
 
+# Keys that may differ when a run is resumed: where and how it runs, not what it computes.
+RUNTIME_KEYS = {
+    "dataset.root",
+    "dataset.download",
+    "trainer.device",
+    "trainer.progress",
+    "trainer.num_threads",
+    "trainer.channels_last",
+    "trainer.compile",
+    "trainer.cuda_graphs",
+    "trainer.stack",
+    "trainer.stack_members",
+    "optimizer.impl",
+    "logger.name",
+    "logger.mode",
+    "logger.project",
+    "logger.entity",
+    "logger.tags",
+    "logger.group",
+    "logger.job_type",
+    "logger.init_timeout",
+    "diagnostics.layer_stats",
+    "diagnostics.layer_stats_images",
+    "diagnostics.grad_norms",
+}
+EXTENDABLE_KEY = "schedule.iterations"  # the one key a run may change to continue (check_same_run)
+# A single run's directory is runs/<experiment>/<name>, followed by the overrides that make it another
+# recipe (Hydra's hydra.job.override_dirname without these keys), e.g. resnet20-seed0,optimizer.lr=0.05:
+# the keys a resume accepts changed, and those the name already shows, are left out.
+NOT_IN_RUN_DIR = RUNTIME_KEYS | {
+    EXTENDABLE_KEY,
+    "seed",
+    "name",
+    "experiment",
+    "experiment_name",
+    "model",
+    "model.n",
+    "model.depth",
+    "model.residual",
+    "model.shortcut",
+    "logger",
+}
+RUN_DIR_MAX = 200  # a folder name's length at most (file systems allow 255 bytes)
+
+
+def run_dir_name(name: str, overrides: str = "") -> str:
+    """A single run's folder: its name and the overrides that make it another recipe (Hydra's
+    ``override_dirname``); a very long list is cut and ends in a hash of the whole."""
+    if not overrides:
+        return name
+    text = f"{name},{overrides}".replace("/", "_")
+    if len(text) <= RUN_DIR_MAX:
+        return text
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return f"{text[: RUN_DIR_MAX - 16]},hash={digest}"
+
+
 def run_name(
     residual: bool,
     n: int | None,
@@ -215,6 +273,8 @@ register_configs()  # on import: every entry point (the CLI, the study, tests) c
 
 if not OmegaConf.has_resolver("run_name"):
     OmegaConf.register_new_resolver("run_name", run_name)
+    OmegaConf.register_new_resolver("run_dir_name", run_dir_name)
+    OmegaConf.register_new_resolver("not_in_run_dir", lambda: sorted(NOT_IN_RUN_DIR))
 
 
 def validate(cfg: Config) -> Config:

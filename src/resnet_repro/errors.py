@@ -25,6 +25,11 @@ class Diverged(ResnetReproError):
     """The training loss became NaN or infinite."""
 
 
+RERUN_TO_RESUME = (
+    "Rerun the same command to resume."  # a single run's directory is fixed by its command
+)
+
+
 class Preempted(KeyboardInterrupt):
     """SIGTERM (what SLURM sends on preemption) or Ctrl-C stopped the run after writing a checkpoint.
 

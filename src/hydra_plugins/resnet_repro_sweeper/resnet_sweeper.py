@@ -32,6 +32,7 @@ from resnet_repro.sweeps.sweep import (
     job_outcome,
     mark_jobs_ended,
     summary_line,
+    sweep_stopped,
 )
 from resnet_repro.training import stacking
 
@@ -122,6 +123,8 @@ class ResnetSweeper(Sweeper):
         lock.acquire()  # one sweep per folder at a time
         try:
             return self._run(sweep_dir, names, jobs, configs, launches)
+        except KeyboardInterrupt as ex:  # Ctrl-C or SIGTERM: the running job has checkpointed
+            raise sweep_stopped(ex, sweep_dir) from None
         finally:
             lock.release()
 

@@ -23,11 +23,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..config import WARMUP_FROM_DEPTH
+from ..config import RUNTIME_KEYS, WARMUP_FROM_DEPTH
 from ..data.registry import title
 from ..errors import ResnetReproError
 from ..models.registry import CIFAR_MODELS
-from ..record.files import RUNTIME_KEYS
 from ..sweeps.sweep import MANIFEST_FILE
 from .results import Results, collect, collect_grad_norms, collect_layer_stats
 

@@ -37,9 +37,9 @@ from omegaconf.errors import (
 
 from ..config import Config, leaf_keys, to_config, to_dict, unknown_key_message
 from ..data.registry import PROTOCOLS
-from ..errors import ConfigError
+from ..errors import ConfigError, ResnetReproError
 from ..models.registry import SHORTCUTS
-from ..record.files import LOCK_FILE
+from ..record.files import CONFIG_FILE, LOCK_FILE
 
 _EXPECTED = {
     "model.n": "a positive integer (depth = 6n+2: n=3,5,7,9,18 give 20,32,44,56,110)",
@@ -114,8 +114,11 @@ def preflight(argv: list[str], conf_dir: Path) -> Start | Literal[False]:
     job = _compose(args, conf_dir, check_data=True)
     if job is None:
         return False  # the preset sweeps: the sweeper checks every job
+    earlier = earlier_run_dir(job.cfg, job.run_dir, args.overrides)
+    if earlier is not None:
+        job = job._replace(run_dir=earlier)
     check_can_start(job.cfg, job.run_dir)
-    return Start.note(job)
+    return Start.note(job, earlier=earlier is not None)
 
 
 def job_config(argv: list[str], conf_dir: Path) -> str | None:
@@ -264,6 +267,27 @@ def check_can_start(cfg, run_dir: str | None) -> None:
         rec.check_resumable(to_dict(cfg), None, rec.read_summary() or {}, checkpoint_known=False)
 
 
+def earlier_run_dir(cfg, run_dir: str | None, overrides: list[str]) -> str | None:
+    """Where this run was recorded before a single run's folder carried its overrides
+    (``runs/<experiment>/<name>``), when that folder holds this run's record and the folder named
+    now does not exist yet: such a run goes on where it is. None otherwise (also when the command
+    line sets ``hydra.run.dir`` itself)."""
+    from ..record.run_record import RunRecord, summary_config
+
+    if run_dir is None or any(o.lstrip("+").startswith("hydra.run.dir=") for o in overrides):
+        return None
+    now, old = Path(run_dir), Path(run_dir).parent / cfg.name
+    if old == now or os.path.lexists(now) or not (old / CONFIG_FILE).is_file() or "'" in str(old):
+        return None
+    rec = RunRecord(old, create=False)
+    try:
+        summary = rec.read_summary() or {}
+        rec.check_same_run(to_dict(cfg), None, summary_config(summary), extendable=True)
+    except ResnetReproError:
+        return None  # another recipe's record: this run gets its own folder
+    return str(old)
+
+
 @dataclass(frozen=True)
 class NewFolder:
     """A folder that did not exist when the command started, and the nearest folder above it that did."""
@@ -307,9 +331,12 @@ class Start:
     had: frozenset = frozenset()
     where: str = ""  # the run directory, as the command line gives it
     name: str = ""  # the run's name
+    earlier: bool = (
+        False  # the run goes on in the folder it was recorded in before (earlier_run_dir)
+    )
 
     @classmethod
-    def note(cls, job: _Job) -> Start:
+    def note(cls, job: _Job, earlier: bool = False) -> Start:
         root, d = job.cfg.dataset.root, job.run_dir
         existing = Path(d).resolve() if d is not None and Path(d).is_dir() else None
         had = frozenset(p.name for p in existing.iterdir()) if existing else frozenset()
@@ -321,6 +348,20 @@ class Start:
             had,
             str(d or ""),
             job.cfg.name,
+            earlier,
+        )
+
+    def hydra_overrides(self) -> list[str]:
+        """What Hydra needs beyond the command line: the earlier folder of a run recorded there."""
+        return [f"hydra.run.dir='{self.where}'"] if self.earlier else []
+
+    def moved_note(self) -> str:
+        """The line that says a run goes on in the folder it was recorded in before."""
+        return (
+            f"resnet-train: {self.where} holds this run, recorded before a run's folder was named from "
+            f"its overrides; it goes on there.\n"
+            if self.earlier
+            else ""
         )
 
     def leftovers(self) -> set[str]:

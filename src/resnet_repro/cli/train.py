@@ -79,6 +79,10 @@ def main() -> None:
     os.environ.setdefault(
         "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
     )  # deterministic cuBLAS when asked for
+    # torch's CPU threads sleep while they wait (read when torch loads, below): with the default
+    # spin-wait, two threads on a 2-core CPU busy with other work trained ResNet-20 at half the
+    # speed of one thread; sleeping, faster than one (docs/speed.md, CPU threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     dry_run = DRY_RUN in sys.argv[1:]
     if dry_run:  # the sweeper's own option, so that the preset sweeps (no -m) have it too
         sys.argv = [a for a in sys.argv if a != DRY_RUN] + ["hydra.sweeper.dry_run=true"]
@@ -88,6 +92,9 @@ def main() -> None:
             _print(shown)
             return
         start = preflight(sys.argv[1:], config_dir())
+        if start and start.earlier:
+            sys.argv += start.hydra_overrides()
+            print(start.moved_note(), end="", file=sys.stderr)
         if dry_run and start:  # a single run, validated: where it would run
             _print(
                 f"1 run, {start.name}, in {start.where} (dry run: its config is valid; nothing was run or written). "

@@ -51,31 +51,6 @@ TABLES = {
     LAYER_STATS_FILE: LAYER_STATS_COLUMNS,
     GRAD_NORMS_FILE: GRAD_NORM_COLUMNS,
 }
-# Keys that may differ when a run is resumed: where and how it runs, not what it computes.
-RUNTIME_KEYS = {
-    "dataset.root",
-    "dataset.download",
-    "trainer.device",
-    "trainer.progress",
-    "trainer.num_threads",
-    "trainer.channels_last",
-    "trainer.compile",
-    "trainer.cuda_graphs",
-    "trainer.stack",
-    "trainer.stack_members",
-    "optimizer.impl",
-    "logger.name",
-    "logger.mode",
-    "logger.project",
-    "logger.entity",
-    "logger.tags",
-    "logger.group",
-    "logger.job_type",
-    "logger.init_timeout",
-    "diagnostics.layer_stats",
-    "diagnostics.layer_stats_images",
-    "diagnostics.grad_norms",
-}
 
 
 def _fsync_dir(path: Path) -> None:

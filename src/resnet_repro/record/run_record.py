@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..config import flat
+from ..config import EXTENDABLE_KEY, RUNTIME_KEYS, flat
 from ..errors import RunDirError
 from .checkpoint import Checkpoints
 from .files import (
@@ -34,7 +34,6 @@ from .files import (
     METRIC_COLUMNS,
     METRICS_FILE,
     RECORD_ERRORS,
-    RUNTIME_KEYS,
     SUMMARY_FILE,
     TABLES,
     atomic_write,
@@ -46,7 +45,6 @@ from .files import (
 )
 
 log = logging.getLogger("resnet_repro")
-EXTENDABLE_KEY = "schedule.iterations"  # the one key a run may change to continue (check_same_run)
 
 
 def torchvision_version() -> str:

@@ -17,6 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import shlex
+import signal
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import override_pairs
+from ..errors import RERUN_TO_RESUME, Preempted
 from ..models.registry import depth_of_n, depth_or_default
 from ..record.files import (
     RECORD_ERRORS,
@@ -118,6 +122,31 @@ def job_names(jobs: list[list[str]], depths: list[int], axes: Iterable[str] = ()
             names[i] = f"{n},job={i}"
         seen[n] = i
     return names
+
+
+def resume_command(sweep_dir: str | Path, argv: Sequence[str] | None = None) -> str:
+    """The command that resumes a sweep: its command line (``argv``, default this process's) with
+    its folder, ``hydra.sweep.dir=<folder>`` (the same command alone starts a new timestamped one)."""
+    args = [
+        a
+        for a in (sys.argv[1:] if argv is None else argv)
+        if not a.startswith(("hydra.sweep.dir=", "hydra.sweeper.dry_run="))
+    ]
+    return shlex.join(["resnet-train", *args, f"hydra.sweep.dir={sweep_dir}"])
+
+
+def sweep_stopped(
+    ex: KeyboardInterrupt, sweep_dir: str | Path, argv: Sequence[str] | None = None
+) -> Preempted:
+    """A sweep stopped by Ctrl-C or SIGTERM (its running job checkpointed), saying how to resume it."""
+    signum = getattr(ex, "signum", signal.SIGINT)
+    what = str(ex).removesuffix(RERUN_TO_RESUME).strip() or (
+        f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name})."
+    )
+    return Preempted(
+        f"{what} The sweep is in {sweep_dir}; resume it with: {resume_command(sweep_dir, argv)}",
+        signum=signum,
+    )
 
 
 def excluded(job: Sequence[str], exclude: Sequence[dict]) -> bool:

@@ -42,6 +42,15 @@ def check_device(name: str) -> None:
         )
 
 
+def set_threads(n: int | None) -> str:
+    """torch's CPU threads for a run (``trainer.num_threads``; None: torch's own count, every
+    core); the log's line on them."""
+    if n:
+        torch.set_num_threads(n)
+    why = f"trainer.num_threads={n}" if n else "every core; trainer.num_threads=N for fewer"
+    return f"CPU threads: {torch.get_num_threads()} ({why}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"
+
+
 def device_sync(device: torch.device) -> None:
     """Wait for the work queued on ``device``: steps run asynchronously (CUDA graphs most of all)."""
     if device.type == "cuda":

@@ -85,9 +85,15 @@ class Progress:
             **self.best,
             "iterations": self.it,
             "evaluated_at": self.it,
+            **self.clocks(batch_size),
+        }
+
+    def clocks(self, batch_size: int) -> dict:
+        """Both clocks and the training speed so far."""
+        return {
             "wall_time_s": self.elapsed_s,
             "train_time_s": self.train_time_s,
-            "images_per_s": self.it * batch_size / self.train_time_s,
+            "images_per_s": self.it * batch_size / max(self.train_time_s, 1e-9),
         }
 
     # The checkpoint's keys for this state, as every checkpoint since the first has had them.

@@ -33,7 +33,7 @@ from ..config import (
 )
 from ..data import load_splits
 from ..data.pipeline import DeviceData, eval_batches
-from ..errors import CheckpointError, Diverged, Preempted
+from ..errors import RERUN_TO_RESUME, CheckpointError, Diverged, Preempted
 from ..models import build_model, count_params
 from ..models.registry import shortcut_of
 from ..record import checkpoint
@@ -47,7 +47,7 @@ from ..record.files import (
 )
 from ..record.lock import RunLock
 from ..record.run_record import RunRecord, git_commit, library_versions
-from .device import device_sync, pick_device, platform_cpu
+from .device import device_sync, pick_device, platform_cpu, set_threads
 from .diagnostics import conv_grad_norms, layer_response_std
 from .schedule import LRSchedule
 from .sinks import RESULT_KEYS, Sinks
@@ -267,7 +267,7 @@ def preempted(signum: int, it: int, recs: list[RunRecord]) -> Preempted:
     paths = ", ".join(str(r.checkpoints.path) for r in recs)
     return Preempted(
         f"stopped by {name} at iteration {it}; checkpoint{'s' if len(recs) > 1 else ''} written to "
-        f"{paths}. Rerun the same command to resume.",
+        f"{paths}. {RERUN_TO_RESUME}",
         signum=signum,
     )
 
@@ -278,8 +278,7 @@ def start_job(
     """The job's device and fast path, its process set up for it (threads, backend flags, no
     compiled code of an earlier job); ``ckpts`` (by path) must come from this device type."""
     t = cfg.trainer
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
+    log.info("%s", set_threads(t.num_threads))
     if t.deterministic:  # cuBLAS needs a fixed workspace to be deterministic (before CUDA starts)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(t.device, job_num)
@@ -467,6 +466,19 @@ def _checkpoint(net, m: Member) -> None:
     )
 
 
+def _stop(net, alive: list[Member], batch_size: int) -> None:
+    """Before a stop: the time since the last log row added to both clocks (in the checkpoint and the
+    summary, so a resumed run's wall time and speed count every step), a checkpoint where needed."""
+    device_sync(net.device)
+    now = clock()
+    for m in alive:
+        m.progress.steps_done(now, batch_size)
+        m.progress.window_closed(now)
+        m.sinks.summary.update(m.progress.clocks(batch_size))
+        if m.saved_at != m.progress.it:
+            _checkpoint(net, m)
+
+
 def _evaluate(net, members: list[Member]) -> dict[int, dict]:
     """Each living member's loss and error on every evaluation split, by its index; its best
     errors and Fig. 7's statistics updated."""
@@ -550,9 +562,7 @@ def _loop(net, members: list[Member], stop: dict) -> list[dict]:
             m.progress.mark(clock())
         while p.it < total and alive:
             if stop:  # SIGTERM or Ctrl-C, checked between whole steps (their rows and evals done)
-                for m in alive:
-                    if m.saved_at != m.progress.it:
-                        _checkpoint(net, m)
+                _stop(net, alive, t.batch_size)
                 raise preempted(stop["signal"], p.it, [m.rec for m in alive])
             net.set_lr(alive)
             x, y = net.data.batches.next()
@@ -697,6 +707,8 @@ def start_summary(run: Member, net, old: dict, ckpt: dict | None) -> dict:
         if net.device.type == "cuda"
         else platform_cpu(),
         "fast_path": net.fast.describe(),
+        "cpu_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "versions": library_versions(),
         "git_commit": git_commit(),
         # a resumed run keeps its first start; a fresh start (no checkpoint to resume) is a new one
