@@ -370,9 +370,8 @@ def test_a_single_runs_folder_is_named_from_the_overrides_that_change_its_recipe
         == 0.05
     )
 
-    old = (
-        tmp_path / "old"
-    )  # a run recorded before: lr 0.07 in runs/smoke/resnet8-seed0, stopped at 10
+    # a run recorded before: lr 0.07 in runs/smoke/resnet8-seed0, 10 of its 20 iterations done
+    old = tmp_path / "old"
     (old / "runs" / "smoke").mkdir(parents=True)
     stopped = run_cli(
         *smoke,

@@ -119,3 +119,24 @@ def test_d2l_resnet18_learns_fashion_mnist_at_28px(data_root, tmp_path):
         f"test accuracy {acc:.2f}% (chance 10%), {s['images_per_s']:.0f} img/s"
     )
     assert acc > 50
+
+
+def test_first_look_is_plain_and_residual_20_and_56_for_1000_iterations_on_the_fast_path():
+    import yaml
+
+    from resnet_repro.config import config_dir
+
+    preset = yaml.safe_load((config_dir() / "experiment" / "first_look.yaml").read_text())
+    assert preset["hydra"]["mode"] == "MULTIRUN"
+    assert preset["hydra"]["sweeper"]["params"] == {
+        "model.depth": "20,56",
+        "model.residual": "true,false",
+    }
+    c = cfg_of("experiment=first_look", "model.depth=56", "model.residual=false")
+    assert c.experiment_name == "first_look" and c.name == "plain56-seed0"
+    assert c.schedule.iterations == 1000 and list(c.schedule.milestones) == [500, 750]
+    assert (c.trainer.precision, c.trainer.compile, c.trainer.channels_last) == (
+        "bf16",
+        "default",
+        True,
+    )
