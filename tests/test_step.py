@@ -313,3 +313,18 @@ def test_a_cpu_runs_device_name_is_the_cpus_model_and_core_count(tmp_path, monke
     assert (
         device.platform_cpu(str(tmp_path / "none")) == "aarch64 (2 cores)"
     )  # no /proc/cpuinfo: the platform's word
+
+
+def test_a_jobs_threads_are_its_own_setting_or_torchs_count_never_an_earlier_jobs():
+    from resnet_repro.training.device import TORCH_THREADS, set_threads
+
+    try:
+        assert set_threads(1).startswith("CPU threads: 1 (trainer.num_threads=1; OMP_WAIT_POLICY=")
+        assert torch.get_num_threads() == 1
+        line = set_threads(None)  # the next job of a sweep, with the default
+        assert torch.get_num_threads() == TORCH_THREADS
+        assert line.startswith(
+            f"CPU threads: {TORCH_THREADS} (torch's count; trainer.num_threads=N"
+        )
+    finally:
+        torch.set_num_threads(TORCH_THREADS)

@@ -331,9 +331,8 @@ class Start:
     had: frozenset = frozenset()
     where: str = ""  # the run directory, as the command line gives it
     name: str = ""  # the run's name
-    earlier: bool = (
-        False  # the run goes on in the folder it was recorded in before (earlier_run_dir)
-    )
+    # the run goes on in the folder it was recorded in before (earlier_run_dir)
+    earlier: bool = False
 
     @classmethod
     def note(cls, job: _Job, earlier: bool = False) -> Start:

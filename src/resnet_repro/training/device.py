@@ -42,13 +42,18 @@ def check_device(name: str) -> None:
         )
 
 
+TORCH_THREADS = (
+    torch.get_num_threads()
+)  # torch's own count (every core, or OMP_NUM_THREADS), at start
+
+
 def set_threads(n: int | None) -> str:
-    """torch's CPU threads for a run (``trainer.num_threads``; None: torch's own count, every
-    core); the log's line on them."""
-    if n:
-        torch.set_num_threads(n)
-    why = f"trainer.num_threads={n}" if n else "every core; trainer.num_threads=N for fewer"
-    return f"CPU threads: {torch.get_num_threads()} ({why}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"
+    """torch's CPU threads for a run (``trainer.num_threads``; None: torch's own count, so a sweep's
+    job never keeps an earlier job's); the log's line on them."""
+    torch.set_num_threads(n or TORCH_THREADS)
+    why = f"trainer.num_threads={n}" if n else "torch's count; trainer.num_threads=N to choose"
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    return f"CPU threads: {torch.get_num_threads()} ({why}; OMP_WAIT_POLICY={policy})"
 
 
 def device_sync(device: torch.device) -> None:
