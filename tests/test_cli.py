@@ -404,6 +404,7 @@ def test_the_run_folder_leaves_out_what_a_resume_may_change_and_what_the_name_sh
     assert run_dir_name("resnet20-seed0") == "resnet20-seed0"
     assert run_dir_name("resnet20-seed0", "optimizer.lr=0.05") == "resnet20-seed0,optimizer.lr=0.05"
     assert run_dir_name("r", "dataset.name=a/b") == "r,dataset.name=a_b"  # one folder, never two
+    assert run_dir_name("look", "optimizer.lr=0.05", ["name=look", "optimizer.lr=0.05"]) == "look"
     long = run_dir_name("resnet20-seed0", ",".join(f"optimizer.lr={i}" for i in range(60)))
     assert (
         len(long) == 200 and long.startswith("resnet20-seed0,optimizer.lr=0,") and ",hash=" in long

@@ -454,8 +454,9 @@ def test_dry_run_lists_every_job_validated_and_runs_and_writes_nothing(tmp_path)
     assert "no job was started" in bad.stderr and not (tmp_path / "runs").exists()
     one = run_cli(*TINY, "--dry-run", cwd=tmp_path)
     assert one.returncode == 0 and one.stdout.startswith(
-        "1 run, resnet8-seed0, in runs/smoke/resnet8-seed0 (dry run"
-    )
+        "1 run, resnet8-seed0, in runs/smoke/resnet8-seed0,schedule.milestones=[2],"
+        "trainer.batch_size=8,trainer.eval_every=4,trainer.log_every=2 (dry run"
+    )  # its folder: the name and the overrides that make it another recipe than the preset's
     assert not (tmp_path / "runs").exists()
 
 

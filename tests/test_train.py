@@ -246,7 +246,8 @@ def test_a_run_on_synthetic_data_never_imports_torchvision(tmp_path):
         if line.startswith("import time:")
     }
     assert "torch" in imported and not {m for m in imported if m.split(".")[0] == "torchvision"}
-    s = json.loads((tmp_path / "runs" / "smoke" / "resnet8-seed0" / "summary.json").read_text())
+    run = tmp_path / "runs" / "smoke" / "resnet8-seed0,schedule.milestones=[2]"
+    s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "completed" and s["versions"]["torchvision"] == torchvision.__version__
 
 

@@ -213,10 +213,11 @@ NOT_IN_RUN_DIR = RUNTIME_KEYS | {
 RUN_DIR_MAX = 200  # a folder name's length at most (file systems allow 255 bytes)
 
 
-def run_dir_name(name: str, overrides: str = "") -> str:
+def run_dir_name(name: str, overrides: str = "", given: Iterable[str] = ()) -> str:
     """A single run's folder: its name and the overrides that make it another recipe (Hydra's
-    ``override_dirname``); a very long list is cut and ends in a hash of the whole."""
-    if not overrides:
+    ``override_dirname``); a very long list is cut and ends in a hash of the whole. A name given on
+    the command line (``name=look`` among ``given``, the task's overrides) is the folder as it is."""
+    if not overrides or any(o.split("=", 1)[0].lstrip("+") == "name" for o in given):
         return name
     text = f"{name},{overrides}".replace("/", "_")
     if len(text) <= RUN_DIR_MAX:
