@@ -81,7 +81,8 @@ def main() -> None:
     )  # deterministic cuBLAS when asked for
     # torch's CPU threads sleep while they wait (read when torch loads, below): with the default
     # spin-wait, two threads on a 2-core CPU busy with other work trained ResNet-20 at half the
-    # speed of one thread; sleeping, faster than one (docs/speed.md, CPU threads)
+    # speed of one thread; sleeping, faster than one, and about 12% slower than spinning on an idle
+    # CPU (docs/speed.md, CPU threads; OMP_WAIT_POLICY= keeps OpenMP's own)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     dry_run = DRY_RUN in sys.argv[1:]
     if dry_run:  # the sweeper's own option, so that the preset sweeps (no -m) have it too
