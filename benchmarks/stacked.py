@@ -1,8 +1,11 @@
 """Stacked training throughput: k CIFAR nets as one grouped net against k nets stepped in turn.
 
-    python benchmarks/stacked.py                                  # CPU, ResNet-20, batch 128, k = 1 2 4 6
-    python benchmarks/stacked.py --threads 2 --iters 5            # the numbers stacking.MEASURED_SPEEDUP holds
-    python benchmarks/stacked.py --device cuda --iters 100 --warmup 20 --precision bf16 --compile default  # trainer=fast on CUDA
+    python benchmarks/stacked.py \
+                                 # CPU, ResNet-20, batch 128, k = 1 2 4 6
+    python benchmarks/stacked.py --threads 2 --iters 5 \
+           # the numbers stacking.MEASURED_SPEEDUP holds
+    python benchmarks/stacked.py --device cuda --iters 100 --warmup 20 --precision bf16 \
+--compile default  # trainer=fast on CUDA
     python benchmarks/stacked.py --device cuda --compile off --precision fp32
 
 Both sides run the harness's own training step (``TrainStep`` on the fast path ``trainer.*``
@@ -142,7 +145,8 @@ def main(argv=None) -> list[dict]:
         f"torch {torch.__version__}; {args.iters} timed steps after {args.warmup} warm-up"
     )
     print(
-        f"{'k':>2}  {'mode':<9}  {'ms/step':>9}  {'img/s/member':>12}  {'img/s total':>11}  {'stacked/separate':>16}"
+        f"{'k':>2}  {'mode':<9}  {'ms/step':>9}  {'img/s/member':>12}  {'img/s total':>11}  "
+        f"{'stacked/separate':>16}"
     )
     g = torch.Generator().manual_seed(0)
     n = max(args.batch * 8, 1024)
@@ -173,7 +177,8 @@ def main(argv=None) -> list[dict]:
                 ratio = f"{row['speedup']:16.2f}"
             rows.append(row)
             print(
-                f"{k:>2}  {mode:<9}  {t * 1e3:9.1f}  {args.batch / t:12.0f}  {k * args.batch / t:11.0f}  {ratio}",
+                f"{k:>2}  {mode:<9}  {t * 1e3:9.1f}  {args.batch / t:12.0f}  "
+                f"{k * args.batch / t:11.0f}  {ratio}",
                 flush=True,
             )
     if args.json:

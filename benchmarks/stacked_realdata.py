@@ -1,6 +1,8 @@
-"""Stacked runs in fp32 on the real CIFAR-10: seeds trained alone against the same seeds as one stack.
+"""Stacked runs in fp32 on the real CIFAR-10: seeds trained alone against the same seeds as one \
+stack.
 
-    python benchmarks/stacked_realdata.py --data /path/to/data                 # ResNet-20, seeds 0-4, 200 iterations, CPU
+    python benchmarks/stacked_realdata.py --data /path/to/data \
+                # ResNet-20, seeds 0-4, 200 iterations, CPU
     python benchmarks/stacked_realdata.py --data /path/to/data --device cuda --iterations 2000
 
 In float64 a stacked run is its separate run to 1e-10 (tests/test_train_stack.py); in fp32 grouped
@@ -75,7 +77,10 @@ def main(argv=None) -> dict:
         for k, runs in (("alone", alone), ("stacked", stacked))
     }
     out = {
-        "setup": f"ResNet-{args.depth}, {args.iterations} iterations, fp32, {args.device}, seeds {args.seeds}",
+        "setup": (
+            f"ResNet-{args.depth}, {args.iterations} iterations, fp32, {args.device}, seeds "
+            f"{args.seeds}"
+        ),
         "final_val_err": err,
         "mean": {k: statistics.mean(v) for k, v in err.items()},
         "sd": {k: statistics.stdev(v) if len(v) > 1 else None for k, v in err.items()},

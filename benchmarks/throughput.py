@@ -1,8 +1,12 @@
-"""Training throughput: the harness's fast path against a standard torchvision DataLoader training loop, side by side.
+"""Training throughput: the harness's fast path against a standard torchvision DataLoader \
+training loop, side by side.
 
-    python benchmarks/throughput.py --data /path/to/data              # ResNet-20/56/110, plain and residual, batch 128
-    python benchmarks/throughput.py --data /path/to/data --share 1 2 4  # also k ResNet-20 runs sharing the device
-    python benchmarks/throughput.py --device cpu --depths 20 --iters 10 --windows 3 --data /path/to/data
+    python benchmarks/throughput.py --data /path/to/data              # ResNet-20/56/110, plain and
+                                                                      # residual, batch 128
+    python benchmarks/throughput.py --data /path/to/data --share 1 2 4  # also k ResNet-20 runs
+                                                                        # sharing the device
+    python benchmarks/throughput.py --device cpu --depths 20 --iters 10 --windows 3 \\
+        --data /path/to/data
 
 For every model it measures training images/s (the median of ``--windows`` timed windows of
 ``--iters`` steps, after ``--warmup`` steps; the device is synchronised before every clock read):
@@ -15,18 +19,20 @@ For every model it measures training images/s (the median of ``--windows`` timed
 - ``ours_fp32``: the same step in IEEE fp32 (no TF32) with no compile and no channels_last (a
   run's default, the paper's precision);
 - ``baseline``: a standard torchvision DataLoader training loop (PIL transforms, fp32): torchvision
-  ``CIFAR10`` with ``RandomCrop(32, 4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` on the CPU, a ``DataLoader`` with
-  ``num_workers=4``, shuffle and ``pin_memory``, an fp32 ``model.train()`` loop with
-  ``zero_grad``/``backward``/``step`` and ``loss.item()`` every step; same model, same batch, torch's
-  default numerics (TF32 convolutions on CUDA) and cuDNN autotuning. No timed window crosses an
-  epoch end (where the loader restarts its workers): a window that would is started on a fresh epoch.
+  ``CIFAR10`` with ``RandomCrop(32, 4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` on
+  the CPU, a ``DataLoader`` with ``num_workers=4``, shuffle and ``pin_memory``, an fp32
+  ``model.train()`` loop with ``zero_grad``/``backward``/``step`` and ``loss.item()`` every step;
+  same model, same batch, torch's default numerics (TF32 convolutions on CUDA) and cuDNN autotuning.
+  No timed window crosses an epoch end (where the loader restarts its workers): a window that would
+  is started on a fresh epoch.
 
 Each ``ours`` measurement also records its warm-up seconds (compilation) and ``cudagraph_skips``
 (torch's count of CUDA-graph fallbacks; 0 when graphs are really used). It prints a table, peak
 device memory and the projected wall time of the nine-run degradation study (64k iterations each),
 sequential and with k runs sharing the device (``--share 1 2 4``: aggregate images/s of k
-processes each training ResNet-20), and writes the same as JSON (``--json``). ``--numerics N`` also trains ResNet-20 for N steps from one
-seed at fp32 and at the fast setting and prints both loss curves.
+processes each training ResNet-20), and writes the same as JSON (``--json``). ``--numerics N`` also
+trains ResNet-20 for N steps from one seed at fp32 and at the fast setting and prints both loss
+curves.
 """
 
 from __future__ import annotations
@@ -96,8 +102,8 @@ def seed_loader(root: Path, batch: int, device):
     from torchvision import transforms
 
     class CIFAR10(torchvision.datasets.CIFAR10):
-        # The harness verifies these files by content digest; torchvision's file md5 check would refuse
-        # a pixel-exact folder whose pickles lack the per-image filenames.
+        # The harness verifies these files by content digest; torchvision's file md5 check would
+        # refuse a pixel-exact folder whose pickles lack the per-image filenames.
         def _check_integrity(self) -> bool:
             return True
 
@@ -139,9 +145,9 @@ class EpochBatches:
     def fresh_epoch_if_short(self, n: int) -> None:
         if n > len(self.loader):
             sys.exit(
-                f"throughput: error: --iters {n} is longer than an epoch of the DataLoader baseline "
-                f"({len(self.loader)} steps), so a timed window would cross an epoch end. Use --iters "
-                f"<= {len(self.loader)} or more data."
+                f"throughput: error: --iters {n} is longer than an epoch of the DataLoader "
+                f"baseline ({len(self.loader)} steps), so a timed window would cross an epoch end. "
+                f"Use --iters <= {len(self.loader)} or more data."
             )
         if self.left < n:
             self._new_epoch()
@@ -256,8 +262,8 @@ def measure_shared(runs: int, variant, depth, device, root, args, setting) -> di
 
 
 def measure_sharing(ks: list[int], device, root, args, setting) -> list[dict]:
-    """k = each of ``ks`` ResNet-20 runs at once; each entry also holds the one-run rate measured the
-    same way (``img_per_s_single``), so the speed-up compares like with like."""
+    """k = each of ``ks`` ResNet-20 runs at once; each entry also holds the one-run rate measured
+    the same way (``img_per_s_single``), so the speed-up compares like with like."""
     ks = sorted(set(ks) | {1})
     res = {k: measure_shared(k, "residual", SHARE_DEPTH, device, root, args, setting) for k in ks}
     single = res[1]["img_per_s_total"]
@@ -325,8 +331,9 @@ def data_root(args) -> Path:
         root = Path(args.data)
         if not (root / BASE_FOLDER / "data_batch_1").is_file():
             sys.exit(
-                f"throughput: error: {root} has no {BASE_FOLDER}/data_batch_1. Point --data at a folder "
-                f"holding CIFAR-10 (e.g. /path/to/data), or leave it out to use synthetic files."
+                f"throughput: error: {root} has no {BASE_FOLDER}/data_batch_1. Point --data at a "
+                f"folder holding CIFAR-10 (e.g. /path/to/data), or leave it out to use synthetic "
+                f"files."
             )
         return root
     import pickle
@@ -373,12 +380,17 @@ def main(argv=None) -> dict:
     ap.add_argument(
         "--precision",
         default="bf16",
-        help="ours' precision: bf16 (trainer=fast's, default) | fp16 | fp32 | auto (a run's default)",
+        help=(
+            "ours' precision: bf16 (trainer=fast's, default) | fp16 | fp32 | auto (a run's default)"
+        ),
     )
     ap.add_argument(
         "--compile",
         default="default",
-        help="ours' compile mode: default (trainer=fast's) | max-autotune | off | auto (a run's default)",
+        help=(
+            "ours' compile mode: default (trainer=fast's) | max-autotune | off | auto (a run's "
+            "default)"
+        ),
     )
     ap.add_argument(
         "--channels-last",
@@ -521,15 +533,17 @@ def _fmt(v, spec=",.0f") -> str:
 
 
 HEADER = (
-    f"{'model':<12} {'ours img/s':>11} {'eager img/s':>12} {'fp32 img/s':>11} {'baseline img/s':>15} "
-    f"{'ratio':>7} {'warm-up s':>10} {'peak MiB ours':>14} {'peak MiB base':>14}"
+    f"{'model':<12} {'ours img/s':>11} {'eager img/s':>12} {'fp32 img/s':>11} "
+    f"{'baseline img/s':>15} {'ratio':>7} {'warm-up s':>10} {'peak MiB ours':>14} "
+    f"{'peak MiB base':>14}"
 )
 
 
 def format_row(r: dict) -> str:
     b = r.get("baseline", {})
     return (
-        f"{r['model']:<12} {_fmt(r['ours']['img_per_s']):>11} {_fmt(r.get('ours_eager', {}).get('img_per_s')):>12} "
+        f"{r['model']:<12} {_fmt(r['ours']['img_per_s']):>11} "
+        f"{_fmt(r.get('ours_eager', {}).get('img_per_s')):>12} "
         f"{_fmt(r.get('ours_fp32', {}).get('img_per_s')):>11} {_fmt(b.get('img_per_s')):>15} "
         f"{_fmt(r.get('ratio'), '.2f'):>7} {_fmt(r['ours']['warmup_s'], '.1f'):>10} "
         f"{_fmt(r['ours']['peak_mem_mb']):>14} {_fmt(b.get('peak_mem_mb')):>14}"
@@ -562,8 +576,8 @@ def print_report(res: dict) -> None:
         else ""
     )
     print(
-        f"\nProjected nine-run degradation study, {p['iterations_per_run']:,} iterations per run, ours "
-        f"(plus each run's warm-up and compilation; evals not included):"
+        f"\nProjected nine-run degradation study, {p['iterations_per_run']:,} iterations per run, "
+        f"ours (plus each run's warm-up and compilation; evals not included):"
     )
     print(f"  sequential: {p['sequential_min']:,.1f} min{est}")
     if "shared_min" in p:
@@ -578,12 +592,14 @@ def print_report(res: dict) -> None:
     )
     for problem in res["cudagraph_problems"]:
         print(
-            f"WARNING: CUDA graphs were skipped: {problem} (torch logs why with TORCH_LOGS=perf_hints)"
+            f"WARNING: CUDA graphs were skipped: {problem} (torch logs why with "
+            f"TORCH_LOGS=perf_hints)"
         )
     if "numerics" in res:
         n = res["numerics"]
         print(
-            f"\nNumerics, ResNet-20 from seed 0: mean training loss per window, fp32 vs {n['fast_setting']}"
+            f"\nNumerics, ResNet-20 from seed 0: mean training loss per window, fp32 vs "
+            f"{n['fast_setting']}"
         )
         print(f"{'iter':>6} {'fp32':>9} {'fast':>9} {'diff':>9}")
         for (i, a), (_, b) in zip(n["fp32"], n["fast"], strict=True):

@@ -30,10 +30,10 @@ def offline_data_root() -> Path | None:
 
 
 # --- slow: what `python -m pytest -m "not slow"` (the inner loop, docs/tests.md) leaves out -------
-# A test that starts a process (the tools, a benchmark script, a Hydra sweep, the notebook's kernel),
-# or that trains for more than a few seconds in the test process (resume, faults, the stacked runs
-# against their separate ones, compiled steps), carries @pytest.mark.slow itself (a file of nothing
-# else, as pytestmark); these are slow without saying so:
+# A test that starts a process (the tools, a benchmark script, a Hydra sweep, the notebook's
+# kernel), or that trains for more than a few seconds in the test process (resume, faults, the
+# stacked runs against their separate ones, compiled steps), carries @pytest.mark.slow itself (a
+# file of nothing else, as pytestmark); these are slow without saying so:
 SLOW_MARKERS = ("realdata", "cuda")  # the real data; the CUDA self-check
 SLOW_FIXTURES = {  # each starts processes, once per session
     "tiny_sweep_result": "a Hydra sweep of 8 training jobs",
@@ -54,16 +54,17 @@ def data_root() -> Path:
     root = offline_data_root()
     if root is None:
         pytest.skip(
-            "no CIFAR-10 data folder: set RESNET_REPRO_DATA to a folder holding cifar-10-batches-py/"
+            "no CIFAR-10 data folder: set RESNET_REPRO_DATA to a folder holding "
+            "cifar-10-batches-py/"
         )
     return root
 
 
 @pytest.fixture(scope="session")
 def resnet20_real_200(data_root, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """``resnet-train`` of ResNet-20, 200 iterations on the real CIFAR-10 (paper protocol, CPU): one run,
-    which test_realdata.py checks and test_train_stack.py compares a stacked run with: (the process,
-    its run directory)."""
+    """``resnet-train`` of ResNet-20, 200 iterations on the real CIFAR-10 (paper protocol, CPU): one
+    run, which test_realdata.py checks and test_train_stack.py compares a stacked run with: (the
+    process, its run directory)."""
     cwd = tmp_path_factory.mktemp("resnet20_real_200")
     r = run_cli(f"dataset.root={data_root}", *REAL_200_ARGS, cwd=cwd)
     # its folder: the name, then the overrides that make it another recipe than the default

@@ -31,7 +31,8 @@ HANG_LIMIT_S = 1800
 def run_cli(
     *args: str, cwd: Path, timeout: int = HANG_LIMIT_S, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m resnet_repro.cli`` (``resnet-train``) with Hydra overrides; progress bars off."""
+    """Run ``python -m resnet_repro.cli`` (``resnet-train``) with Hydra overrides; progress bars
+    off."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
@@ -235,7 +236,8 @@ def make_config(
     iterations: int = 40,
     shortcut: str = "A",
 ) -> dict:
-    """A run's config.yaml; at 64,000 iterations, the paper's whole schedule (milestones, batch, warm-up)."""
+    """A run's config.yaml; at 64,000 iterations, the paper's whole schedule (milestones, batch,
+    warm-up)."""
     n = (depth - 2) // 6
     paper = iterations == 64_000
     return {
@@ -312,7 +314,8 @@ def write_run(
     layer_stats: bool = False,
     grad_norms: tuple[int, ...] = (),
 ) -> Path:
-    """A run directory as a run leaves it: config.yaml, summary.json, metrics.csv (and the diagnostics)."""
+    """A run directory as a run leaves it: config.yaml, summary.json, metrics.csv (and the
+    diagnostics)."""
     from resnet_repro.record.files import METRIC_COLUMNS
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -411,7 +414,8 @@ HALF_LINE = "30,2,0.1,1.23"
 
 
 def make_mixed_sweep(sweep: Path) -> Path:
-    """Runs completed (validation / test), failed, running (half a line), pending, corrupt summary."""
+    """Runs completed (validation / test), failed, running (half a line), pending, corrupt
+    summary."""
     write_manifest(
         sweep,
         [

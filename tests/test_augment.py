@@ -33,7 +33,8 @@ def test_matches_torchvision_crop_and_flip_for_same_offsets():
 
 
 def test_matches_torchvision_random_transforms_with_their_draws():
-    """torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip draw; we replay their draws."""
+    """torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip draw; we replay their
+    draws."""
     x = _images(16)
     tv = transforms.Compose(
         [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]

@@ -1,5 +1,6 @@
-"""The throughput benchmark's small CPU form (what CI runs): ours (fast, eager, fp32) and the DataLoader
-loop side by side, the projection of the nine-run study, k runs sharing the device, numerics."""
+"""The throughput benchmark's small CPU form (what CI runs): ours (fast, eager, fp32) and the
+DataLoader loop side by side, the projection of the nine-run study, k runs sharing the device,
+numerics."""
 
 import json
 import subprocess
@@ -106,7 +107,8 @@ def test_throughput_benchmark_small_cpu_form(tmp_path):
         res["shared"][1]["img_per_s_each"]
     ) == 2
     assert res["shared"][0]["speedup"] == 1.0 and res["cudagraph_problems"] == []
-    # k runs never do more than k runs' work: a larger measured speed-up (noise) is capped for planning
+    # k runs never do more than k runs' work: a larger measured speed-up (noise) is capped
+    # for planning
     assert Timings.from_result(res).sharing[2] == pytest.approx(
         min(2.0, res["shared"][1]["speedup"])
     )
@@ -176,8 +178,8 @@ def test_seeds_loader_never_times_across_an_epoch_end():
 
 def test_every_timed_step_sets_the_backend_flags_of_a_training_run(monkeypatch):
     """The benchmark's rows and its shared-device workers (each a fresh process) build their step
-    with ``harness_step``, which sets the same backend flags a training run sets (cuDNN autotuning on
-    CUDA, TF32 by precision, deterministic algorithms off)."""
+    with ``harness_step``, which sets the same backend flags a training run sets (cuDNN autotuning
+    on CUDA, TF32 by precision, deterministic algorithms off)."""
     from resnet_repro.training.speed import harness_step
     from resnet_repro.training.step import FastPath
 

@@ -62,7 +62,7 @@ def cli(*args: str, cwd, python_flags: tuple[str, ...] = ()) -> subprocess.Compl
     )
 
 
-# --- --help ----------------------------------------------------------------------------------------
+# --- --help ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def help_run(tmp_path_factory) -> subprocess.CompletedProcess:
     """``resnet-train --help``, with Python's import log on stderr (to see what it imported)."""
@@ -156,7 +156,7 @@ def test_hydra_help_stays_hydras(tmp_path):
     assert r.returncode == 0 and "== Flags ==" in r.stdout and "--cfg" in r.stdout
 
 
-# --- --cfg job -------------------------------------------------------------------------------------
+# --- --cfg job ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "argv, want",
     [
@@ -215,7 +215,7 @@ def test_cli_cfg_job_prints_both_depth_spellings(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-# --- failed starts ---------------------------------------------------------------------------------
+# --- failed starts --------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_failed_start_leaves_nothing_behind(tmp_path):
     r = run_cli("name=x", f"dataset.root={tmp_path / 'nope'}", *MISSING_DATA, cwd=tmp_path)
@@ -335,7 +335,8 @@ def test_after_the_run_a_ctrl_c_exits_at_once_without_a_traceback(monkeypatch):
 def test_a_single_runs_folder_is_named_from_the_overrides_that_change_its_recipe(tmp_path):
     """A changed hyperparameter gets its own folder and the same command resumes it; what a resume
     may change (more iterations, the data root, threads) keeps the folder; a run recorded in the
-    folder of the earlier naming (runs/<experiment>/<name>, whatever its overrides) goes on there."""
+    folder of the earlier naming (runs/<experiment>/<name>, whatever its overrides) goes on
+    there."""
     smoke = ("experiment=smoke", "trainer.progress=false")
     runs = tmp_path / "runs" / "smoke"
     first = run_cli(*smoke, "schedule.iterations=10", cwd=tmp_path)  # a first look
@@ -385,8 +386,8 @@ def test_a_single_runs_folder_is_named_from_the_overrides_that_change_its_recipe
     goes_on = run_cli(*smoke, "optimizer.lr=0.07", "schedule.milestones=[5]", cwd=old)
     assert goes_on.returncode == 0, goes_on.stderr[-3000:]
     assert (
-        "resnet-train: runs/smoke/resnet8-seed0 holds this run, recorded before a run's folder was named "
-        "from its overrides; it goes on there."
+        "resnet-train: runs/smoke/resnet8-seed0 holds this run, recorded before a run's folder was "
+        "named from its overrides; it goes on there."
     ) in goes_on.stderr
     assert [d.name for d in (old / "runs" / "smoke").iterdir()] == ["resnet8-seed0"]
     s = yaml.safe_load((old / "runs" / "smoke" / "resnet8-seed0" / "summary.json").read_text())

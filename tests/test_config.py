@@ -75,9 +75,8 @@ def test_a_local_config_holds_the_machines_settings_under_the_command_line(tmp_p
 
 
 def test_a_local_config_can_make_slurm_the_machines_launcher_with_its_partition(tmp_path):
-    slurm = (
-        LOCAL
-        + "defaults:\n  - override /hydra/launcher: slurm\nhydra:\n  launcher:\n    partition: gpu\n"
+    slurm = LOCAL + (
+        "defaults:\n  - override /hydra/launcher: slurm\nhydra:\n  launcher:\n    partition: gpu\n"
     )
     c = _compose_with_local(tmp_path, slurm, hydra=True)
     assert c.hydra.launcher.partition == "gpu" and c.hydra.launcher._target_.endswith(
@@ -135,7 +134,8 @@ def test_command_line_spelling_wins_over_preset():
         (["model.shortcut=D"], "model.shortcut='D' is not valid. Valid choices: A, B, C."),
         (
             ["model=resnet51"],
-            "Could not find 'model/resnet51' Available options in 'model': preact_cifar resnet101 resnet152 resnet18",
+            "Could not find 'model/resnet51' Available options in 'model': preact_cifar resnet101 "
+            "resnet152 resnet18",
         ),
         (["dataset=imagenet"], "Available options in 'dataset'"),
         (["optimizer.lr=0"], "optimizer.lr=0.0 is not valid: it must be > 0."),
@@ -166,13 +166,13 @@ def test_command_line_spelling_wins_over_preset():
         ),
         (
             ["schedule.iterations=10", "schedule.milestones=[5,80]"],
-            "schedule.milestones=[5, 80]: 80 is past schedule.iterations=10, so the lr never drops there. "
-            "Give milestones up to 10",
+            "schedule.milestones=[5, 80]: 80 is past schedule.iterations=10, so the lr never drops "
+            "there. Give milestones up to 10",
         ),
         (
             ["schedule.iterations=10", "schedule.milestones=[5]", "diagnostics.grad_norms=[1,50]"],
-            "diagnostics.grad_norms=[1, 50]: 50 is past the run's last iteration (10), so no gradient norms are taken "
-            "there. Give iterations in [1, 10].",
+            "diagnostics.grad_norms=[1, 50]: 50 is past the run's last iteration (10), so no "
+            "gradient norms are taken there. Give iterations in [1, 10].",
         ),
         (["model.depth=-4"], "Nearest valid: 8."),
         (["model.depth=4"], "Nearest valid: 8."),
@@ -232,7 +232,8 @@ def test_cli_prints_one_clear_line_and_exits_2(tmp_path):
 
 
 def test_the_warm_up_follows_the_paper_in_every_entry_point():
-    """schedule.warmup=auto (the default): on for the CIFAR nets of depth >= 110, as the paper did."""
+    """schedule.warmup=auto (the default): on for the CIFAR nets of depth >= 110, as the paper
+    did."""
     assert cfg_of("model.depth=110").schedule.warmup is True  # no preset needed
     assert cfg_of("model.n=18", "model.residual=false").schedule.warmup is True
     assert cfg_of("model.depth=56").schedule.warmup is False

@@ -66,7 +66,8 @@ def fast_overrides(device: torch.device) -> tuple[str, ...]:
 
 
 def cfg(device: torch.device, *overrides: str):
-    """The smoke preset on ``device`` on the fast path, at this file's net and batch, on synthetic data."""
+    """The smoke preset on ``device`` on the fast path, at this file's net and batch, on synthetic
+    data."""
     return smoke_cfg(
         *fast_overrides(device),
         f"trainer.device={device.type}",
@@ -354,7 +355,10 @@ def test_fused_sgd_equals_foreach_sgd_on_the_same_gradients(device):
 
 
 # --- kill and resume ----------------------------------------------------------------------------
-CHILD = "import sys; sys.argv = ['resnet-train', *sys.argv[1:]]; from resnet_repro.cli.train import main; main()"
+CHILD = (
+    "import sys; sys.argv = ['resnet-train', *sys.argv[1:]]; "
+    "from resnet_repro.cli.train import main; main()"
+)
 
 
 def _start(device: torch.device, run: Path) -> subprocess.Popen:
@@ -456,9 +460,9 @@ def test_a_short_real_data_run_leaves_a_complete_record(device, data_root, tmp_p
     assert hist["iter"].iloc[-1] == iters and hist["val_err"].notna().sum() == 3
     assert s["images_per_s"] > 0 and s["device"].startswith(device.type)
     print(
-        f"\n[cuda] ResNet-20 on real CIFAR-10, {iters} iterations on {s['device_name']} ({s['fast_path']}): "
-        f"validation error {s['final_val_err']:.2f}% (chance 90%), {s['images_per_s']:,.0f} img/s, "
-        f"wall {s['wall_time_s']:.1f} s"
+        f"\n[cuda] ResNet-20 on real CIFAR-10, {iters} iterations on {s['device_name']} "
+        f"({s['fast_path']}): validation error {s['final_val_err']:.2f}% (chance 90%), "
+        f"{s['images_per_s']:,.0f} img/s, wall {s['wall_time_s']:.1f} s"
     )
     if iters == 300:
         assert s["final_val_err"] < 75.0  # well below chance after 300 steps

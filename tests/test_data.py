@@ -1,5 +1,5 @@
-"""Dataset loaders: CIFAR-10 (the paper's data, split and protocols), Fashion-MNIST and CIFAR-100, in
-their official layouts, with the same integrity checks."""
+"""Dataset loaders: CIFAR-10 (the paper's data, split and protocols), Fashion-MNIST and CIFAR-100,
+in their official layouts, with the same integrity checks."""
 
 import gzip
 import pickle

@@ -1,4 +1,5 @@
-"""Layer diagnostics: which layers are the paper's 3x3 layers, their response std (Fig. 7), grad norms."""
+"""Layer diagnostics: which layers are the paper's 3x3 layers, their response std (Fig. 7), grad
+norms."""
 
 from __future__ import annotations
 

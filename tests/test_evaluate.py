@@ -1,4 +1,5 @@
-"""resnet-eval: a saved checkpoint's numbers are those training recorded, and every refusal is one line."""
+"""resnet-eval: a saved checkpoint's numbers are those training recorded, and every refusal is one
+line."""
 
 import csv
 import json
@@ -37,7 +38,8 @@ ERROR = re.compile(r"resnet-eval: error: \S.*\n")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A finished smoke run: ResNet-8 on synthetic data (512 training, 128 validation images), on the CPU."""
+    """A finished smoke run: ResNet-8 on synthetic data (512 training, 128 validation images), on
+    the CPU."""
     d = tmp_path_factory.mktemp("eval") / "resnet8-seed0"
     train(smoke_cfg(*SHORT), d)
     return d
@@ -74,7 +76,8 @@ def recorded(run_dir, it: int) -> dict:
 
 
 def same(result: dict, row: dict, split: str = "val") -> None:
-    """Equal to float32 precision (the record keeps each float's repr, so in practice bit for bit)."""
+    """Equal to float32 precision (the record keeps each float's repr, so in practice bit for
+    bit)."""
     assert result["splits"][split]["error"] == pytest.approx(
         row[f"{split}_err"], rel=1e-6, abs=1e-9
     )
@@ -88,7 +91,7 @@ def refused(code: int, out: str, err: str) -> str:
     return err
 
 
-# --- the numbers ------------------------------------------------------------------------------------
+# --- the numbers ----------------------------------------------------------------------------------
 def test_the_numbers_are_those_training_recorded(run, capsys):
     summary = json.loads((run / "summary.json").read_text())
     code, out, err = cli(capsys, run, "--device", "cpu")
@@ -165,7 +168,8 @@ def test_precision_as_trained_reproduces_a_bf16_runs_numbers(tmp_path, capsys):
 
 
 def test_a_moved_cifar_run_finds_its_data_with_data_root(tmp_path, capsys):
-    """CIFAR-layout files (with a test batch) read by the real reader; the run and its data both move."""
+    """CIFAR-layout files (with a test batch) read by the real reader; the run and its data both
+    move."""
     data = tmp_path / "data"
     write_cifar_pickles(data, per_file=20, test=True)
     cfg = cfg_of(
@@ -199,7 +203,7 @@ def test_a_moved_cifar_run_finds_its_data_with_data_root(tmp_path, capsys):
     assert list(as_json(capsys, run, "--data-root", moved, "--split", "test")["splits"]) == ["test"]
 
 
-# --- refusals: one line, exit status 2 ------------------------------------------------------------------
+# --- refusals: one line, exit status 2 ------------------------------------------------------------
 def test_not_a_run_directory(run, tmp_path, capsys):
     assert "does not exist" in refused(*cli(capsys, tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
@@ -312,13 +316,14 @@ def test_a_bad_argument(run, capsys, argv, expected):
     assert expected in err and "See resnet-eval --help." in err
 
 
-# --- the command itself -------------------------------------------------------------------------------
+# --- the command itself ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_command_answers_help_and_bad_run_directories_before_torch(tmp_path):
     child = (
         "import sys\nfrom resnet_repro.cli.evaluate import main\n"
         "for argv in (['--help'], [sys.argv[1]]):\n"
-        "    try:\n        main(argv)\n    except SystemExit as ex:\n        print('exit', ex.code)\n"
+        "    try:\n        main(argv)\n"
+        "    except SystemExit as ex:\n        print('exit', ex.code)\n"
         "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
     )
     r = subprocess.run(

@@ -1,5 +1,6 @@
 """A hostile user's campaign: lost checkpoints, real full and read-only disks, odd files, Ctrl-C,
-bad values, an unreachable W&B. Nothing recorded is lost; every refusal is one line, before any work.
+bad values, an unreachable W&B. Nothing recorded is lost; every refusal is one line, before any
+work.
 
 docs/reliability.md lists every case here, its test and its outcome.
 """
@@ -82,8 +83,8 @@ def test_deleted_checkpoints_never_let_another_run_overwrite_the_record(tmp_path
     r = run_cli(*SMOKE, at, cwd=tmp_path)  # the same command: complete, and it says what is missing
     assert r.returncode == 0, r.stderr[-3000:]
     assert (
-        "is already complete (20 iterations); its checkpoint is gone, so it can be read but not extended"
-        in r.stdout
+        "is already complete (20 iterations); its checkpoint is gone, so it can be read but not "
+        "extended" in r.stdout
     )
     assert {f: before[f] for f in ("metrics.csv", "summary.json")} == {
         f: snapshot(run)[f] for f in ("metrics.csv", "summary.json")
@@ -122,8 +123,8 @@ def test_a_checkpoint_path_that_is_a_directory_is_refused_naming_it(tmp_path):
     for _ in range(2):  # and again: no temp file, no other advice the second time
         line = one_line_error(run_cli(*SMOKE, f"hydra.run.dir={run}", cwd=tmp_path))
         assert line == (
-            f"resnet-train: error: {run}/checkpoint.pt is a directory, not a checkpoint file. Move it "
-            f"aside (a run's checkpoint is a file); nothing was changed."
+            f"resnet-train: error: {run}/checkpoint.pt is a directory, not a checkpoint file. Move "
+            f"it aside (a run's checkpoint is a file); nothing was changed."
         )
         assert snapshot(run) == before and not list(run.glob(".*.tmp"))
 
@@ -140,8 +141,8 @@ def test_a_zero_byte_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeyp
     s = train(smoke_cfg("trainer.eval_every=5"), run)
     assert s["status"] == "completed" and s["resumed_from"] == 5
     assert (
-        "checkpoint.pt is empty (0 bytes): its write was cut short. Resuming from the previous good checkpoint "
-        "checkpoint.prev.pt (iteration 5)." in caplog.text
+        "checkpoint.pt is empty (0 bytes): its write was cut short. Resuming from the previous "
+        "good checkpoint checkpoint.prev.pt (iteration 5)." in caplog.text
     )
     assert (run / "checkpoint.corrupt.pt").stat().st_size == 0  # kept for inspection
 
@@ -162,8 +163,8 @@ def test_a_checkpoint_without_its_config_or_model_is_one_clear_error(
     with pytest.raises(CheckpointError) as e:
         train(smoke_cfg("trainer.eval_every=5"), run)
     assert (
-        f"checkpoint.pt is incomplete: it has no {', '.join(missing)}. The previous one is unusable too"
-        in str(e.value)
+        f"checkpoint.pt is incomplete: it has no {', '.join(missing)}. The previous one is "
+        f"unusable too" in str(e.value)
     )
     assert (run / "metrics.csv").read_bytes() == history
 
@@ -206,8 +207,8 @@ def test_a_config_yaml_holding_a_python_tag_is_one_line_and_never_runs(tmp_path)
     before = snapshot(run)
     line = one_line_error(run_cli(*SMOKE, f"hydra.run.dir={run}", cwd=tmp_path))
     assert (
-        f"{run}/config.yaml cannot be read as a config (ConstructorError: could not determine a constructor "
-        "for the tag" in line
+        f"{run}/config.yaml cannot be read as a config (ConstructorError: could not determine a "
+        "constructor for the tag" in line
     )
     assert "nothing was changed" in line and snapshot(run) == before and not target.exists()
 
@@ -232,8 +233,8 @@ def test_a_missing_cuda_device_is_refused_before_any_directory_exists(tmp_path, 
     line = one_line_error(r)
     device = argv[1] if multirun else argv[0]
     assert (
-        f"resnet-train: error: {device} but no CUDA device is available. Use trainer.device=cpu or auto."
-        in line
+        f"resnet-train: error: {device} but no CUDA device is available. Use trainer.device=cpu or "
+        f"auto." in line
     )
     assert not (tmp_path / "runs").exists()
 
@@ -257,8 +258,8 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path):
     s = json.loads((run / "summary.json").read_text())
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert err.strip().splitlines()[-1] == (
-        f"resnet-train: stopped by SIGINT (Ctrl-C) at iteration {ck['iteration']}; checkpoint written to "
-        f"{run}/checkpoint.pt. Rerun the same command to resume."
+        f"resnet-train: stopped by SIGINT (Ctrl-C) at iteration {ck['iteration']}; checkpoint "
+        f"written to {run}/checkpoint.pt. Rerun the same command to resume."
     )
     assert s["status"] == "interrupted" and s["iterations_done"] == ck["iteration"] < 60
     assert start(run).wait(timeout=HANG_LIMIT_S) == 0
@@ -351,7 +352,8 @@ def test_a_full_or_read_only_disk_at_start_is_one_line_and_writes_nothing(tmp_pa
         f"""
         mkdir disk out && mount -t tmpfs -o size=256k tmpfs disk
         mkdir disk/runs && dd if=/dev/zero of=disk/fill bs=4k 2>/dev/null || true
-        set +e; {TRAIN} hydra.run.dir=disk/runs/run > out/full.out 2> out/full.err; echo $? > out/full.rc
+        set +e; {TRAIN} hydra.run.dir=disk/runs/run > out/full.out 2> out/full.err; \
+echo $? > out/full.rc
         ls -A disk/runs > out/full.ls
         rm disk/fill && mount -o remount,ro disk
         {TRAIN} hydra.run.dir=disk/runs/run > out/ro.out 2> out/ro.err; echo $? > out/ro.rc
@@ -363,13 +365,14 @@ def test_a_full_or_read_only_disk_at_start_is_one_line_and_writes_nothing(tmp_pa
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
     expected = {
-        "full": f"resnet-train: error: Cannot write the run directory disk/runs/run (its parent {tmp_path}/disk/runs): "
-        f"No space left on device. Free disk space there, or run elsewhere (hydra.run.dir=<dir>); nothing was written.",
-        "ro": f"resnet-train: error: Cannot write the run directory disk/runs/run (its parent {tmp_path}/disk/runs): "
-        f"Read-only file system. Choose a writable hydra.run.dir, or run elsewhere (hydra.run.dir=<dir>); "
-        f"nothing was written.",
-        "file": f"resnet-train: error: Cannot create the run directory afile/run: {tmp_path}/afile is a file. Choose "
-        f"another hydra.run.dir (or name=<new name>).",
+        "full": f"resnet-train: error: Cannot write the run directory disk/runs/run (its parent "
+        f"{tmp_path}/disk/runs): No space left on device. Free disk space there, or run elsewhere "
+        f"(hydra.run.dir=<dir>); nothing was written.",
+        "ro": f"resnet-train: error: Cannot write the run directory disk/runs/run (its parent "
+        f"{tmp_path}/disk/runs): Read-only file system. Choose a writable hydra.run.dir, or run "
+        f"elsewhere (hydra.run.dir=<dir>); nothing was written.",
+        "file": f"resnet-train: error: Cannot create the run directory afile/run: {tmp_path}/afile "
+        f"is a file. Choose another hydra.run.dir (or name=<new name>).",
     }
     for case, line in expected.items():
         err = (out / f"{case}.err").read_text()
@@ -394,8 +397,8 @@ def test_a_preset_run_shorter_than_its_milestones_warns_naming_them(tmp_path, ca
     )  # the preset's [10, 15]
     assert s["status"] == "completed"
     assert (
-        "schedule.milestones=[10, 15]: 10, 15 are past schedule.iterations=8, so the lr never drops "
-        "there. This run is not the paper's schedule." in caplog.text
+        "schedule.milestones=[10, 15]: 10, 15 are past schedule.iterations=8, so the lr never "
+        "drops there. This run is not the paper's schedule." in caplog.text
     )
 
 
@@ -404,7 +407,8 @@ def test_a_preset_run_shorter_than_its_milestones_warns_naming_them(tmp_path, ca
 
 @pytest.fixture
 def silent_wandb_server():
-    """A W&B address that accepts connections and never answers (a network that swallows packets)."""
+    """A W&B address that accepts connections and never answers (a network that swallows
+    packets)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(64)

@@ -65,7 +65,8 @@ def test_no_phase_imports_a_later_one_and_there_is_no_import_circle():
                 return True
         return False
 
-    # a package's __init__ "imports" its own modules only through lazy names; circles are between modules
+    # a package's __init__ "imports" its own modules only through lazy names;
+    # circles are between modules
     circles = sorted(
         m
         for m in graph

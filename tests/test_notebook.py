@@ -47,7 +47,8 @@ def test_degradation_notebook_executes_on_a_tiny_sweep(tiny_sweep, monkeypatch, 
 
 @pytest.fixture
 def places(tmp_path, monkeypatch):
-    """Where the user started Jupyter, the repository and the notebook's folder (the kernel's cwd)."""
+    """Where the user started Jupyter, the repository and the notebook's folder (the kernel's
+    cwd)."""
     start, repo = tmp_path / "start", tmp_path / "repo"
     (repo / "analysis").mkdir(parents=True)
     start.mkdir()
@@ -91,7 +92,8 @@ def test_a_missing_sweep_names_every_path_tried_on_one_line(places, monkeypatch)
         resolve_sweep("runs/x", repo)
     assert str(ex.value) == (
         f"RESNET_SWEEP=runs/x: no such sweep folder (tried {start}/runs/x, {repo}/runs/x, "
-        f"{repo}/analysis/runs/x); give an absolute path or a path relative to where you started Jupyter"
+        f"{repo}/analysis/runs/x); give an absolute path or a path relative to where you started "
+        f"Jupyter"
     )
     assert "\n" not in str(ex.value)
     monkeypatch.setenv("PWD", str(repo))  # started in the repository: each path once

@@ -1,4 +1,5 @@
-"""ResNet-20 on the real CIFAR-10 (the folder $RESNET_REPRO_DATA names), paper protocol, 200 iterations on the CPU."""
+"""ResNet-20 on the real CIFAR-10 (the folder $RESNET_REPRO_DATA names), paper protocol, 200
+iterations on the CPU."""
 
 import json
 

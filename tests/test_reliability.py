@@ -1,4 +1,5 @@
-"""Nothing lost: kills at any point, torn and hostile checkpoints, full disks, two processes, sweep reruns.
+"""Nothing lost: kills at any point, torn and hostile checkpoints, full disks, two processes, sweep
+reruns.
 
 docs/reliability.md lists every fault tried here and what happened.
 """
@@ -413,7 +414,8 @@ def test_a_filesystem_without_file_locks_runs_with_a_warning(tmp_path, monkeypat
 @pytest.mark.slow
 def test_an_interrupted_run_accounts_its_time_up_to_the_stop(tmp_path, monkeypatch):
     """Time since the last log row is not lost at a stop: each step takes one second of a fake
-    clock; stopped at step 12 (last row at 10), the record says 12 s, and once resumed to the end 20 s."""
+    clock; stopped at step 12 (last row at 10), the record says 12 s, and once resumed to the end
+    20 s."""
     from resnet_repro.data.pipeline import DeviceBatches
     from resnet_repro.errors import Preempted
     from resnet_repro.training import train as train_mod

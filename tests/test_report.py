@@ -1,4 +1,5 @@
-"""The report: Table 6 against hand computations, the verdict, and the files resnet-report writes."""
+"""The report: Table 6 against hand computations, the verdict, and the files resnet-report
+writes."""
 
 from __future__ import annotations
 
@@ -214,9 +215,9 @@ def test_table6_markdown_of_a_net_without_params_shows_a_dash(tmp_path):
 def degradation_runs(
     plain_train: dict, resnet_val: dict, iterations_total: int = 64_000
 ) -> list[dict]:
-    """Two seeds per net; the errors of the seeds are the given value ± 1 (so the means are the values).
-    Plain nets' validation error is 20 ± 1, ResNets' training error 1 ± 0.2. At 64,000 iterations the
-    records claim the paper's whole schedule."""
+    """Two seeds per net; the errors of the seeds are the given value ± 1 (so the means are the
+    values). Plain nets' validation error is 20 ± 1, ResNets' training error 1 ± 0.2. At 64,000
+    iterations the records claim the paper's whole schedule."""
     out = []
     for residual, values in ((False, plain_train), (True, resnet_val)):
         for depth, v in values.items():
@@ -297,8 +298,8 @@ def test_verdict_within_the_noise_of_the_seeds_is_inconclusive(tmp_path):
         "Verdict: inconclusive: a difference is within the noise of the seeds"
     )
     assert (
-        "(3) Deeper ResNets have lower validation error (every adjacent pair of depths): inconclusive."
-        in text
+        "(3) Deeper ResNets have lower validation error (every adjacent pair of depths): "
+        "inconclusive." in text
     )
     assert "(within the noise)" in text
 
@@ -309,8 +310,8 @@ def test_a_short_sweep_is_too_short_to_judge_and_says_what_differs(tmp_path):
     )
     lines = text.splitlines()
     assert lines[0] == (
-        "Verdict: too short to judge: these runs are not on the paper's schedule (the numbers below "
-        "are as measured)."
+        "Verdict: too short to judge: these runs are not on the paper's schedule (the numbers "
+        "below are as measured)."
     )
     assert lines[1] == (
         "Recipe: not the paper's schedule: 40 iterations (the paper: 64,000); lr lowered at 20, 30 "
@@ -409,12 +410,12 @@ def test_verdict_with_one_depth_gives_no_verdict(tmp_path):
         == "Verdict: the degradation problem is reproduced on the claims it could assess (1 of 3)."
     )
     assert (
-        "(1) Deeper plain nets have higher training error (every adjacent pair of depths): not assessed."
-        in text
+        "(1) Deeper plain nets have higher training error (every adjacent pair of depths): not "
+        "assessed." in text
     )
     assert (
-        "(3) Deeper ResNets have lower validation error (every adjacent pair of depths): not assessed."
-        in text
+        "(3) Deeper ResNets have lower validation error (every adjacent pair of depths): not "
+        "assessed." in text
     )
 
 
@@ -597,7 +598,7 @@ def test_write_report_of_runs_in_every_state(tmp_path):
     assert "fig7.png" not in md
 
 
-# --- the report folder of the real (shrunk) sweep --------------------------------------------------
+# --- the report folder of the real (shrunk) sweep -------------------------------------------------
 REPORT_FILES = (
     "table6.md",
     "table6.csv",
@@ -786,7 +787,8 @@ def test_collection_survives_files_that_are_not_what_they_seem(tmp_path):
 
 def test_runs_md_lists_every_ended_run_with_its_schedule_setting_device_and_errors(tmp_path):
     """runs.md: one row per completed or diverged run (not the failed, running or pending ones),
-    plain nets first, each with its schedule, fast path, device, wall time, errors and the paper's."""
+    plain nets first, each with its schedule, fast path, device, wall time, errors and the
+    paper's."""
     sweep = make_mixed_sweep(tmp_path / SWEEP_NAME)
     cfg = sweep / DONE_RESNET / "config.yaml"
     cfg.write_text(cfg.read_text().replace("lr: 0.05", "lr: 0.1"))

@@ -1,4 +1,5 @@
-"""Collecting run records into frames: hand-made sweep folders (every state a run can be in) and a real one."""
+"""Collecting run records into frames: hand-made sweep folders (every state a run can be in) and a
+real one."""
 
 from __future__ import annotations
 
@@ -226,7 +227,8 @@ def test_read_table_keeps_complete_rows_with_crlf_line_ends(tmp_path):
 
 
 def test_unfinished_runs_never_break_collection(tmp_path):
-    """Runs caught at every moment of their start: an empty dir, config only, empty or partial files."""
+    """Runs caught at every moment of their start: an empty dir, config only, empty or partial
+    files."""
     sweep = tmp_path / SWEEP_NAME
     write_manifest(
         sweep, [{"depth": 8, "residual": True, "seed": s, "status": "running"} for s in range(4)]
@@ -264,7 +266,9 @@ def test_pending_jobs_read_depth_from_n_and_capitalised_booleans(tmp_path):
                 "residual": True,
                 "seed": 2,
                 "status": "pending",
-                "overrides": "model.n=9 model.residual=True seed=2 experiment=degradation trainer.device=cpu",
+                "overrides": (
+                    "model.n=9 model.residual=True seed=2 experiment=degradation trainer.device=cpu"
+                ),
             },
             {
                 "depth": 110,
@@ -441,7 +445,7 @@ def test_layer_stats_and_grad_norms_of_hand_made_runs(tmp_path):
     }
 
 
-# --- the real (shrunk) sweep -----------------------------------------------------------------------
+# --- the real (shrunk) sweep ----------------------------------------------------------------------
 def test_collect_tiny_sweep(tiny_sweep):
     runs, history = collect(tiny_sweep)
     assert len(runs) == 8

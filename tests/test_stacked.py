@@ -1,10 +1,10 @@
 """Stacked training (k nets of one depth as one grouped net) is each member's separate run.
 
 The reference: k separately built CifarResNets, each with its own ``torch.optim.SGD`` (momentum
-0.9, weight decay 1e-4, no Nesterov) on its own batches. The stack: ``StackedCifarResNet.from_members``
-of the same nets, stepped by ``StackedSGD`` on the channel-stacked batches. After every step the
-per-member losses, logits, weights, BN running statistics and momentum buffers must agree: to
-1e-10 in fp64, to 1e-4 relative in fp32.
+0.9, weight decay 1e-4, no Nesterov) on its own batches. The stack:
+``StackedCifarResNet.from_members`` of the same nets, stepped by ``StackedSGD`` on the
+channel-stacked batches. After every step the per-member losses, logits, weights, BN running
+statistics and momentum buffers must agree: to 1e-10 in fp64, to 1e-4 relative in fp32.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The fast path: resolved from config per device, and correct on the CPU (the GPU paths need a GPU)."""
+"""The fast path: resolved from config per device, and correct on the CPU (the GPU paths need a
+GPU)."""
 
 import dataclasses
 import json
@@ -188,7 +189,8 @@ def test_loaded_momentum_buffers_take_the_parameters_layout():
 # --- the CUDA-path defects a review found, each pinned on the CPU ------------------------------
 @pytest.mark.slow
 def test_the_loop_reads_the_clock_only_after_the_device_has_synced(tmp_path, monkeypatch):
-    """With CUDA graphs the steps run ahead of the host: a window's time must be read after a sync."""
+    """With CUDA graphs the steps run ahead of the host: a window's time must be read after a
+    sync."""
     import resnet_repro.training.train as train_mod
 
     events = []
@@ -288,8 +290,9 @@ def test_resume_on_another_device_type_is_refused_before_any_work(tmp_path, monk
     with pytest.raises(CheckpointError) as ex:
         train(smoke_cfg(), run)
     assert str(ex.value) == (
-        f"{run / 'checkpoint.pt'} was written on cuda and this run is on cpu: the data sampler's random stream "
-        f"cannot move between device types. Resume with trainer.device=cuda, or start a new run (name=<new name>)."
+        f"{run / 'checkpoint.pt'} was written on cuda and this run is on cpu: the data sampler's "
+        f"random stream cannot move between device types. Resume with trainer.device=cuda, or "
+        f"start a new run (name=<new name>)."
     )
     # a checkpoint from before the device type was recorded: told apart by its generator state
     del ckpt["device_type"]

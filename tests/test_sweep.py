@@ -395,7 +395,8 @@ def test_log_checkpoints_puts_the_checkpoint_in_wandb_as_a_model_artifact(
 
 @pytest.mark.slow
 def test_one_wandb_sync_command_covers_every_run_of_an_offline_sweep(tmp_path):
-    """The README's command, `wandb sync <sweep>/*/wandb/offline-run-*`, with --dry-run: nothing is sent."""
+    """The README's command, `wandb sync <sweep>/*/wandb/offline-run-*`, with --dry-run: nothing is
+    sent."""
     r = run_cli(
         "-m",
         *TINY,
@@ -692,7 +693,8 @@ def test_the_resume_command_keeps_the_sweep_and_names_its_folder():
     )
     stop = sweep_stopped(
         Preempted(
-            "stopped by SIGTERM at iteration 7; checkpoint written to x. Rerun the same command to resume.",
+            "stopped by SIGTERM at iteration 7; checkpoint written to x. Rerun the same command to "
+            "resume.",
             15,
         ),
         "sw",

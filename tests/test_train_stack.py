@@ -31,7 +31,8 @@ MEMBERS = ((True, 0), (False, 0), (True, 1))  # residual, seed: the study's kind
 
 @pytest.fixture
 def float64():
-    """Everything in float64 (the nets, the normalised images, the sums): exactness, not rounding."""
+    """Everything in float64 (the nets, the normalised images, the sums): exactness, not
+    rounding."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -43,7 +44,8 @@ def member_cfgs(*overrides, members=MEMBERS):
 
 
 def assert_same_record(a, b, tol=1e-10, skip_tables=()):
-    """Two run directories hold the same run: metrics, tables, checkpoint and summary, to ``tol``."""
+    """Two run directories hold the same run: metrics, tables, checkpoint and summary, to
+    ``tol``."""
     for table in ("metrics.csv", "layer_stats.csv", "grad_norms.csv"):
         if table in skip_tables:
             continue
@@ -413,10 +415,11 @@ def test_a_stack_on_real_cifar10_trains_as_its_separate_run_does(
     val_diff = abs(stacked[0]["final_val_err"] - alone["final_val_err"])
     with capsys.disabled():
         print(
-            f"\n[realdata] ResNet-20 seed 0, 200 iterations, fp32 CPU, alone / stacked with seed 1: training loss "
-            f"windows {a['train_loss'].round(4).tolist()} / {b['train_loss'].round(4).tolist()} (largest "
-            f"difference {loss_diff:.4f}; train error {err_diff:.2f} points); validation error "
-            f"{alone['final_val_err']:.2f}% / {stacked[0]['final_val_err']:.2f}%"
+            f"\n[realdata] ResNet-20 seed 0, 200 iterations, fp32 CPU, alone / stacked with seed "
+            f"1: training loss windows {a['train_loss'].round(4).tolist()} / "
+            f"{b['train_loss'].round(4).tolist()} (largest difference {loss_diff:.4f}; train error "
+            f"{err_diff:.2f} points); validation error {alone['final_val_err']:.2f}% / "
+            f"{stacked[0]['final_val_err']:.2f}%"
         )
     assert a["iter"].tolist() == b["iter"].tolist() == [50, 100, 150, 200]
     assert loss_diff <= 0.06 and err_diff <= 4.0  # measured over five seeds: 0.023 and 1.6

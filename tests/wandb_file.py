@@ -74,7 +74,8 @@ def run_info(path: str | Path) -> dict:
 
 
 def metric_definitions(path: str | Path) -> dict[str, dict]:
-    """``define_metric`` calls of the file: {name or glob: {"step_metric": ..., "summary": [...]}}."""
+    """``define_metric`` calls of the file:
+    {name or glob: {"step_metric": ..., "summary": [...]}}."""
     out = {}
     for rec in records(path):
         if rec.WhichOneof("record_type") == "metric":

@@ -68,7 +68,8 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=lambda: [32000, 48000])
     gamma: float = 0.1
     # ResNet-110 warm-up: lr warmup_lr until the training error is below warmup_until_error.
-    # auto: on for the CIFAR nets of depth >= 110, as the paper did; true | false. Resolved to a bool.
+    # auto: on for the CIFAR nets of depth >= 110, as the paper did; true | false.
+    # Resolved to a bool.
     warmup: Any = "auto"
     warmup_lr: float = 0.01
     warmup_until_error: float = 0.8
@@ -76,8 +77,8 @@ class ScheduleConfig:
 
 @dataclass
 class StackMember:
-    """A run a stacked job trains (set by the sweeper, ``trainer.stack``): its residual flag, seed and
-    run directory (its job name in the sweep folder)."""
+    """A run a stacked job trains (set by the sweeper, ``trainer.stack``): its residual flag, seed
+    and run directory (its job name in the sweep folder)."""
 
     residual: bool = True
     seed: int = 0
@@ -101,8 +102,9 @@ class TrainerConfig:
     channels_last: bool | None = None  # null: where the fast path is the default (nowhere yet)
     compile: str = "auto"  # auto (off: see step.FAST_BY_DEFAULT) | off | default | max-autotune
     cuda_graphs: bool = True  # with compile on CUDA: replay the compiled step as CUDA graphs
-    # Stacked runs (stacking.py): a multirun's jobs that differ only in model.residual and seed train
-    # as one grouped net of up to k members. auto: where benchmarks measured it faster | off | k
+    # Stacked runs (stacking.py): a multirun's jobs that differ only in model.residual and seed
+    # train as one grouped net of up to k members.
+    # auto: where benchmarks measured it faster | off | k
     stack: str = "auto"
     stack_members: list[StackMember] = field(default_factory=list)  # set by the sweeper, per job
 
@@ -127,7 +129,8 @@ class DiagnosticsConfig:
     # fixed batch of held-out images. "end": once, with the final weights; "eval": at every eval.
     layer_stats: str = "end"
     layer_stats_images: int = 1000
-    # Per-layer gradient norms of the 3x3 convs at these iterations (e.g. [1,10,100,1000]); [] = off.
+    # Per-layer gradient norms of the 3x3 convs at these iterations (e.g. [1,10,100,1000]);
+    # [] = off.
     grad_norms: list[int] = field(default_factory=list)
 
 
@@ -142,7 +145,10 @@ class Config:
     diagnostics: DiagnosticsConfig = MISSING
     seed: int = 0
     experiment_name: str = "${dataset.name}"
-    name: str = "${run_name:${model.residual},${model.n},${model.depth},${model.shortcut},${seed},${model.name}}"
+    name: str = (
+        "${run_name:${model.residual},${model.n},${model.depth},${model.shortcut},${seed},"
+        "${model.name}}"
+    )
 
 
 GROUP_SCHEMAS = {
@@ -157,7 +163,8 @@ GROUP_SCHEMAS = {
 
 
 def config_dir() -> Path:
-    """``conf/`` shipped inside the package (wheel installs) or at the repository top (checkouts)."""
+    """``conf/`` shipped inside the package (wheel installs) or at the repository top
+    (checkouts)."""
     packaged = Path(__file__).parent / "conf"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
@@ -194,9 +201,10 @@ RUNTIME_KEYS = {
     "diagnostics.grad_norms",
 }
 EXTENDABLE_KEY = "schedule.iterations"  # the one key a run may change to continue (check_same_run)
-# A single run's directory is runs/<experiment>/<name>, followed by the overrides that make it another
-# recipe (Hydra's hydra.job.override_dirname without these keys), e.g. resnet20-seed0,optimizer.lr=0.05:
-# the keys a resume accepts changed, and those the name already shows, are left out.
+# A single run's directory is runs/<experiment>/<name>, followed by the overrides that make it
+# another recipe (Hydra's hydra.job.override_dirname without these keys), e.g.
+# resnet20-seed0,optimizer.lr=0.05: the keys a resume accepts changed, and those the name already
+# shows, are left out.
 NOT_IN_RUN_DIR = RUNTIME_KEYS | {
     EXTENDABLE_KEY,
     "seed",
@@ -216,7 +224,8 @@ RUN_DIR_MAX = 200  # a folder name's length at most (file systems allow 255 byte
 def run_dir_name(name: str, overrides: str = "", given: Iterable[str] = ()) -> str:
     """A single run's folder: its name and the overrides that make it another recipe (Hydra's
     ``override_dirname``); a very long list is cut and ends in a hash of the whole. A name given on
-    the command line (``name=look`` among ``given``, the task's overrides) is the folder as it is."""
+    the command line (``name=look`` among ``given``, the task's overrides) is the folder as it
+    is."""
     if not overrides or any(o.split("=", 1)[0].lstrip("+") == "name" for o in given):
         return name
     text = f"{name},{overrides}".replace("/", "_")
@@ -253,13 +262,14 @@ WARMUPS = ("auto", "true", "false")
 
 
 def resolve_warmup(cfg: Config) -> None:
-    """``schedule.warmup``: auto -> on for CIFAR nets of depth >= 110 (the paper's rule); a bool stays."""
+    """``schedule.warmup``: auto -> on for CIFAR nets of depth >= 110 (the paper's rule); a bool
+    stays."""
     w = cfg.schedule.warmup
     word = str(w).lower()
     if word not in WARMUPS:
         raise ConfigError(
-            f"schedule.warmup={w!r} is not valid. Valid choices: {', '.join(WARMUPS)} (auto: on for "
-            f"depth >= {WARMUP_FROM_DEPTH}, as the paper did for ResNet-110)."
+            f"schedule.warmup={w!r} is not valid. Valid choices: {', '.join(WARMUPS)} (auto: on "
+            f"for depth >= {WARMUP_FROM_DEPTH}, as the paper did for ResNet-110)."
         )
     if word == "auto":
         cfg.schedule.warmup = (
@@ -269,7 +279,8 @@ def resolve_warmup(cfg: Config) -> None:
         cfg.schedule.warmup = word == "true"
 
 
-register_configs()  # on import: every entry point (the CLI, the study, tests) composes with the schemas
+# on import: every entry point (the CLI, the study, tests) composes with the schemas
+register_configs()
 
 
 if not OmegaConf.has_resolver("run_name"):
@@ -295,7 +306,8 @@ def validate(cfg: Config) -> Config:
 
 
 def _check_model_fits_dataset(m: ModelConfig, d: DatasetConfig) -> None:
-    """The net's classes and input channels are the dataset's (``in_channels=null``: taken from it)."""
+    """The net's classes and input channels are the dataset's (``in_channels=null``: taken from
+    it)."""
     classes, _, channels = shape(d)
     if m.in_channels is None:
         m.in_channels = channels
@@ -306,8 +318,8 @@ def _check_model_fits_dataset(m: ModelConfig, d: DatasetConfig) -> None:
         )
     if m.in_channels != channels:
         raise ConfigError(
-            f"model.in_channels={m.in_channels} does not fit dataset.name={d.name}, whose images have "
-            f"{channels} channel(s). Leave model.in_channels=null to take the dataset's."
+            f"model.in_channels={m.in_channels} does not fit dataset.name={d.name}, whose images "
+            f"have {channels} channel(s). Leave model.in_channels=null to take the dataset's."
         )
 
 
@@ -339,13 +351,14 @@ def _check_schedule(s: ScheduleConfig) -> None:
 
 
 def _check_trainer(t: TrainerConfig, n_train: int) -> None:
-    """The trainer group's rules, and its batch against the ``n_train`` images of the training split."""
+    """The trainer group's rules, and its batch against the ``n_train`` images of the training
+    split."""
     for key in ("batch_size", "eval_batch_size", "log_every", "eval_every"):
         positive(f"trainer.{key}", getattr(t, key))
     if t.batch_size > n_train:
         raise ConfigError(
-            f"trainer.batch_size={t.batch_size} is larger than the training split ({n_train} images). "
-            f"Use a smaller batch size or more training data."
+            f"trainer.batch_size={t.batch_size} is larger than the training split ({n_train} "
+            f"images). Use a smaller batch size or more training data."
         )
     if not (t.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", t.device)):
         raise ConfigError(f"trainer.device={t.device!r} is not valid. Valid choices: {DEVICES}")
@@ -355,8 +368,8 @@ def _check_trainer(t: TrainerConfig, n_train: int) -> None:
     choice("trainer.compile", t.compile, COMPILE_MODES)
     if not (t.stack in ("auto", "off") or (t.stack.isdigit() and int(t.stack) >= 1)):
         raise ConfigError(
-            f"trainer.stack={t.stack!r} is not valid. Valid choices: auto, off, or a number of runs "
-            f"to train as one stacked net, e.g. trainer.stack=4."
+            f"trainer.stack={t.stack!r} is not valid. Valid choices: auto, off, or a number of "
+            f"runs to train as one stacked net, e.g. trainer.stack=4."
         )
 
 
@@ -372,7 +385,8 @@ def _check_diagnostics(g: DiagnosticsConfig) -> None:
     if any(i < 1 for i in g.grad_norms) or len(set(g.grad_norms)) != len(g.grad_norms):
         raise ConfigError(
             f"diagnostics.grad_norms={list(g.grad_norms)} is not valid: it lists distinct training "
-            f"iterations >= 1 at which to record gradient norms, e.g. [1,10,100,1000], or [] for none."
+            f"iterations >= 1 at which to record gradient norms, e.g. [1,10,100,1000], or [] for "
+            f"none."
         )
 
 
@@ -407,8 +421,8 @@ def unreachable_message(cfg: Config, key: str, values: list[int], *, refused: bo
     total = iteration_schedule(cfg).iterations
     fix = f"Give iterations in [1, {total}]." if refused else "They are left out."
     return (
-        f"diagnostics.grad_norms={list(cfg.diagnostics.grad_norms)}: {shown} {verb} past the run's last "
-        f"iteration ({total}), so no gradient norms are taken there. {fix}"
+        f"diagnostics.grad_norms={list(cfg.diagnostics.grad_norms)}: {shown} {verb} past the run's "
+        f"last iteration ({total}), so no gradient norms are taken there. {fix}"
     )
 
 

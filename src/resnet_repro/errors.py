@@ -31,10 +31,12 @@ RERUN_TO_RESUME = (
 
 
 class Preempted(KeyboardInterrupt):
-    """SIGTERM (what SLURM sends on preemption) or Ctrl-C stopped the run after writing a checkpoint.
+    """SIGTERM (what SLURM sends on preemption) or Ctrl-C stopped the run after writing a
+    checkpoint.
 
     A KeyboardInterrupt, so a sweep stops too instead of starting its next job. ``signum`` is the
-    signal that stopped it (the exit status is 128 + signum, as if the signal had ended the process).
+    signal that stopped it (the exit status is 128 + signum, as if the signal had ended the
+    process).
     """
 
     def __init__(self, message: str, signum: int = 15):

@@ -1,6 +1,7 @@
 """Hydra's basic sweeper, plus: ``exclude`` rules, every job's config validated before the first
-job starts, each job's directory named by ``resnet_repro.sweeps.sweep.job_names``, and the sweep manifest
-(every job listed before the first starts, every outcome recorded once after the last ends)."""
+job starts, each job's directory named by ``resnet_repro.sweeps.sweep.job_names``, and the sweep
+manifest (every job listed before the first starts, every outcome recorded once after the last
+ends)."""
 
 from __future__ import annotations
 
@@ -162,7 +163,8 @@ class ResnetSweeper(Sweeper):
                 returns.append(
                     self.launcher.launch(named[start : start + size], initial_job_idx=start)
                 )
-        finally:  # the manifest's record of every job's outcome, once, even when the sweep was stopped
+        finally:
+            # the manifest's record of every job's outcome, once, even when the sweep was stopped
             ended = [r for results in returns for r in results]
             outcome = {i: None for i in range(len(jobs))}
             for s, r in zip(launches, ended, strict=False):
@@ -183,8 +185,8 @@ def dry_run_listing(
 
     stack_of = {i: s for s in launches if len(s) > 1 for i in s}
     lines = [
-        f"Sweep of {len(jobs)} jobs in {sweep_dir} (dry run: every job's config is valid; nothing was "
-        f"run or written):"
+        f"Sweep of {len(jobs)} jobs in {sweep_dir} (dry run: every job's config is valid; nothing "
+        f"was run or written):"
     ]
     for i, (name, overrides, c) in enumerate(zip(names, jobs, configs, strict=True)):
         try:
@@ -219,9 +221,10 @@ def check_same_sweep(sweep_dir: Path, names: list[str]) -> None:
     gone = [n for n in listed if n and n not in names]
     if gone:
         raise RunDirError(
-            f"{sweep_dir} holds another sweep: its {MANIFEST_FILE} lists {len(gone)} job(s) this one does not have "
-            f"({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}). Rerun that sweep's own command to continue "
-            f"it, or give this sweep its own folder (hydra.sweep.dir=<dir>); no job was started."
+            f"{sweep_dir} holds another sweep: its {MANIFEST_FILE} lists {len(gone)} job(s) this "
+            f"one does not have ({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}). Rerun "
+            f"that sweep's own command to continue it, or give this sweep its own folder "
+            f"(hydra.sweep.dir=<dir>); no job was started."
         )
 
 
@@ -242,7 +245,8 @@ def _launched(
 
 def _failure(job_return: JobReturn, member_dir: Path | None = None) -> BaseException | None:
     """The exception that ended a failed job (Hydra raises it on reading the return value); for a
-    run of a stack (``member_dir``), only where its own record does not say it completed or diverged."""
+    run of a stack (``member_dir``), only where its own record does not say it completed or
+    diverged."""
     if job_return.status != JobStatus.FAILED:
         return None
     if member_dir is not None and (job_outcome(member_dir) or {}).get("status") in (
@@ -260,7 +264,8 @@ def _failure(job_return: JobReturn, member_dir: Path | None = None) -> BaseExcep
 def product(overrides: list[Override]) -> list[list[str]]:
     """The jobs of parsed overrides: one per combination of the swept values, the last key varying
     fastest (Hydra's basic sweeper's order); a key given again (the command line after the sweeper's
-    ``params``) replaces its values in the first one's place. Ranges and choices sweep; intervals cannot."""
+    ``params``) replaces its values in the first one's place. Ranges and choices sweep; intervals
+    cannot."""
     axes: dict[str, list[str]] = {}
     for o in overrides:
         key = o.get_key_element()

@@ -8,9 +8,9 @@ A record is what ``resnet-report``, ``results.collect`` and the notebook read: i
 summary, layer statistics, gradient norms, Hydra's overrides and its log. Checkpoints, locks and
 temporary files stay behind. Runs that have not ended (running, interrupted, failed) are listed and
 left out; ``--weights`` adds each run's final weights (``weights.pt``, the model only: what
-``resnet_repro.load_model`` and ``hubconf.py`` load). Exporting again adds what has ended since; a run already exported with the same record
-is left as it is (its log brought up to date), and one whose exported record differs is refused
-before anything is written.
+``resnet_repro.load_model`` and ``hubconf.py`` load). Exporting again adds what has ended since; a
+run already exported with the same record is left as it is (its log brought up to date), and one
+whose exported record differs is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         "--data-root",
         metavar="PATH",
         default=None,
-        help="with --weights: where the runs' data are now (for the per-pixel mean weights.pt holds)",
+        help=(
+            "with --weights: where the runs' data are now (for the per-pixel mean weights.pt holds)"
+        ),
     )
     args = ap.parse_args(argv)
     try:

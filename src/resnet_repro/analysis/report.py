@@ -2,7 +2,8 @@
 
     resnet-report runs/degradation/2026-11-23_10-00-00-000000          # writes <sweep>/report/
     resnet-report runs/degradation/<sweep> -o analysis/results/mine     # somewhere else
-    resnet-report runs/degradation/<sweep> --wandb-report me/resnet_repro --group degradation-<sweep>
+    resnet-report runs/degradation/<sweep> --wandb-report me/resnet_repro \\
+        --group degradation-<sweep>
 
 The report folder holds ``table6.md``/``.csv``, ``fig6.png``/``.pdf``, ``fig7.png``/``.pdf``,
 ``grad_norms.png``/``.pdf`` (when the runs recorded them), ``verdict.txt``, ``runs.csv``, a copy of
@@ -95,8 +96,9 @@ def check_poolable(runs: pd.DataFrame) -> None:
     if differ:
         shown = "; ".join(f"{k}: {', '.join(v[:4])}" for k, v in list(differ.items())[:4])
         raise ResnetReproError(
-            f"These runs do not share one recipe ({shown}), but Table 6 and the figures pool runs by net "
-            f"and depth. Report each sweep on its own, or collect only runs that share a recipe."
+            f"These runs do not share one recipe ({shown}), but Table 6 and the figures pool runs "
+            f"by net and depth. Report each sweep on its own, or collect only runs that share a "
+            f"recipe."
         )
     dup = done[done.duplicated(["variant", "depth", "seed"], keep=False)]
     if len(dup):
@@ -109,8 +111,9 @@ def check_poolable(runs: pd.DataFrame) -> None:
             ]["run"]
         )
         raise ResnetReproError(
-            f"{_label(r['variant'], r['depth'])} seed {r['seed']} finished more than once ({runs_}): "
-            f"a mean over seeds would count it twice. Report the sweeps separately, or remove one of them."
+            f"{_label(r['variant'], r['depth'])} seed {r['seed']} finished more than once "
+            f"({runs_}): a mean over seeds would count it twice. Report the sweeps separately, or "
+            f"remove one of them."
         )
 
 
@@ -132,7 +135,8 @@ def _num(v):
 
 
 def _milestones(run: pd.Series) -> tuple[int, ...] | None:
-    """A run's milestones counted in iterations (an epoch schedule converted with its steps per epoch)."""
+    """A run's milestones counted in iterations (an epoch schedule converted with its steps per
+    epoch)."""
     ms = run.get("schedule.milestones")
     if not isinstance(ms, (list, tuple)):
         return None
@@ -162,8 +166,8 @@ class Recipe:
     def headline(self) -> str:
         if self.paper_schedule:
             text = (
-                "the paper's schedule (64,000 iterations, lr 0.1 divided by 10 at 32,000 and 48,000, batch 128, "
-                "momentum 0.9, weight decay 1e-4, warm-up for depth >= 110)"
+                "the paper's schedule (64,000 iterations, lr 0.1 divided by 10 at 32,000 and "
+                "48,000, batch 128, momentum 0.9, weight decay 1e-4, warm-up for depth >= 110)"
             )
         else:
             text = "not the paper's schedule: " + "; ".join(self.differs)
@@ -175,7 +179,10 @@ class Recipe:
         if self.paper_schedule:
             return "64,000 iterations, the paper's schedule"
         head = f"{its:,} iterations" if its else "mixed lengths"
-        return f"{head}: not the paper's schedule ({len(self.differs)} difference{'s' if len(self.differs) > 1 else ''})"
+        return (
+            f"{head}: not the paper's schedule ({len(self.differs)} "
+            f"difference{'s' if len(self.differs) > 1 else ''})"
+        )
 
 
 def recipe(runs: pd.DataFrame) -> Recipe:
@@ -205,7 +212,8 @@ def recipe(runs: pd.DataFrame) -> Recipe:
             want = row.get("model") in CIFAR_MODELS and int(row["depth"]) >= WARMUP_FROM_DEPTH
             if bool(row["schedule.warmup"]) != want:
                 wrong.append(
-                    f"{_label(row['variant'], row['depth'])} {'with' if row['schedule.warmup'] else 'without'}"
+                    f"{_label(row['variant'], row['depth'])} "
+                    f"{'with' if row['schedule.warmup'] else 'without'}"
                 )
         if wrong:
             r.differs.append(
@@ -309,19 +317,19 @@ def table6_markdown(t: pd.DataFrame, schedule: str = "", rec: Recipe | None = No
     )
     if not comparable:
         note += (
-            "These runs did not train on the paper's schedule, so the paper's column is a reference they "
-            "cannot be compared with, not a comparison: see the recipe above.\n"
+            "These runs did not train on the paper's schedule, so the paper's column is a "
+            "reference they cannot be compared with, not a comparison: see the recipe above.\n"
         )
     if split == "test" and "paper" in set(t.get("protocol", pd.Series(dtype=str)).dropna()):
         note += (
-            "Our nets trained on 45k images (the paper protocol holds 5k out for validation); the paper's "
-            "final models most likely trained on all 50k (dataset.protocol=full).\n"
+            "Our nets trained on 45k images (the paper protocol holds 5k out for validation); the "
+            "paper's final models most likely trained on all 50k (dataset.protocol=full).\n"
         )
     if split == "val":
         note += (
-            "Validation error (on images held out of the training set: 5k of CIFAR-10's 50k under the "
-            "paper protocol) is not the paper's test error (the 10k test batch): compare trends and "
-            "gaps, not the last decimal.\n"
+            "Validation error (on images held out of the training set: 5k of CIFAR-10's 50k under "
+            "the paper protocol) is not the paper's test error (the 10k test batch): compare "
+            "trends and gaps, not the last decimal.\n"
         )
     return top + head + "\n".join(lines) + "\n" + note
 
@@ -434,7 +442,10 @@ def build_figure6(history: pd.DataFrame, runs: pd.DataFrame, rec: Recipe | None 
     caption = (
         "the paper's axis (0-20%)"
         if top == PAPER_FIG6_TOP
-        else f"axis widened to 0-{top:.0f}%: these curves reach {highest:.0f}%, above the paper's 0-20%"
+        else (
+            f"axis widened to 0-{top:.0f}%: these curves reach {highest:.0f}%, above the "
+            f"paper's 0-20%"
+        )
     )
     fig.text(
         0.5,
@@ -516,8 +527,8 @@ def build_figure7(stats: pd.DataFrame) -> Figure:
                 color="gray",
             )
     top.set_title(
-        f"Std of layer responses (3x3 layers, after BN, before addition and ReLU), {_weights_at(iters)}; "
-        f"plain: open circles, dashed",
+        f"Std of layer responses (3x3 layers, after BN, before addition and ReLU), "
+        f"{_weights_at(iters)}; plain: open circles, dashed",
         fontsize=10,
     )
     fig.tight_layout()
@@ -535,8 +546,9 @@ def figure_grad_norms(norms: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def build_figure_grad_norms(norms: pd.DataFrame, max_panels: int = 4) -> Figure:
-    """Per-layer gradient norms of the 3x3 convs at the recorded early iterations, plain vs residual,
-    of finished runs: relative to the weight's norm (top, the effective step) and raw (bottom)."""
+    """Per-layer gradient norms of the 3x3 convs at the recorded early iterations, plain vs
+    residual, of finished runs: relative to the weight's norm (top, the effective step) and raw
+    (bottom)."""
     norms = norms[norms["status"] == "completed"] if "status" in norms else norms
     relative = "weight_norm" in norms and norms["weight_norm"].notna().any()
     iters = sorted(norms["iter"].unique())[:max_panels] or [0]
@@ -751,7 +763,10 @@ def verdict(runs: pd.DataFrame) -> str:
     if not judged:
         head = "no verdict: too few nets finished to compare any depths."
     elif not rec.paper_schedule:
-        head = "too short to judge: these runs are not on the paper's schedule (the numbers below are as measured)."
+        head = (
+            "too short to judge: these runs are not on the paper's schedule (the numbers below are "
+            "as measured)."
+        )
     elif NOT_REPRODUCED in judged:
         head = "the degradation problem is NOT reproduced: see the claims below."
     elif TOO_SHORT in judged:
@@ -807,8 +822,8 @@ def runs_markdown(runs: pd.DataFrame) -> str:
         return "No ended runs.\n"
     split = eval_split(runs)
     lines = [
-        f"| net | seed | iterations (lr /10 at) | precision, fast path | device | wall time | status "
-        f"| training error (%) | {split_word(split)} error (%) | paper: test error (%) |",
+        f"| net | seed | iterations (lr /10 at) | precision, fast path | device | wall time "
+        f"| status | training error (%) | {split_word(split)} error (%) | paper: test error (%) |",
         "| --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: |",
     ]
     done = done.assign(_order=done["variant"].map({"plain": 0, "resnet": 1}).fillna(2))
@@ -828,8 +843,8 @@ def runs_markdown(runs: pd.DataFrame) -> str:
             pd.to_numeric(r[k], errors="coerce") for k in ("final_train_err", f"final_{split}_err")
         )
         lines.append(
-            f"| {_label(r['variant'], r['depth'])} | {r['seed']} | {its} | {_setting(r)} | {device} "
-            f"| {_duration(r['wall_time_s'])} | {r['status']} | {_pm(train, math.nan)} "
+            f"| {_label(r['variant'], r['depth'])} | {r['seed']} | {its} | {_setting(r)} "
+            f"| {device} | {_duration(r['wall_time_s'])} | {r['status']} | {_pm(train, math.nan)} "
             f"| {_pm(err, math.nan)} | {f'{paper[1]:.2f}' if paper else '—'} |"
         )
     return "\n".join(lines) + "\n"
@@ -875,7 +890,8 @@ def write_report(paths, out: str | Path | None = None) -> dict[str, Path]:
     files["verdict"] = out / "verdict.txt"
     for p in paths:
         if (Path(p) / MANIFEST_FILE).is_file() and len(paths) == 1:
-            # under another name, so collecting a folder that holds reports never mistakes it for a sweep
+            # under another name, so collecting a folder that holds reports never mistakes it
+            # for a sweep
             shutil.copyfile(Path(p) / MANIFEST_FILE, out / "sweep_manifest.csv")
             files["manifest"] = out / "sweep_manifest.csv"
     (out / "report.md").write_text(report_markdown(paths, runs, rec, text, md, files))
@@ -891,7 +907,8 @@ def report_markdown(
     table_md: str,
     files: dict[str, Path],
 ) -> str:
-    """``report.md``: the recipe line, the run counts, the verdict, Table 6 and the figures written."""
+    """``report.md``: the recipe line, the run counts, the verdict, Table 6 and the figures
+    written."""
     status = runs["status"].value_counts().to_dict()
     index = [
         f"# {dataset_title(runs)} degradation study: {', '.join(Path(p).name for p in paths)}\n",
@@ -941,7 +958,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
         if args.wandb_report and "/" not in args.wandb_report:
             raise ResnetReproError(
-                f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. my-team/resnet_repro."
+                f"--wandb-report {args.wandb_report!r} is not ENTITY/PROJECT, e.g. "
+                f"my-team/resnet_repro."
             )
         try:
             files = write_report(args.paths, args.out)
@@ -988,8 +1006,9 @@ def save_wandb_report(args, files: dict[str, Path]) -> str:
         report.save()
     except Exception as ex:  # noqa: BLE001 - the local report is already complete
         raise ResnetReproError(
-            f"Could not save the W&B Report to {entity}/{project} ({type(ex).__name__}: {ex}). The local "
-            f"report in {files['report'].parent} is complete; check `wandb login` and the network, then rerun."
+            f"Could not save the W&B Report to {entity}/{project} ({type(ex).__name__}: {ex}). The "
+            f"local report in {files['report'].parent} is complete; check `wandb login` and the "
+            f"network, then rerun."
         ) from None
     try:
         return report.url

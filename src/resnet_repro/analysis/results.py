@@ -353,7 +353,8 @@ def run_row(run: str, config: dict | None, summary: dict | None, status: str, **
 
 
 def history_long(run_ids: dict, metrics: pd.DataFrame) -> pd.DataFrame:
-    """A wide metrics table (``iter`` plus metric columns) as long rows tagged with the run's ids."""
+    """A wide metrics table (``iter`` plus metric columns) as long rows tagged with the run's
+    ids."""
     if metrics.empty or "iter" not in metrics:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
     value_cols = [c for c in metrics.columns if c != "iter"]
@@ -393,7 +394,8 @@ def _roots(paths) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(
-                f"{p} does not exist: give a sweep directory (runs/<experiment>/<time>) or a run directory."
+                f"{p} does not exist: give a sweep directory (runs/<experiment>/<time>) or a run "
+                f"directory."
             )
         out.append(p)
     return out
@@ -534,12 +536,14 @@ def collect_grad_norms(path) -> pd.DataFrame:
 
 
 def latest_sweep(experiment_dir: str | Path) -> Path:
-    """The newest sweep folder (the one with the latest timestamp name) under ``runs/<experiment>``."""
+    """The newest sweep folder (the one with the latest timestamp name) under
+    ``runs/<experiment>``."""
     d = Path(experiment_dir)
     sweeps = sorted(p for p in d.iterdir() if (p / MANIFEST_FILE).is_file()) if d.is_dir() else []
     if not sweeps:
         raise FileNotFoundError(
-            f"No sweep (a folder with {MANIFEST_FILE}) under {d}. Run a sweep first, e.g. resnet-train -m experiment=degradation."
+            f"No sweep (a folder with {MANIFEST_FILE}) under {d}. Run a sweep first, e.g. "
+            f"resnet-train -m experiment=degradation."
         )
     return sweeps[-1]
 

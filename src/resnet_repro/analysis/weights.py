@@ -1,9 +1,11 @@
-"""Trained weights: a run's net loaded back, ready to score images, and its weights saved on their own.
+"""Trained weights: a run's net loaded back, ready to score images, and its weights saved on their
+own.
 
     from resnet_repro import load_model
     net = load_model("runs/cifar10/resnet56-seed0")            # the run's last good checkpoint
     net = load_model("analysis/results/<folder>/<run>/weights.pt", device="cuda")
-    logits = net(images)     # uint8 images (N, C, H, W), or floats in [0, 1]; eval mode, no grad kept
+    logits = net(images)     # uint8 images (N, C, H, W), or floats in [0, 1];
+                             # eval mode, no grad kept
     net.config               # the run's config (a dict); net.iteration, net.source
     net.net                  # the bare ResNet, which takes mean-subtracted images as in training
 
@@ -32,7 +34,8 @@ WEIGHTS_FORMAT = "resnet_repro.weights/1"
 
 
 class Trained(nn.Module):
-    """A trained net with what scoring an image needs: its training split's per-pixel mean and size."""
+    """A trained net with what scoring an image needs: its training split's per-pixel mean and
+    size."""
 
     def __init__(
         self,
@@ -79,15 +82,16 @@ def build_net(
     ) as ex:  # e.g. too many classes to allocate
         m = model_cfg
         raise ConfigError(
-            f"{source} describes a model that cannot be built on {device} ({m.name}, depth {m.depth}, "
-            f"{m.num_classes:,} classes): {first_line(ex)}. Load the weights of a run of this harness."
+            f"{source} describes a model that cannot be built on {device} ({m.name}, depth "
+            f"{m.depth}, {m.num_classes:,} classes): {first_line(ex)}. Load the weights of a run "
+            f"of this harness."
         ) from None
     try:
         net.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as ex:
         raise CheckpointError(
-            f"{source}'s weights do not fit the model its config describes ({model_cfg.name}, depth "
-            f"{model_cfg.depth}): {first_line(ex)}. Give the weights of this run."
+            f"{source}'s weights do not fit the model its config describes ({model_cfg.name}, "
+            f"depth {model_cfg.depth}): {first_line(ex)}. Give the weights of this run."
         ) from None
     return net.eval()
 
@@ -149,9 +153,9 @@ def _pixel_mean(config: dict, data_root: str | Path | None) -> torch.Tensor:
             splits_log.setLevel(level)
     except DataError as ex:
         raise DataError(
-            f"{ex} The net subtracts its training split's per-pixel mean, which a checkpoint does not "
-            f"hold: give load_model(..., data_root=<the folder holding the data>), or load the run's "
-            f"{WEIGHTS_FILE} (resnet-export --weights), which holds it."
+            f"{ex} The net subtracts its training split's per-pixel mean, which a checkpoint does "
+            f"not hold: give load_model(..., data_root=<the folder holding the data>), or load the "
+            f"run's {WEIGHTS_FILE} (resnet-export --weights), which holds it."
         ) from None
 
 
@@ -185,7 +189,8 @@ def _read(path: Path, checkpoint: str | Path | None) -> tuple[dict, dict, str]:
             )
             if ckpt is None:
                 raise CheckpointError(
-                    f"{path} has no {CHECKPOINT_FILE} or {WEIGHTS_FILE}: give a run directory that has one."
+                    f"{path} has no {CHECKPOINT_FILE} or {WEIGHTS_FILE}: give a run directory that "
+                    f"has one."
                 )
         source = str(path)
     elif path.is_file():
@@ -217,8 +222,8 @@ def load_model(
     checkpoint: str | Path | None = None,
     data_root: str | Path | None = None,
 ) -> Trained:
-    """A run's trained net in eval mode on ``device``: from a run directory (its last good checkpoint,
-    or ``checkpoint=``), a checkpoint file, or a ``weights.pt``."""
+    """A run's trained net in eval mode on ``device``: from a run directory (its last good
+    checkpoint, or ``checkpoint=``), a checkpoint file, or a ``weights.pt``."""
     state, config, source = _read(Path(path), checkpoint)
     net = build_net(model_config(config, source), state["model"], source, torch.device(device))
     mean = state.get("pixel_mean")
@@ -252,7 +257,8 @@ def save_weights(run_dir: Path, into: Path, data_root: str | Path | None = None)
 
 def published(results: Path) -> dict[tuple, Path]:
     """The published CIFAR nets with weights under ``results`` (``<folder>/<run>/weights.pt``):
-    {(depth, residual, schedule, seed): its weights.pt}, the latest folder's where several have one."""
+    {(depth, residual, schedule, seed): its weights.pt}, the latest folder's where several have
+    one."""
     import yaml
 
     found = {}

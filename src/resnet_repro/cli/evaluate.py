@@ -1,6 +1,8 @@
-"""``resnet-eval``: the error and loss of a saved checkpoint on a run's validation, test or training split.
+"""``resnet-eval``: the error and loss of a saved checkpoint on a run's validation, test or training
+split.
 
-    resnet-eval runs/cifar10/resnet56-seed0                  # the splits training evaluated (val, test)
+    resnet-eval runs/cifar10/resnet56-seed0 \
+                 # the splits training evaluated (val, test)
     resnet-eval runs/cifar10/resnet56-seed0 --split test     # the 10k test batch
     resnet-eval runs/cifar10/resnet56-seed0 --split all --json
     resnet-eval runs/cifar10/resnet56-seed0 --checkpoint checkpoint.prev.pt
@@ -149,14 +151,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     for split, r in result["splits"].items():
         print(
-            f"{split}: error {r['error']:.2f}%, loss {r['loss']:.4f} ({r['images']} images, iteration "
-            f"{result['iteration']}, {result['checkpoint_name']}, {result['precision']} on {result['device']})"
+            f"{split}: error {r['error']:.2f}%, loss {r['loss']:.4f} ({r['images']} images, "
+            f"iteration {result['iteration']}, {result['checkpoint_name']}, {result['precision']} "
+            f"on {result['device']})"
         )
 
 
-# --- the run directory: checked before torch is imported --------------------------------------------
+# --- the run directory: checked before torch is imported ------------------------------------------
 def locate(run_dir: str, checkpoint: str | None) -> tuple[Path, Path | None]:
-    """The run directory and the checkpoint file asked for (None: the run's own), or a clear error."""
+    """The run directory and the checkpoint file asked for (None: the run's own), or a clear
+    error."""
     d = Path(run_dir)
     if d.is_file() and checkpoint is None and d.suffix == ".pt":  # resnet-eval <run>/checkpoint.pt
         d, checkpoint = d.parent, str(d)
@@ -166,7 +170,8 @@ def locate(run_dir: str, checkpoint: str | None) -> tuple[Path, Path | None]:
         )
     if not d.is_dir():
         raise RunDirError(
-            f"{d} is not a directory. Give a run's directory, e.g. {PROG} runs/cifar10/resnet20-seed0."
+            f"{d} is not a directory. Give a run's directory, e.g. {PROG} "
+            f"runs/cifar10/resnet20-seed0."
         )
     record = [
         f
@@ -212,17 +217,19 @@ def locate(run_dir: str, checkpoint: str | None) -> tuple[Path, Path | None]:
         if (d / WEIGHTS_FILE).is_file():  # a published run: its final weights
             return d, d / WEIGHTS_FILE
         raise CheckpointError(
-            f"{d} has no checkpoint to evaluate (no {CHECKPOINT_FILE} or {PREVIOUS_CHECKPOINT_FILE}): "
-            f"a run writes its first at its first eval (trainer.eval_every), and a deleted one cannot be "
-            f"evaluated. Wait for the run's first eval, or give a checkpoint with --checkpoint PATH."
+            f"{d} has no checkpoint to evaluate (no {CHECKPOINT_FILE} or "
+            f"{PREVIOUS_CHECKPOINT_FILE}): a run writes its first at its first eval "
+            f"(trainer.eval_every), and a deleted one cannot be evaluated. Wait for the run's "
+            f"first eval, or give a checkpoint with --checkpoint PATH."
         )
     return d, None
 
 
-# --- the run's config --------------------------------------------------------------------------------
+# --- the run's config -----------------------------------------------------------------------------
 @dataclasses.dataclass
 class Setup:
-    """What an evaluation is built from: the run's config groups, where they came from, the splits."""
+    """What an evaluation is built from: the run's config groups, where they came from, the
+    splits."""
 
     model: object
     dataset: object
@@ -257,7 +264,8 @@ def _group(schema, values, group: str, source: str):
 
 
 def setup(cfg: dict, source: str, args) -> Setup:
-    """The run's config groups, the data root and splits checked against what is asked, before any work."""
+    """The run's config groups, the data root and splits checked against what is asked, before any
+    work."""
     from ..config import OptimizerConfig, TrainerConfig
     from ..data.registry import DatasetConfig, check_dataset
     from ..models.registry import ModelConfig, check_model
@@ -291,7 +299,8 @@ def setup(cfg: dict, source: str, args) -> Setup:
 
 
 def _data_folder(name: str) -> str | None:
-    """The folder under ``dataset.root`` that holds dataset ``name`` (None: synthetic, made from a seed)."""
+    """The folder under ``dataset.root`` that holds dataset ``name`` (None: synthetic, made from a
+    seed)."""
     from ..data.registry import DATASETS
 
     return DATASETS[name].folder
@@ -321,7 +330,8 @@ def check_data_root(dataset, args) -> None:
 
 
 def available_splits(dataset) -> list[str]:
-    """The splits the run has with the data at hand: val (paper protocol), test (when the data hold one), train."""
+    """The splits the run has with the data at hand: val (paper protocol), test (when the data hold
+    one), train."""
     from ..data import test_batch_available
 
     held_out = ["val"] if dataset.protocol == "paper" else []
@@ -342,7 +352,7 @@ def missing_split(dataset, split: str) -> str:
     return f"{Path(dataset.root).absolute() / folder} has no test batch"
 
 
-# --- the checkpoint ---------------------------------------------------------------------------------
+# --- the checkpoint -------------------------------------------------------------------------------
 class _Captured(logging.Handler):
     """Holds the record's log messages while it loads, so they are told in this command's words."""
 
@@ -378,8 +388,8 @@ def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path,
         return (weights if weights is not None else ckpts.read(checkpoint)), checkpoint, []
     with _quiet_log() as records:
         ckpt = ckpts.load(
-            fix=f"Give another checkpoint with --checkpoint PATH (e.g. {ckpts.previous}); nothing was "
-            f"changed."
+            fix=f"Give another checkpoint with --checkpoint PATH (e.g. {ckpts.previous}); nothing "
+            f"was changed."
         )
     if ckpt is None:  # gone between the check and the load
         raise CheckpointError(
@@ -401,7 +411,8 @@ def load_checkpoint(run_dir: Path, checkpoint: Path | None) -> tuple[dict, Path,
 
 
 def read_config(run_dir: Path) -> tuple[dict | None, str, list[str]]:
-    """config.yaml as a dict (None when missing or unreadable: the checkpoint's copy is used then)."""
+    """config.yaml as a dict (None when missing or unreadable: the checkpoint's copy is used
+    then)."""
     from ..record.run_record import RunRecord
 
     try:
@@ -411,7 +422,7 @@ def read_config(run_dir: Path) -> tuple[dict | None, str, list[str]]:
     return cfg, str(run_dir / CONFIG_FILE), []
 
 
-# --- the evaluation ---------------------------------------------------------------------------------
+# --- the evaluation -------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _backends_kept():
     """Leave torch's process-wide flags as they were (FastPath.configure_backends sets them)."""

@@ -199,7 +199,8 @@ def _compose(args: argparse.Namespace, conf_dir: Path, *, check_data: bool) -> _
                     return None
                 if sweeps:
                     raise ConfigError(
-                        f"{sweeps[0]} is a sweep over several values: add -m (--multirun) to run one job per value."
+                        f"{sweeps[0]} is a sweep over several values: add -m (--multirun) to run "
+                        f"one job per value."
                     )
                 cfg = to_config(compose(name, overrides=overrides), overrides)
                 if check_data:  # imports torch: only for a config that is valid so far
@@ -219,8 +220,8 @@ class _QuietParser(argparse.ArgumentParser):
 
 
 def _hydra_command_line() -> argparse.ArgumentParser:
-    """The flags of Hydra's command line (``--help``, ``-m``, ``--cfg``, ...), to tell a single run's
-    overrides from a question or a sweep for Hydra; Hydra itself parses the line again."""
+    """The flags of Hydra's command line (``--help``, ``-m``, ``--cfg``, ...), to tell a single
+    run's overrides from a question or a sweep for Hydra; Hydra itself parses the line again."""
     p = _QuietParser(add_help=False, allow_abbrev=False)
     for flags in (
         ("--help", "-h"),
@@ -290,14 +291,16 @@ def earlier_run_dir(cfg, run_dir: str | None, overrides: list[str]) -> str | Non
 
 @dataclass(frozen=True)
 class NewFolder:
-    """A folder that did not exist when the command started, and the nearest folder above it that did."""
+    """A folder that did not exist when the command started, and the nearest folder above it that
+    did."""
 
     path: Path
     base: Path
 
     @classmethod
     def note(cls, path: str | Path) -> NewFolder | None:
-        """``path`` (resolved) when nothing is there yet, else None: what exists is never taken back."""
+        """``path`` (resolved) when nothing is there yet, else None: what exists is never taken
+        back."""
         p = Path(path).resolve()
         if os.path.lexists(p):
             return None
@@ -357,8 +360,8 @@ class Start:
     def moved_note(self) -> str:
         """The line that says a run goes on in the folder it was recorded in before."""
         return (
-            f"resnet-train: {self.where} holds this run, recorded before a run's folder was named from "
-            f"its overrides; it goes on there.\n"
+            f"resnet-train: {self.where} holds this run, recorded before a run's folder was named "
+            f"from its overrides; it goes on there.\n"
             if self.earlier
             else ""
         )
@@ -368,9 +371,9 @@ class Start:
 
     def undo(self, output_dir: str | None = None) -> None:
         """Take back what a failed start made: the run directory when it holds only what Hydra and
-        the start wrote before the run record began (``.hydra/``, the log, ``run.lock``), and the data
-        root when it is still empty. ``output_dir`` is the directory Hydra ran the job in, when the
-        job started: a directory other than the one noted here is left alone."""
+        the start wrote before the run record began (``.hydra/``, the log, ``run.lock``), and the
+        data root when it is still empty. ``output_dir`` is the directory Hydra ran the job in, when
+        the job started: a directory other than the one noted here is left alone."""
         new, ours = (
             self.run_dir,
             output_dir is None
@@ -436,7 +439,8 @@ def _remove_added_leftovers(d: Path, added: set[str]) -> None:
 
 
 def _remove_empty_tree(d: Path) -> bool:
-    """Remove ``d`` if it holds nothing but empty folders (a download that failed before writing)."""
+    """Remove ``d`` if it holds nothing but empty folders (a download that failed before
+    writing)."""
     if d.is_symlink() or not d.is_dir():
         return False
     folders = [d]
@@ -482,7 +486,7 @@ def _parse(override: str):
         why = " ".join(str(ex).split("See https://")[0].split()).rstrip(". ")
         why = why.removeprefix(f"Error parsing override '{override}'").strip()
         raise ConfigError(
-            f"Cannot parse the override {override!r} ({why}). Check its brackets and quotes; Hydra's grammar: "
-            f"https://hydra.cc/docs/advanced/override_grammar/basic/"
+            f"Cannot parse the override {override!r} ({why}). Check its brackets and quotes; "
+            f"Hydra's grammar: https://hydra.cc/docs/advanced/override_grammar/basic/"
         ) from None
     return parsed

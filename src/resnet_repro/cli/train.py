@@ -1,7 +1,8 @@
 """The ``resnet-train`` command line: Hydra's app, answering config errors and ``--help`` before
 torch is imported (training imports it once a run starts).
 
-    resnet-train                                   # ResNet-20, paper recipe, CIFAR-10 (paper protocol)
+    resnet-train                                   # ResNet-20, paper recipe, CIFAR-10
+                                                   # (paper protocol)
     resnet-train model.depth=56 model.residual=false
     resnet-train -m model.n=3,5,7,9,18             # a Hydra multirun sweep
     resnet-train --cfg job model.depth=56          # the validated config the run would use
@@ -63,7 +64,9 @@ def hydra_main(cfg: DictConfig) -> float | list | None:
         summary = train(to_config(cfg, list(hc.overrides.task)), hc.runtime.output_dir, **sweep)
     except ResnetReproError as ex:
         if multirun:
-            raise  # the sweeper records the failure in its manifest once the sweep ends, and runs the other jobs
+            # the sweeper records the failure in its manifest once the sweep ends,
+            # and runs the other jobs
+            raise
         print(f"resnet-train: error: {ex}", file=sys.stderr)
         sys.exit(2)
     return summary.get("final_test_err", summary.get("final_val_err"))
@@ -98,8 +101,8 @@ def main() -> None:
             print(start.moved_note(), end="", file=sys.stderr)
         if dry_run and start:  # a single run, validated: where it would run
             _print(
-                f"1 run, {start.name}, in {start.where} (dry run: its config is valid; nothing was run or written). "
-                f"Without {DRY_RUN} the same command runs it.\n"
+                f"1 run, {start.name}, in {start.where} (dry run: its config is valid; nothing was "
+                f"run or written). Without {DRY_RUN} the same command runs it.\n"
             )
             return
         try:
@@ -120,8 +123,8 @@ def main() -> None:
         )  # the exit status the signal itself would give (143, or 130 for Ctrl-C)
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second one that would not wait
         print(
-            "resnet-train: interrupted (Ctrl-C). Rerun the same command to resume from the last checkpoint "
-            "(one Ctrl-C finishes the step and writes a checkpoint first).",
+            "resnet-train: interrupted (Ctrl-C). Rerun the same command to resume from the last "
+            "checkpoint (one Ctrl-C finishes the step and writes a checkpoint first).",
             file=sys.stderr,
         )
         sys.exit(128 + signal.SIGINT)
@@ -136,9 +139,9 @@ def main() -> None:
 
 
 def exit_on_ctrl_c() -> None:
-    """From here on, a Ctrl-C ends the process at once (exit status 130), quietly: the run is over and
-    its record written, and one that lands in the interpreter's exit handlers (W&B's, torch's) would
-    print their traceback instead."""
+    """From here on, a Ctrl-C ends the process at once (exit status 130), quietly: the run is over
+    and its record written, and one that lands in the interpreter's exit handlers (W&B's, torch's)
+    would print their traceback instead."""
 
     def now(signum, _frame):
         for stream in (sys.stdout, sys.stderr):

@@ -65,12 +65,14 @@ def _read_idx(path: Path, magic: int, verify: bool) -> np.ndarray:
     header = 4 * (1 + ndim)
     if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
         raise DataError(
-            f"Fashion-MNIST file {path} is not an IDX file of {'images' if ndim == 3 else 'labels'}. {FIX}"
+            f"Fashion-MNIST file {path} is not an IDX file of "
+            f"{'images' if ndim == 3 else 'labels'}. {FIX}"
         )
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if len(raw) - header != int(np.prod(dims)) or (ndim == 3 and dims[1:] != [SIZE, SIZE]):
         raise DataError(
-            f"Fashion-MNIST file {path} holds {len(raw) - header} bytes for dimensions {dims}. {FIX}"
+            f"Fashion-MNIST file {path} holds {len(raw) - header} bytes for dimensions {dims}. "
+            f"{FIX}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 

@@ -20,8 +20,9 @@ def fetch_missing(
     """
     if not download:
         raise DataError(
-            f"{name} not found: {where} lacks {missing}. Point dataset.root at the folder that holds "
-            f"{folder}/ (e.g. dataset.root=/path/to/data), or set dataset.download=true on a machine that is online."
+            f"{name} not found: {where} lacks {missing}. Point dataset.root at the folder that "
+            f"holds {folder}/ (e.g. dataset.root=/path/to/data), or set dataset.download=true on a "
+            f"machine that is online."
         )
     log.info("%s not found under %s: downloading with torchvision", name, where)
     try:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 def crop_flip(
     x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, pad: int
 ) -> torch.Tensor:
-    """Zero-pad ``x`` (B,C,H,W) by ``pad``, crop HxW at (top, left) per sample, then flip where ``flip``.
+    """Zero-pad ``x`` (B,C,H,W) by ``pad``, crop HxW at (top, left) per sample, then flip where
+    ``flip``.
 
     Equals torchvision's ``RandomCrop(H, padding=pad)`` followed by ``RandomHorizontalFlip`` for the
     same offsets and flips.
@@ -46,7 +47,8 @@ def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> t
 
 
 def pixel_mean(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel mean (1,C,H,W) of uint8 images, in [0, 1] units (torch's default dtype, float32)."""
+    """Per-pixel mean (1,C,H,W) of uint8 images, in [0, 1] units (torch's default dtype,
+    float32)."""
     return (x.sum(dim=0, dtype=torch.float64) / (255.0 * len(x))).to(torch.get_default_dtype())[
         None
     ]
@@ -54,10 +56,12 @@ def pixel_mean(x: torch.Tensor) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, size: int | None = None) -> torch.Tensor:
     """uint8 images to [0, 1] minus the per-pixel mean; resized to ``size`` (bilinear) when given.
-    In torch's default dtype: float32, or float64 where a test sets it (the stacked runs' exactness).
+    In torch's default dtype: float32, or float64 where a test sets it (the stacked runs'
+    exactness).
 
     The scaling multiplies by the float32 reciprocal of 255: CUDA divides by a scalar that way, the
-    CPU divides exactly, so a division would differ by one bit between them for half the pixel values.
+    CPU divides exactly, so a division would differ by one bit between them for half the pixel
+    values.
     """
     x = x.to(torch.get_default_dtype()).mul_(1 / 255).sub_(mean)
     if size is not None and x.shape[-1] != size:
@@ -88,8 +92,8 @@ class DeviceBatches:
     ):
         if batch_size > len(x):
             raise ConfigError(
-                f"trainer.batch_size={batch_size} is larger than the training split ({len(x)} images). "
-                f"Use a smaller batch size or more training data."
+                f"trainer.batch_size={batch_size} is larger than the training split ({len(x)} "
+                f"images). Use a smaller batch size or more training data."
             )
         self.x, self.y = x.to(device), y.to(device)
         self.mean, self.batch_size, self.augment, self.pad = (
@@ -159,7 +163,8 @@ class DeviceData:
         size: int | None,
         probe_images: int,
     ):
-        """``seed``: the run's; a list of seeds gives a stack's batches (:class:`StackedBatches`)."""
+        """``seed``: the run's; a list of seeds gives a stack's batches
+        (:class:`StackedBatches`)."""
         mean = pixel_mean(splits.train[0])
         self.batches: DeviceBatches | StackedBatches
         if isinstance(seed, list):

@@ -104,7 +104,8 @@ def title(name: str) -> str:
 
 
 def train_split_size(dataset: DatasetConfig) -> int:
-    """Images in the training split: the training set, less the validation split (paper protocol)."""
+    """Images in the training split: the training set, less the validation split (paper
+    protocol)."""
     n = train_images(dataset)
     return n - dataset.val_size if dataset.protocol == "paper" else n
 
@@ -116,8 +117,8 @@ def check_dataset(dataset: DatasetConfig) -> None:
     choice("dataset.protocol", d.protocol, PROTOCOLS)
     if d.image_size is not None and not MIN_IMAGE_SIZE <= d.image_size <= MAX_IMAGE_SIZE:
         raise ConfigError(
-            f"dataset.image_size={d.image_size} is not valid: it must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] "
-            f"(224 is ImageNet's), or null for the native size."
+            f"dataset.image_size={d.image_size} is not valid: it must be in [{MIN_IMAGE_SIZE}, "
+            f"{MAX_IMAGE_SIZE}] (224 is ImageNet's), or null for the native size."
         )
     if d.protocol == "paper" and d.val_size < 1:
         raise ConfigError(

@@ -1,4 +1,5 @@
-"""The splits a run trains and evaluates on: uint8 tensors, split by protocol (``dataset.protocol``)."""
+"""The splits a run trains and evaluates on: uint8 tensors, split by protocol
+(``dataset.protocol``)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def paper_split(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.T
     """Fixed, seeded split of ``n`` training images into (train indices, validation indices)."""
     if not 0 < val_size < n:
         raise ConfigError(
-            f"dataset.val_size={val_size} is not valid for {n} training images: it must be in [1, {n - 1}]."
+            f"dataset.val_size={val_size} is not valid for {n} training images: it must be in [1, "
+            f"{n - 1}]."
         )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[val_size:].sort().values, perm[:val_size].sort().values
@@ -77,8 +79,8 @@ def load_splits(cfg: DatasetConfig) -> Splits:
     root = Path(cfg.root).expanduser()
     if row.folder is not None and root.exists() and not root.is_dir():
         raise DataError(
-            f"dataset.root={cfg.root} is a file, not a folder: point dataset.root at the folder that "
-            f"holds {row.folder}/."
+            f"dataset.root={cfg.root} is a file, not a folder: point dataset.root at the folder "
+            f"that holds {row.folder}/."
         )
     module, _, reader = row.reader.partition(":")
     x, y, test = getattr(importlib.import_module(f".{module}", __package__), reader)(cfg)
@@ -87,6 +89,9 @@ def load_splits(cfg: DatasetConfig) -> Splits:
     tr, va = paper_split(len(x), cfg.val_size, cfg.split_seed)
     note = ""
     if test is None:
-        note = "no test batch: evaluating on the validation split only; reported errors are validation errors"
+        note = (
+            "no test batch: evaluating on the validation split only; reported errors are "
+            "validation errors"
+        )
         log.warning("%s", note)
     return Splits(train=(x[tr], y[tr]), val=(x[va], y[va]), test=test, note=note)

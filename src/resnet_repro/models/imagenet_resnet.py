@@ -18,8 +18,8 @@ mean over H and W (:class:`GlobalAvgPool`): torchvision's ``AdaptiveAvgPool2d`` 
 deterministic CUDA backward.
 
 Every 3x3 conv ``convK`` is followed by its BN ``bnK`` in the same block, so
-:func:`resnet_repro.training.diagnostics.conv3x3_layers` finds exactly the 3x3 layers (two per BasicBlock,
-the middle one per Bottleneck, plus the stem when ``cifar_stem=True``).
+:func:`resnet_repro.training.diagnostics.conv3x3_layers` finds exactly the 3x3 layers (two per
+BasicBlock, the middle one per Bottleneck, plus the stem when ``cifar_stem=True``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ class GlobalAvgPool(nn.Module):
 
 
 class ImageNetResNet(ResNet):
-    """torchvision's ResNet of Table 1, plain or residual, with a choice of stem (module docstring)."""
+    """torchvision's ResNet of Table 1, plain or residual, with a choice of stem (module
+    docstring)."""
 
     def __init__(
         self,

@@ -130,12 +130,14 @@ def resolve_depth(model: ModelConfig) -> None:
     if depth is not None and not is_cifar_depth(depth):
         raise ConfigError(
             f"model.depth={depth} is not a CIFAR ResNet depth: depth must be 6n+2 "
-            f"({valid_depths_hint()}). Nearest valid: {' or '.join(map(str, nearest_depths(depth)))}."
+            f"({valid_depths_hint()}). Nearest valid: "
+            f"{' or '.join(map(str, nearest_depths(depth)))}."
         )
     if n is not None and depth is not None and depth_of_n(n) != depth:
         raise ConfigError(
             f"model.n={n} and model.depth={depth} contradict each other: n={n} is the "
-            f"{depth_of_n(n)}-layer net, depth={depth} is n={n_of_depth(depth)}. Give only one of them."
+            f"{depth_of_n(n)}-layer net, depth={depth} is n={n_of_depth(depth)}. Give only one of "
+            f"them."
         )
     model.depth = depth_or_default(n, depth)
     model.n = n_of_depth(model.depth)
@@ -147,13 +149,15 @@ def fix_imagenet_depth(model: ModelConfig) -> None:
     if model.depth not in (None, d) or model.n is not None:
         raise ConfigError(
             f"model.name={model.name} is the {d}-layer ImageNet ResNet; its depth is fixed "
-            f"(model.depth={model.depth}, model.n={model.n} given). Choose another model (model=resnet34, ...)."
+            f"(model.depth={model.depth}, model.n={model.n} given). Choose another model "
+            f"(model=resnet34, ...)."
         )
     model.depth = d
 
 
 def check_model(model: ModelConfig) -> None:
-    """The model group's value-level rules; fills in ``model.depth`` (and ``model.n``, CIFAR nets)."""
+    """The model group's value-level rules; fills in ``model.depth`` (and ``model.n``, CIFAR
+    nets)."""
     choice("model.name", model.name, MODELS)
     if model.name in IMAGENET_MODELS:
         fix_imagenet_depth(model)

@@ -1,4 +1,5 @@
-"""k CIFAR nets of one depth trained as one network: :class:`StackedCifarResNet` and :class:`StackedSGD`.
+"""k CIFAR nets of one depth trained as one network: :class:`StackedCifarResNet` and
+:class:`StackedSGD`.
 
 The nets of one depth in the §4.2 study (plain and residual, every seed) have the same layers; plain
 and residual differ only in the shortcut, seeds only in the numbers. At batch 128 one such net

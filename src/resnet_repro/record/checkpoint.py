@@ -85,9 +85,9 @@ def check_same_device_type(ckpt: dict, device: torch.device, path: Path) -> None
         saved = {5056: "cpu", 16: "cuda"}.get(state.numel()) if state is not None else None
     if saved is not None and saved != device.type:
         raise CheckpointError(
-            f"{path} was written on {saved} and this run is on {device.type}: the data sampler's random "
-            f"stream cannot move between device types. Resume with trainer.device={saved}, or start a new "
-            f"run (name=<new name>)."
+            f"{path} was written on {saved} and this run is on {device.type}: the data sampler's "
+            f"random stream cannot move between device types. Resume with trainer.device={saved}, "
+            f"or start a new run (name=<new name>)."
         )
 
 
@@ -112,8 +112,8 @@ class Checkpoints:
                 raise
             kept = self.kept()
             raise CheckpointError(
-                f"Cannot write the checkpoint {self.path} ({problem}). Free disk space or make {self.dir} "
-                f"writable, then rerun to resume; "
+                f"Cannot write the checkpoint {self.path} ({problem}). Free disk space or make "
+                f"{self.dir} writable, then rerun to resume; "
                 + (
                     f"{' and '.join(kept)} from before {'are' if len(kept) > 1 else 'is'} intact."
                     if kept
@@ -175,8 +175,8 @@ class Checkpoints:
 
         A truncated or corrupt ``checkpoint.pt`` is moved aside to ``checkpoint.corrupt.pt`` and the
         run falls back to ``checkpoint.prev.pt`` when that one loads, saying so; otherwise it is a
-        clear error ending on ``fix`` (training's advice unless told another). Loading never unpickles
-        code (``weights_only=True``).
+        clear error ending on ``fix`` (training's advice unless told another). Loading never
+        unpickles code (``weights_only=True``).
         """
         p, prev = self.path, self.previous
         self.check_paths()
@@ -207,8 +207,8 @@ class Checkpoints:
         raise CheckpointError(f"{problem} {fix}")
 
     def check_paths(self) -> None:
-        """Refuse checkpoint paths that exist but are not regular files (a directory, a socket, ...):
-        taking them for "no checkpoint" would restart the run over its record."""
+        """Refuse checkpoint paths that exist but are not regular files (a directory, a socket,
+        ...): taking them for "no checkpoint" would restart the run over its record."""
         for p in (self.path, self.previous):
             if os.path.lexists(p) and not stat.S_ISREG(os.stat(p).st_mode if p.exists() else 0):
                 kind = (
@@ -219,6 +219,6 @@ class Checkpoints:
                     else "not a regular file"
                 )
                 raise CheckpointError(
-                    f"{p} is {kind}, not a checkpoint file. Move it aside (a run's checkpoint is a file); "
-                    f"nothing was changed."
+                    f"{p} is {kind}, not a checkpoint file. Move it aside (a run's checkpoint is a "
+                    f"file); nothing was changed."
                 )

@@ -55,8 +55,8 @@ class RunLock:
         taken = self._flock(fd, fcntl.LOCK_EX)
         if taken is None:  # run, but say so
             log.warning(
-                "Cannot lock %s: this filesystem has no file locks, so nothing stops a second process "
-                "from using the same run directory.",
+                "Cannot lock %s: this filesystem has no file locks, so nothing stops a second "
+                "process from using the same run directory.",
                 self.path,
             )
             self._fd = fd
@@ -67,7 +67,10 @@ class RunLock:
             raise self._in_use(holder)
         if old := self._holder(fd):
             log.info("Took over the lock of %s, which is no longer running (%s).", self.dir, old)
-        me = f"pid {os.getpid()} on {platform.node()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        me = (
+            f"pid {os.getpid()} on {platform.node()} since "
+            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        )
         os.ftruncate(fd, 0)
         os.pwrite(fd, me.encode(), 0)
         self._fd = fd
@@ -121,11 +124,11 @@ class RunLock:
     def _in_use(self, holder: str) -> RunDirError:
         if self.what == "sweep":
             return RunDirError(
-                f"{self.dir} is in use by another sweep, {holder} ({self.path.name}). Wait for it to "
-                f"finish or stop it, or give this sweep its own folder (hydra.sweep.dir=<dir>); no "
-                f"job was started."
+                f"{self.dir} is in use by another sweep, {holder} ({self.path.name}). Wait for it "
+                f"to finish or stop it, or give this sweep its own folder (hydra.sweep.dir=<dir>); "
+                f"no job was started."
             )
         return RunDirError(
-            f"{self.dir} is in use by {holder} ({self.path.name}). Wait for that run to finish or stop "
-            f"it, or give this run its own directory (name=<new name> or hydra.run.dir=<dir>)."
+            f"{self.dir} is in use by {holder} ({self.path.name}). Wait for that run to finish or "
+            f"stop it, or give this run its own directory (name=<new name> or hydra.run.dir=<dir>)."
         )

@@ -48,8 +48,9 @@ log = logging.getLogger("resnet_repro")
 
 
 def torchvision_version() -> str:
-    """``torchvision.__version__``, read from its ``version.py`` when torchvision is not imported yet:
-    importing it imports all its datasets, models and ops, which a run of the CIFAR nets never uses."""
+    """``torchvision.__version__``, read from its ``version.py`` when torchvision is not imported
+    yet: importing it imports all its datasets, models and ops, which a run of the CIFAR nets never
+    uses."""
     import importlib.util
     import sys
 
@@ -107,7 +108,8 @@ _COMMIT_AT_IMPORT = _read_git_commit()  # the code a process runs is the code it
 def git_commit() -> str | None:
     """Commit of the code that ran: the git checkout's when this process imported it (a commit made
     while a sweep runs does not change what its later jobs run, nor what they record), else
-    ``$RESNET_REPRO_GIT_COMMIT`` (a copy without ``.git``, e.g. an exported source tarball, is told its commit that way)."""
+    ``$RESNET_REPRO_GIT_COMMIT`` (a copy without ``.git``, e.g. an exported source tarball, is told
+    its commit that way)."""
     return _COMMIT_AT_IMPORT
 
 
@@ -158,7 +160,8 @@ class RunRecord:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as ex:
             raise RunDirError(
-                f"Cannot create the run directory {self.dir}: {ex.strerror}. Choose a writable hydra.run.dir."
+                f"Cannot create the run directory {self.dir}: {ex.strerror}. Choose a writable "
+                f"hydra.run.dir."
             ) from None
         if not os.access(self.dir, os.W_OK):
             raise RunDirError(
@@ -179,8 +182,9 @@ class RunRecord:
             )  # safe: a Python tag or an alias is refused, never run or expanded
         except RECORD_ERRORS as ex:
             raise RunDirError(
-                f"{p} cannot be read as a config ({first_line(ex)}): it is not a file this tool wrote. Restore "
-                f"it, or move the run directory aside and rerun; nothing was changed."
+                f"{p} cannot be read as a config ({first_line(ex)}): it is not a file this tool "
+                f"wrote. Restore it, or move the run directory aside and rerun; nothing was "
+                f"changed."
             ) from None
         if not isinstance(cfg, dict):
             raise RunDirError(
@@ -219,21 +223,22 @@ class RunRecord:
                 continue
             if longer:
                 raise RunDirError(
-                    f"{self.dir} holds a run of {a[EXTENDABLE_KEY]} iterations, but its checkpoint is gone, so it "
-                    f"cannot be continued to {b[EXTENDABLE_KEY]}. Give the longer run its own directory "
-                    f"(name=<new name>)."
+                    f"{self.dir} holds a run of {a[EXTENDABLE_KEY]} iterations, but its checkpoint "
+                    f"is gone, so it cannot be continued to {b[EXTENDABLE_KEY]}. Give the longer "
+                    f"run its own directory (name=<new name>)."
                 )
             if diff:
                 shown = "; ".join(f"{k}: {a[k]!r} there, {b[k]!r} now" for k in diff[:5])
                 hint = (
-                    f" (A run continues to more iterations when {EXTENDABLE_KEY} is the only key that "
-                    f"changes.)"
+                    f" (A run continues to more iterations when {EXTENDABLE_KEY} is the only key "
+                    f"that changes.)"
                     if EXTENDABLE_KEY in diff
                     else ""
                 )
                 raise RunDirError(
-                    f"{self.dir} already holds a run with a different config (its {where}: {shown}). Give "
-                    f"this run its own directory (name=<new name> or hydra.run.dir=<dir>), or delete the old run.{hint}"
+                    f"{self.dir} already holds a run with a different config (its {where}: "
+                    f"{shown}). Give this run its own directory (name=<new name> or "
+                    f"hydra.run.dir=<dir>), or delete the old run.{hint}"
                 )
 
     def check_resumable(
@@ -253,9 +258,10 @@ class RunRecord:
         done = summary.get("iterations") or 0
         if not has_ckpt and done and summary.get("status") != "completed":
             raise RunDirError(
-                f"{self.dir} holds {done} trained iterations ({SUMMARY_FILE}, {METRICS_FILE}) but no checkpoint to "
-                f"resume from ({CHECKPOINT_FILE} is gone). Training again would overwrite that record: move the "
-                f"directory aside first, or give this run its own directory (name=<new name>)."
+                f"{self.dir} holds {done} trained iterations ({SUMMARY_FILE}, {METRICS_FILE}) but "
+                f"no checkpoint to resume from ({CHECKPOINT_FILE} is gone). Training again would "
+                f"overwrite that record: move the directory aside first, or give this run its own "
+                f"directory (name=<new name>)."
             )
 
     def write_config(self, cfg: dict) -> None:
@@ -273,8 +279,8 @@ class RunRecord:
             if problem is None:
                 raise
             raise RunDirError(
-                f"Cannot write {self.path(name)} ({problem}). Free disk space or make {self.dir} writable, then "
-                f"rerun the same command to resume{self._intact()}."
+                f"Cannot write {self.path(name)} ({problem}). Free disk space or make {self.dir} "
+                f"writable, then rerun the same command to resume{self._intact()}."
             ) from None
 
     def _intact(self) -> str:

@@ -74,7 +74,8 @@ def _pairs(overrides: Iterable[str]) -> list[tuple[str, str]]:
 def job_name(overrides: Iterable[str], n: int | None = None, depth: int | None = None) -> str:
     """Readable job name from a job's overrides, always showing the depth.
 
-    ``["model.depth=56", "model.residual=false", "seed=1"]`` gives ``depth=56,residual=false,seed=1``.
+    ``["model.depth=56", "model.residual=false", "seed=1"]`` gives
+    ``depth=56,residual=false,seed=1``.
     """
     items, o_n, o_depth = [], None, None
     for key, value in _pairs(overrides):
@@ -126,7 +127,8 @@ def job_names(jobs: list[list[str]], depths: list[int], axes: Iterable[str] = ()
 
 def resume_command(sweep_dir: str | Path, argv: Sequence[str] | None = None) -> str:
     """The command that resumes a sweep: its command line (``argv``, default this process's) with
-    its folder, ``hydra.sweep.dir=<folder>`` (the same command alone starts a new timestamped one)."""
+    its folder, ``hydra.sweep.dir=<folder>`` (the same command alone starts a new timestamped
+    one)."""
     args = [
         a
         for a in (sys.argv[1:] if argv is None else argv)
@@ -138,7 +140,8 @@ def resume_command(sweep_dir: str | Path, argv: Sequence[str] | None = None) -> 
 def sweep_stopped(
     ex: KeyboardInterrupt, sweep_dir: str | Path, argv: Sequence[str] | None = None
 ) -> Preempted:
-    """A sweep stopped by Ctrl-C or SIGTERM (its running job checkpointed), saying how to resume it."""
+    """A sweep stopped by Ctrl-C or SIGTERM (its running job checkpointed), saying how to resume
+    it."""
     signum = getattr(ex, "signum", signal.SIGINT)
     what = str(ex).removesuffix(RERUN_TO_RESUME).strip() or (
         f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name})."
@@ -169,7 +172,8 @@ def status_now(run_dir: str | Path, status: str | None) -> str | None:
 
 def job_outcome(run_dir: str | Path, exc: BaseException | None = None) -> dict | None:
     """A job's outcome columns as its run's ``summary.json`` tells them, or as the exception that
-    ended the job tells them where the summary does not (none written, or one of an earlier attempt).
+    ended the job tells them where the summary does not (none written, or one of an earlier
+    attempt).
 
     ``finished_at`` is the summary's for a completed run, the time the summary was last written
     for one that ended otherwise; none when only the exception tells. ``None`` when neither tells
@@ -248,9 +252,10 @@ class Manifest:
         return rows
 
     def set_jobs(self, jobs: list[dict]) -> None:
-        """List a sweep's jobs (``name``, ``overrides``, ``run_dir``), numbered as Hydra numbers them,
-        each with its outcome so far: a sweep rerun in its own directory lists its finished runs as
-        they finished (they are left alone) and the others as they stopped, or as pending."""
+        """List a sweep's jobs (``name``, ``overrides``, ``run_dir``), numbered as Hydra numbers
+        them, each with its outcome so far: a sweep rerun in its own directory lists its finished
+        runs as they finished (they are left alone) and the others as they stopped, or as
+        pending."""
         rows = [{"job": i, **j} for i, j in enumerate(jobs)]
         self._write([{**r, **(job_outcome(self.run_dir(r)) or _PENDING)} for r in rows])
 

@@ -27,7 +27,8 @@ def check_device(name: str) -> None:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise ResnetReproError(
-                f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or auto."
+                f"trainer.device={name} but no CUDA device is available. Use trainer.device=cpu or "
+                f"auto."
             )
         index = int(name.partition(":")[2] or 0)
         if index >= count:
@@ -57,7 +58,8 @@ def set_threads(n: int | None) -> str:
 
 
 def device_sync(device: torch.device) -> None:
-    """Wait for the work queued on ``device``: steps run asynchronously (CUDA graphs most of all)."""
+    """Wait for the work queued on ``device``: steps run asynchronously (CUDA graphs most of
+    all)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

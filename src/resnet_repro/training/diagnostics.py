@@ -15,7 +15,8 @@ from torch import nn
 def conv3x3_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
     """(BN module name, 3x3 conv, its BN) for every 3x3 conv-BN layer, in forward order.
 
-    The conv's name is the BN's with ``bn`` replaced by ``conv`` (``layer1.0.bn2``: ``layer1.0.conv2``).
+    The conv's name is the BN's with ``bn`` replaced by ``conv`` (``layer1.0.bn2``:
+    ``layer1.0.conv2``).
     """
     found = []
     for name, mod in model.named_modules():

@@ -28,7 +28,8 @@ class LRSchedule:
         return float(f"{lr:.12g}")  # 0.1 * 0.1 is 0.01, not 0.010000000000000002
 
     def observe_train_error(self, error: float, iteration: int) -> bool:
-        """Feed the training error (fraction) seen up to ``iteration``; True when warm-up ends now."""
+        """Feed the training error (fraction) seen up to ``iteration``; True when warm-up ends
+        now."""
         if self.warming and error < self.cfg.warmup_until_error:
             self.warming = False
             self.warmup_ended_at = iteration

@@ -65,7 +65,8 @@ class Sinks:
         self.rec.write_summary(self.summary)
 
     def results(self) -> dict[str, Any]:
-        """What the run found so far: final and best errors, times, speed (a checkpoint keeps them)."""
+        """What the run found so far: final and best errors, times, speed (a checkpoint keeps
+        them)."""
         return {
             k: v
             for k, v in self.summary.items()

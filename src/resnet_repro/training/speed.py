@@ -223,7 +223,8 @@ class Timings:
     def seconds_per_iteration(
         self, variant: str, depth: int, batch: int | None = None
     ) -> tuple[float, bool]:
-        """Seconds per iteration at ``batch`` (default: the measured batch), and whether estimated."""
+        """Seconds per iteration at ``batch`` (default: the measured batch), and whether
+        estimated."""
         s, est = interpolate_in_depth(self._points(variant, "s_per_iter"), depth)
         if batch is not None and batch != self.batch:
             return s * batch / self.batch, True
@@ -234,7 +235,8 @@ class Timings:
         return max(0.0, interpolate_in_depth(self._points(variant, "setup_s"), depth)[0])
 
     def speedup(self, k: int) -> float:
-        """Aggregate throughput of k runs sharing the GPU over one run's (the largest k measured <= k)."""
+        """Aggregate throughput of k runs sharing the GPU over one run's (the largest k measured
+        <= k)."""
         return self.sharing[max(j for j in self.sharing if j <= k)]
 
     def slowdown(self, k: int) -> float:
@@ -242,7 +244,8 @@ class Timings:
         return k / self.speedup(k)
 
     def best_parallel(self, min_gain: float = 1.05) -> int:
-        """The k with the most aggregate throughput, where each step up gained at least ``min_gain``."""
+        """The k with the most aggregate throughput, where each step up gained at least
+        ``min_gain``."""
         best = 1
         for k in sorted(self.sharing):
             if k > best and self.sharing[k] >= self.sharing[best] * min_gain:

@@ -1,12 +1,14 @@
-"""Which runs train together as one stacked net (``trainer.stack``), and the configs of a stack's members.
+"""Which runs train together as one stacked net (``trainer.stack``), and the configs of a stack's
+members.
 
 The nets of one depth in the §4.2 study are the same layers: plain and residual differ only in the
 shortcut, seeds only in the numbers. A multirun's jobs that differ only in ``model.residual`` and
-``seed`` can train as one grouped net (``models/stacked.py``, trained by ``train_stack.py``), and each
-still leaves the record its separate run would. The sweeper plans the stacks here (no torch):
+``seed`` can train as one grouped net (``models/stacked.py``, trained by ``train_stack.py``), and
+each still leaves the record its separate run would. The sweeper plans the stacks here (no torch):
 
 - ``trainer.stack=off``: every job alone;
-- ``trainer.stack=k``: up to k jobs per stack; a job the stacked net cannot train is refused, by key;
+- ``trainer.stack=k``: up to k jobs per stack; a job the stacked net cannot train is refused,
+  by key;
 - ``trainer.stack=auto`` (default): the k that measured fastest on the device type the sweep runs on
   (``MEASURED_SPEEDUP``, from ``benchmarks/stacked.py``); alone where nothing measured faster.
 """
@@ -35,7 +37,8 @@ STACK_KEYS = ("trainer.stack", "trainer.stack_members")
 # Training speed of one stack of k against the same k runs one after another (the harness's own
 # step, ResNet-20, batch 128), as benchmarks/stacked.py measured it, by device type; auto stacks
 # only where some k measured faster than 1. A device type without rows is never stacked by auto.
-#   cpu: a 2-core x86_64 machine, fp32, eager: python benchmarks/stacked.py --threads 2 --iters 5 (README)
+#   cpu: a 2-core x86_64 machine, fp32, eager:
+#        python benchmarks/stacked.py --threads 2 --iters 5 (README)
 #   cuda: not measured yet (benchmarks/gpu_check.sh measures it on a GPU: stacked.json)
 MEASURED_SPEEDUP: dict[str, dict[int, float]] = {
     "cpu": {2: 0.97, 4: 0.83, 6: 0.66},
@@ -43,7 +46,8 @@ MEASURED_SPEEDUP: dict[str, dict[int, float]] = {
 
 
 def auto_size(device_type: str) -> int:
-    """The stack size ``auto`` picks on a device type: the fastest measured k, if faster than alone."""
+    """The stack size ``auto`` picks on a device type: the fastest measured k, if faster than
+    alone."""
     rows = MEASURED_SPEEDUP.get(device_type, {})
     best = max(rows, key=rows.get, default=1)
     return best if rows.get(best, 0) > 1 else 1
@@ -53,20 +57,27 @@ def refusal(cfg: Config) -> str | None:
     """Why a run cannot be a stack member (one line naming the key and the fix), or None."""
     fix = "Set trainer.stack=off to train it alone."
     if not REGISTRY[cfg.model.name].stacks:
-        return f"trainer.stack={cfg.trainer.stack} stacks the CIFAR ResNets of §4.2 only (model=resnet_cifar), not model.name={cfg.model.name}. {fix}"
+        return (
+            f"trainer.stack={cfg.trainer.stack} stacks the CIFAR ResNets of §4.2 only "
+            f"(model=resnet_cifar), not model.name={cfg.model.name}. {fix}"
+        )
     if cfg.model.shortcut != "A":
-        return f"trainer.stack={cfg.trainer.stack} stacks nets with shortcut option A only, not model.shortcut={cfg.model.shortcut}. {fix}"
+        return (
+            f"trainer.stack={cfg.trainer.stack} stacks nets with shortcut option A only, not "
+            f"model.shortcut={cfg.model.shortcut}. {fix}"
+        )
     if cfg.trainer.precision == "fp16":
         return (
-            f"trainer.stack={cfg.trainer.stack} does not stack trainer.precision=fp16: one gradient scaler "
-            f"would skip every member's step when one member overflows. Use bf16 or fp32, or {fix[0].lower()}{fix[1:]}"
+            f"trainer.stack={cfg.trainer.stack} does not stack trainer.precision=fp16: one "
+            f"gradient scaler would skip every member's step when one member overflows. Use bf16 "
+            f"or fp32, or {fix[0].lower()}{fix[1:]}"
         )
     return None
 
 
 def check_members(cfgs: list[Config]) -> None:
-    """Refuse a stack whose members differ in anything but ``model.residual`` and ``seed`` (the first
-    differing key named), or that the stacked net cannot train."""
+    """Refuse a stack whose members differ in anything but ``model.residual`` and ``seed`` (the
+    first differing key named), or that the stacked net cannot train."""
     first = flat(to_dict(cfgs[0]))
     for c in cfgs[1:]:
         other = flat(to_dict(c))
@@ -77,8 +88,9 @@ def check_members(cfgs: list[Config]) -> None:
             key = diff[0]
             raise ConfigError(
                 f"stacked runs may differ in model.residual and seed only, but {', '.join(diff)} "
-                f"differ{'s' if len(diff) == 1 else ''}: {key}={first[key]!r} in {cfgs[0].name}, {other.get(key)!r} "
-                f"in {c.name}. Train them in separate stacks, or set trainer.stack=off."
+                f"differ{'s' if len(diff) == 1 else ''}: {key}={first[key]!r} in {cfgs[0].name}, "
+                f"{other.get(key)!r} in {c.name}. Train them in separate stacks, or set "
+                f"trainer.stack=off."
             )
     why = refusal(cfgs[0])
     if why:
@@ -86,12 +98,13 @@ def check_members(cfgs: list[Config]) -> None:
 
 
 def plan(cfgs: list[Config], device_type: Callable[[Config], str] | None = None) -> list[list[int]]:
-    """The sweep's jobs (indices into ``cfgs``) in launch order: each entry one job alone or a stack.
+    """The sweep's jobs (indices into ``cfgs``) in launch order: each entry one job alone or a
+    stack.
 
     Jobs whose configs agree in everything but ``model.residual`` and ``seed`` (``trainer.stack``
     included) form a group; a group is cut into stacks of its ``trainer.stack`` size, in job order.
-    ``device_type(cfg)`` (default: :func:`sweep_device_type`) is asked only when ``auto`` could stack
-    on some device type.
+    ``device_type(cfg)`` (default: :func:`sweep_device_type`) is asked only when ``auto`` could
+    stack on some device type.
     """
     device_type = device_type or (lambda c: sweep_device_type(c.trainer.device))
     could_stack = any(auto_size(t) > 1 for t in MEASURED_SPEEDUP)
@@ -150,7 +163,8 @@ def members_override(cfgs: list[Config], names: list[str]) -> str:
 
 
 def refuse_members_by_hand(overrides: list[str]) -> None:
-    """``trainer.stack_members`` is the sweeper's to set (``trainer.stack``): refused on a command line."""
+    """``trainer.stack_members`` is the sweeper's to set (``trainer.stack``): refused on a command
+    line."""
     if any(k == "trainer.stack_members" for k, _ in override_pairs(overrides)):
         raise ConfigError(
             "trainer.stack_members is set by the sweeper for the jobs it stacks, not by hand. Use "

@@ -50,7 +50,8 @@ class Progress:
         self.it += 1
 
     def peek(self) -> tuple[float, float]:
-        """(mean training loss, training error %) over the window so far, which goes on (a read-back)."""
+        """(mean training loss, training error %) over the window so far, which goes on (a
+        read-back)."""
         return self.loss.item() / self.seen, 100.0 * self.wrong.item() / self.seen
 
     def read_window(self) -> tuple[float, float]:
@@ -70,7 +71,8 @@ class Progress:
         return (self.it - self._mark_it) * batch_size / max(seconds, 1e-9)
 
     def window_closed(self, now: float) -> None:
-        """The window (and its evaluation) is over at ``now``: add it to the wall time, mark anew."""
+        """The window (and its evaluation) is over at ``now``: add it to the wall time, mark
+        anew."""
         self.elapsed_s += now - self._mark_time
         self.mark(now)
 
@@ -80,7 +82,8 @@ class Progress:
 
     def results(self, batch_size: int) -> dict:
         """The summary's view at an evaluation: best errors, the iterations trained and kept (the
-        checkpoint written with it), the iteration the final_* errors are from, both clocks, the speed."""
+        checkpoint written with it), the iteration the final_* errors are from, both clocks, the
+        speed."""
         return {
             **self.best,
             "iterations": self.it,
@@ -124,7 +127,8 @@ class Progress:
 
 
 class TorchRNG:
-    """torch's global CPU random stream as a state owner (model initialisation and dropout draw on it)."""
+    """torch's global CPU random stream as a state owner (model initialisation and dropout draw on
+    it)."""
 
     def state_dict(self) -> torch.Tensor:
         return torch.get_rng_state()

@@ -67,7 +67,8 @@ class FastPath:
         channels_last = t.channels_last if t.channels_last is not None else verified
         if t.deterministic and compile_mode != "off":
             log.info(
-                "trainer.deterministic=true: torch.compile is off (its kernels may not be deterministic)"
+                "trainer.deterministic=true: torch.compile is off (its kernels may not be "
+                "deterministic)"
             )
             compile_mode = "off"
         return cls(
@@ -120,13 +121,15 @@ class FastPath:
         cuda = self.device_type == "cuda"
         torch.use_deterministic_algorithms(self.deterministic)
         torch.backends.cudnn.benchmark = cuda and not self.deterministic
-        # the flags torch has had since 1.7; mixing them with the newer fp32_precision API is refused
+        # the flags torch has had since 1.7; mixing them with the newer fp32_precision API
+        # is refused
         tf32 = self.precision != "fp32"
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
     def new_job(self) -> None:
-        """Start a job: set the backend flags and drop the compiled code of this process's earlier jobs.
+        """Start a job: set the backend flags and drop the compiled code of this process's earlier
+        jobs.
 
         Every architecture adds a cache entry to the same ``forward``; past torch's recompile limit
         (8) a new one would silently run eagerly. Called once per job, never per step object: a
@@ -148,7 +151,8 @@ class FastPath:
         return torch.compile(model, mode=mode)
 
     def step_begin(self) -> None:
-        """Mark a new training step for CUDA-graph replay (outputs of the last one may be reused)."""
+        """Mark a new training step for CUDA-graph replay (outputs of the last one may be
+        reused)."""
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
 

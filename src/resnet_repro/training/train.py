@@ -141,7 +141,8 @@ def _train_runs(
     together = build is not None and len(todo) > 1 and len(starts) == 1
     if build is not None and len(todo) > 1 and not together:
         log.info(
-            "The runs of this stack stand at different iterations (%s): they train one after another.",
+            "The runs of this stack stand at different iterations (%s): they train one after "
+            "another.",
             ", ".join(
                 f"{recs[i].dir.name} at {points[i][0]['iteration'] if points[i][0] else 0}"
                 for i in todo
@@ -195,8 +196,8 @@ def _align(points: list, recs: list[RunRecord], todo: list[int]) -> None:
         previous[i] = ckpt
     for i, ckpt in previous.items():
         log.info(
-            "%s: resuming from %s (iteration %d), where the stack's other runs stand; its checkpoint "
-            "of iteration %d was written when the stack stopped",
+            "%s: resuming from %s (iteration %d), where the stack's other runs stand; its "
+            "checkpoint of iteration %d was written when the stack stopped",
             recs[i].dir.name,
             PREVIOUS_CHECKPOINT_FILE,
             behind,
@@ -380,7 +381,8 @@ class SingleNet:
         return cls(device, fast, data, model, step), [member]
 
     def owners(self, m: Member) -> dict:
-        """The checkpoint's keys and the objects whose state each holds (with ``progress``'s keys)."""
+        """The checkpoint's keys and the objects whose state each holds (with ``progress``'s
+        keys)."""
         return {
             "model": self.model,
             "optimizer": self.step.opt,
@@ -437,7 +439,8 @@ class SingleNet:
         log.info("Run directory: %s", mem.rec.dir)
         log.info("Fast path: %s", ", ".join(f"{k}={v}" for k, v in self.fast.describe().items()))
         log.info(
-            "%s: %s %s-%d (n=%s, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, device %s",
+            "%s: %s %s-%d (n=%s, %s shortcuts), %s params, %s/%s, %d train images, eval on %s, "
+            "device %s",
             cfg.name,
             m.name,
             "ResNet" if m.residual else "plain",
@@ -467,8 +470,9 @@ def _checkpoint(net, m: Member) -> None:
 
 
 def _stop(net, alive: list[Member], batch_size: int) -> None:
-    """Before a stop: the time since the last log row added to both clocks (in the checkpoint and the
-    summary, so a resumed run's wall time and speed count every step), a checkpoint where needed."""
+    """Before a stop: the time since the last log row added to both clocks (in the checkpoint and
+    the summary, so a resumed run's wall time and speed count every step), a checkpoint where
+    needed."""
     device_sync(net.device)
     now = clock()
     for m in alive:
@@ -504,7 +508,8 @@ def _evaluate(net, members: list[Member]) -> dict[int, dict]:
 
 
 def _grad_norms_hook(net, members: list[Member]):
-    """At the iterations ``diagnostics.grad_norms`` names: a hook that records the gradients' norms."""
+    """At the iterations ``diagnostics.grad_norms`` names: a hook that records the gradients'
+    norms."""
     it = members[0].progress.it + 1  # the step about to run
     if it not in members[0].cfg.diagnostics.grad_norms:
         return None
@@ -571,9 +576,9 @@ def _loop(net, members: list[Member], stop: dict) -> list[dict]:
             bar.update()
             it = p.it
             if not bar.disable and it < t.log_every and it & (it - 1) == 0:
-                device_sync(
-                    net.device
-                )  # sync point: the bar's first numbers, at iterations 1, 2, 4, ... before the first log
+                # sync point: the bar's first numbers, at iterations 1, 2, 4, ...
+                # before the first log
+                device_sync(net.device)
                 show(bar, *alive[0].progress.peek(), alive[0].lr)
             is_log, is_eval = (
                 it % t.log_every == 0 or it == total,
@@ -605,7 +610,8 @@ def _loop(net, members: list[Member], stop: dict) -> list[dict]:
                 if is_eval:
                     m.sinks.summary.update(m.progress.results(t.batch_size))
                     _checkpoint(net, m)
-                    m.sinks.update()  # written after the checkpoint: the summary never runs ahead of it
+                    # written after the checkpoint: the summary never runs ahead of it
+                    m.sinks.update()
             logged = [rows[m.index] for m in alive if "train_loss" in rows[m.index]]
             if logged:
                 show(
@@ -627,7 +633,8 @@ def _loop(net, members: list[Member], stop: dict) -> list[dict]:
             raise members[0].diverged
         raise Diverged(
             f"every run of the stack diverged: {', '.join(m.rec.dir.name for m in members)} "
-            f"(each run's summary.json says where). Lower optimizer.lr, or warm up with schedule.warmup=true."
+            f"(each run's summary.json says where). Lower optimizer.lr, or warm up with "
+            f"schedule.warmup=true."
         )
     return [m.sinks.summary for m in members]
 
@@ -641,7 +648,8 @@ def close_failed(sinks: Sinks, ex: BaseException, done: int, saved_at: int | Non
         if isinstance(ex, Diverged)
         else "failed"
     )
-    # iterations: those the record keeps (its last checkpoint); iterations_done: where this attempt stopped
+    # iterations: those the record keeps (its last checkpoint);
+    # iterations_done: where this attempt stopped
     kept = {} if saved_at is None else {"iterations": saved_at}
     sinks.close(
         False, status=status, error=f"{type(ex).__name__}: {ex}", iterations_done=done, **kept

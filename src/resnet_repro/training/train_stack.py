@@ -50,7 +50,8 @@ def train_stack(
     job_num: int | None = None,
     sweep_dir: str | Path | None = None,
 ) -> list[dict]:
-    """Run (or resume) these runs as one stack, each in its run directory; return their summaries."""
+    """Run (or resume) these runs as one stack, each in its run directory; return their
+    summaries."""
     check_members(cfgs)
     return train_runs(
         cfgs, run_dirs, StackedNet.build, group=group, job_num=job_num, sweep_dir=sweep_dir
@@ -143,7 +144,8 @@ class StackedNet:
         return len(self.members)
 
     def restore(self, members: list[Member], ckpts: list[dict | None]) -> None:
-        """Continue from the members' checkpoints (all of one iteration), or start; rows past them dropped."""
+        """Continue from the members' checkpoints (all of one iteration), or start; rows past them
+        dropped."""
         if ckpts[0] is not None:
             for m, ck in zip(members, ckpts, strict=True):
                 check_format(ck, m.rec.checkpoints.path)
@@ -165,7 +167,8 @@ class StackedNet:
             m.rec.rewind(m.progress.it)
 
     def member_state(self, m: Member) -> dict:
-        """The member's checkpoint states, in a separate run's format (a stack resumes from its members')."""
+        """The member's checkpoint states, in a separate run's format (a stack resumes from its
+        members')."""
         opt = self.opt.member_state_dict(m.index)
         opt["param_groups"][0].update(
             foreach=self.separate_impl == "foreach" or None,
@@ -234,7 +237,8 @@ class StackedNet:
 def evaluate_stack(
     model: StackedCifarResNet, x, y, batch_size: int, mean, fast: FastPath, size: int | None = None
 ) -> list[tuple[float, float]]:
-    """Every member's (mean loss, error %) over a whole split, in eval mode (``train.evaluate`` per member)."""
+    """Every member's (mean loss, error %) over a whole split, in eval mode (``train.evaluate`` per
+    member)."""
     model.eval()
     k = model.k
     loss_sum = torch.zeros(k, device=x.device)

@@ -172,8 +172,9 @@ class WandbMirror:
         self.run = None
 
     def _log_checkpoint(self, final: bool) -> None:
-        """The run's checkpoint as a W&B model Artifact (``logger.log_checkpoints``), one version per
-        attempt under one name: W&B aliases the newest ``latest``, and a completed run's ``final``."""
+        """The run's checkpoint as a W&B model Artifact (``logger.log_checkpoints``), one version
+        per attempt under one name: W&B aliases the newest ``latest``, and a completed run's
+        ``final``."""
         import wandb
 
         path = self.dir / CHECKPOINT_FILE
